@@ -1,0 +1,43 @@
+# bikestate: two commands for users (`make demo`, `make test`); `make setup` builds the
+# environment they both need. Everything is installed into .venv from nothing.
+
+PYTHON ?= python3
+VENV ?= .venv
+# Where detectron2 comes from: pypi-mirror (pure-Python sources repacked from the registry
+# distribution sal-detectron2==0.7.2) or git (official repository, compiles _C; needs GitHub).
+D2_SOURCE ?= pypi-mirror
+# Exact pins: these builds are served from local disk on the project's machines.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.bikestate-setup-$(D2_SOURCE)
+DEMO_DIR ?= output/demo
+PYTEST_ARGS ?=
+
+ifeq ($(filter $(D2_SOURCE),pypi-mirror git),)
+$(error unknown D2_SOURCE '$(D2_SOURCE)': use D2_SOURCE=pypi-mirror (default) or D2_SOURCE=git)
+endif
+
+.PHONY: setup test demo clean-venv
+
+setup: $(STAMP)
+
+# The stamp makes a second `make setup` on a ready environment a no-op; it is redone when the
+# files that define the environment change.
+$(STAMP): setup.py Makefile tools/install_detectron2.py
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install $(TORCH_PINS)
+	$(VPY) tools/install_detectron2.py --source $(D2_SOURCE)
+	$(VPY) -m pip install -e '.[dev]'
+	@rm -f $(VENV)/.bikestate-setup-*
+	@touch $@
+
+test: setup
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(VPY) tools/demo.py --output $(DEMO_DIR)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,158 @@
+"""Config keys of bikestate, added to a detectron2 config by :func:`add_bikestate_config`.
+
+Call it before ``merge_from_file``: detectron2 rejects keys it does not know, which is what
+catches a typo in a user's YAML. Every key has a one-line comment; defaults follow the seed
+pipeline (AdamW 1e-4, ReduceLROnPlateau 0.5/3, 20 epochs at batch 2, state loss weight 0.5).
+"""
+from detectron2.config import CfgNode as CN
+
+from .constants import STATE_NAMES
+
+
+def add_bikestate_config(cfg):
+    """Add every bikestate key to ``cfg`` (a detectron2 ``CfgNode``) in place; return ``cfg``."""
+    _C = cfg
+
+    # ---------------------------------------------------------------- state branch
+    _C.MODEL.ROI_STATE_HEAD = CN()
+    # Name of the state head in STATE_HEAD_REGISTRY.
+    _C.MODEL.ROI_STATE_HEAD.NAME = "MLPStateHead"
+    # Number of part states (intact, damaged, absent, occluded).
+    _C.MODEL.ROI_STATE_HEAD.NUM_STATES = len(STATE_NAMES)
+    # Width of the hidden layer of the state MLP (seed: 256).
+    _C.MODEL.ROI_STATE_HEAD.HIDDEN_DIM = 256
+    # Dropout after the hidden layer (seed: 0.2).
+    _C.MODEL.ROI_STATE_HEAD.DROPOUT = 0.2
+    # Weight of loss_state in the total loss (seed: 0.5).
+    _C.MODEL.ROI_STATE_HEAD.LOSS_WEIGHT = 0.5
+    # Per-state cross-entropy weights, one per state; empty means all 1 (damaged is ~6% of parts).
+    _C.MODEL.ROI_STATE_HEAD.STATE_LOSS_WEIGHTS = []
+    # Condition the state on the part class (a learned part embedding joins the box features).
+    _C.MODEL.ROI_STATE_HEAD.CLASS_CONDITIONED = False
+    # Size of that part embedding.
+    _C.MODEL.ROI_STATE_HEAD.CLASS_EMBED_DIM = 32
+
+    # ---------------------------------------------------------------- optional timm backbone
+    _C.MODEL.TIMM = CN()
+    # timm model name for the "build_timm_fpn_backbone" backbone (needs the `timm` extra).
+    _C.MODEL.TIMM.NAME = "resnet18"
+    # Feature stages taken from the timm model, fed to the FPN (strides 4..32 for 1..4).
+    _C.MODEL.TIMM.OUT_INDICES = [1, 2, 3, 4]
+    # Load timm's pretrained ImageNet weights (needs a reachable hub).
+    _C.MODEL.TIMM.PRETRAINED = False
+
+    # ---------------------------------------------------------------- data
+    _C.BIKESTATE = CN()
+    _C.BIKESTATE.DATA = CN()
+    # Training annotations in DelftBikes JSON or COCO-with-states; "" = SynthBikes. Env: TRAIN_JSON.
+    _C.BIKESTATE.DATA.TRAIN_JSON = ""
+    # Validation annotations, same formats. Env: VAL_JSON.
+    _C.BIKESTATE.DATA.VAL_JSON = ""
+    # Optional held-out test annotations, same formats (registers bike_test).
+    _C.BIKESTATE.DATA.TEST_JSON = ""
+    # Folder of the training images. Env: TRAIN_CLEANED.
+    _C.BIKESTATE.DATA.TRAIN_IMAGES = ""
+    # Folder of the validation images. Env: VAL_CLEANED.
+    _C.BIKESTATE.DATA.VAL_IMAGES = ""
+    # Folder of the test images.
+    _C.BIKESTATE.DATA.TEST_IMAGES = ""
+    # What to do with invalid boxes/images when converting: "error" (stop) or "skip" (drop them).
+    _C.BIKESTATE.DATA.ON_INVALID = "error"
+    # Folder where SynthBikes is generated on first use and reused.
+    _C.BIKESTATE.DATA.SYNTH_CACHE_DIR = "~/.cache/bikestate/synthbikes"
+    # Images generated for the default SynthBikes train / val / test splits.
+    _C.BIKESTATE.DATA.SYNTH_NUM_TRAIN = 400
+    _C.BIKESTATE.DATA.SYNTH_NUM_VAL = 60
+    _C.BIKESTATE.DATA.SYNTH_NUM_TEST = 60
+    # Seeds of the SynthBikes splits (different seeds, so no image is shared).
+    _C.BIKESTATE.DATA.SYNTH_SEEDS = [1, 2, 3]
+    # Size (width, height) of generated SynthBikes images.
+    _C.BIKESTATE.DATA.SYNTH_IMAGE_SIZE = [640, 480]
+    # Unreadable images skipped during training before it stops with an error (-1: no limit).
+    _C.BIKESTATE.DATA.MAX_SKIPPED_IMAGES = 100
+
+    # Photometric augmentation of training images (the seed had none; the issue asks for it).
+    _C.INPUT.COLOR_JITTER = CN()
+    # Apply random brightness/contrast/saturation changes while training.
+    _C.INPUT.COLOR_JITTER.ENABLED = True
+    # Intensity range [1 - x, 1 + x] of each change.
+    _C.INPUT.COLOR_JITTER.BRIGHTNESS = 0.2
+    _C.INPUT.COLOR_JITTER.CONTRAST = 0.2
+    _C.INPUT.COLOR_JITTER.SATURATION = 0.2
+
+    # Data loading as the seed sets it: pinned memory on CUDA, 2 batches prefetched per worker.
+    # Pin host memory of batches when training on CUDA.
+    _C.DATALOADER.PIN_MEMORY = True
+    # Batches loaded in advance by each worker.
+    _C.DATALOADER.PREFETCH_FACTOR = 2
+
+    # ---------------------------------------------------------------- solver
+    # "SGD" (detectron2's) or "AdamW" (the seed's).
+    _C.SOLVER.OPTIMIZER = "SGD"
+    # Betas of AdamW.
+    _C.SOLVER.BETAS = (0.9, 0.999)
+    # When > 0: train this many epochs; MAX_ITER and, if 0, TEST.EVAL_PERIOD are derived from it.
+    _C.SOLVER.MAX_EPOCHS = 0
+    # Evaluations per epoch when TEST.EVAL_PERIOD is derived from MAX_EPOCHS.
+    _C.SOLVER.EVALS_PER_EPOCH = 1
+    # Mini-batches accumulated before each optimizer step (effective batch = this x IMS_PER_BATCH).
+    _C.SOLVER.GRAD_ACCUM_STEPS = 1
+    # Checkpoints of the periodic checkpointer kept on disk (older ones are deleted); 0 keeps all.
+    _C.SOLVER.MAX_TO_KEEP = 3
+    _C.SOLVER.PLATEAU = CN()
+    # ReduceLROnPlateau (LR_SCHEDULER_NAME "ReduceLROnPlateau"): multiply the LR by this factor...
+    _C.SOLVER.PLATEAU.FACTOR = 0.5
+    # ...after this many evaluations without improvement of the monitored metric.
+    _C.SOLVER.PLATEAU.PATIENCE = 3
+    # Smallest improvement that counts (relative, as torch's threshold_mode="rel").
+    _C.SOLVER.PLATEAU.THRESHOLD = 1e-4
+    # Lower bound of the learning rate.
+    _C.SOLVER.PLATEAU.MIN_LR = 0.0
+    # Metric the plateau scheduler watches (a key of the evaluation results or avg_val_loss).
+    _C.SOLVER.PLATEAU.METRIC = "avg_val_loss"
+    # "min" when lower is better (losses), "max" when higher is better (AP).
+    _C.SOLVER.PLATEAU.MODE = "min"
+
+    # Make cuDNN deterministic (slower); seeding alone does not fix cuDNN's algorithm choice.
+    _C.CUDNN_DETERMINISTIC = False
+
+    # ---------------------------------------------------------------- validation, best model
+    # Compute the average loss over the validation set at every evaluation (avg_val_loss).
+    _C.TEST.VAL_LOSS = True
+    _C.TEST.BEST_CHECKPOINT = CN()
+    # Metric that picks model_best.pth (seed: avg_val_loss); e.g. "bbox/AP" with MODE "max".
+    _C.TEST.BEST_CHECKPOINT.METRIC = "avg_val_loss"
+    # "min" or "max".
+    _C.TEST.BEST_CHECKPOINT.MODE = "min"
+    # Stop after this many evaluations without improvement of that metric (0: never).
+    _C.TEST.EARLY_STOP_PATIENCE = 0
+
+    # ---------------------------------------------------------------- evaluation
+    _C.TEST.BIKESTATE = CN()
+    # IoU at which a detection matches a ground-truth part (state and verification metrics).
+    _C.TEST.BIKESTATE.MATCH_IOU = 0.5
+    # Minimum detection score for a detection to give a part its verdict.
+    _C.TEST.BIKESTATE.VERIFY_SCORE_THRESH = 0.5
+    # bbox_present/*: multiply each score by the probability that the part is not absent.
+    _C.TEST.BIKESTATE.PRESENT_RESCORE = True
+
+    # ---------------------------------------------------------------- weights loading
+    # Accept pickled (.pkl) weight files from local paths or other URLs (they run code on load).
+    _C.MODEL.ALLOW_PICKLED_WEIGHTS = False
+
+    # ---------------------------------------------------------------- Weights & Biases
+    _C.WANDB = CN()
+    # "auto" (online with credentials, else offline into OUTPUT_DIR), "online", "offline",
+    # "disabled".
+    _C.WANDB.MODE = "auto"
+    # W&B project name.
+    _C.WANDB.PROJECT = "bikestate"
+    # W&B entity (team or user); "" = the default of the credentials.
+    _C.WANDB.ENTITY = ""
+    # Run name; "" = W&B's generated name.
+    _C.WANDB.NAME = ""
+    # Validation images logged with predicted boxes at every evaluation (0: none).
+    _C.WANDB.NUM_VIS_IMAGES = 4
+    # Upload model_best.pth as a W&B artifact at the end of training.
+    _C.WANDB.LOG_CHECKPOINT = False
+    return cfg

@@ -1,0 +1,50 @@
+"""Crash-safe file output: write to a temporary file in the target folder, flush, rename.
+
+A kill at any moment leaves either the old file or the new one, never a half-written file,
+because ``os.replace`` within one folder is atomic on POSIX file systems.
+"""
+import contextlib
+import json
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="w", **kwargs):
+    """Open a temporary sibling of ``path`` for writing; on success rename it to ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left as it was.
+    """
+    if "r" in mode or "a" in mode:
+        raise ValueError(f"atomic_open writes whole files; mode {mode!r} is not supported")
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(obj, path, **json_kwargs):
+    """Write ``obj`` as JSON to ``path`` atomically."""
+    json_kwargs.setdefault("indent", None)
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, **json_kwargs)
+
+
+def atomic_write_text(text, path):
+    """Write a string to ``path`` atomically."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def atomic_write_bytes(data, path):
+    """Write bytes to ``path`` atomically."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)

@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""bikestate: a detectron2 extension plugin for visual part verification of bicycles.
+
+detectron2 itself is not on the Python package registry: `make setup` installs it (see
+tools/install_detectron2.py) before this package. It is therefore not listed below.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="bikestate",
+    version="0.1.0",
+    description="Bike part detection and state verification (intact, damaged, absent, occluded) "
+    "as a detectron2 plugin",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["bikestate", "bikestate.*"]),
+    package_data={"bikestate": ["configs/*.yaml"]},
+    install_requires=[
+        "torch>=2.0",
+        "torchvision>=0.15",
+        "numpy",
+        "pycocotools>=2.0.7",
+        "fvcore>=0.1.5",
+        "iopath>=0.1.9",
+        # The headless build: the GUI build needs libGL, which servers and CI machines lack.
+        "opencv-python-headless",
+        "pillow",
+        "matplotlib",
+        "tqdm",
+        "tabulate",
+        "python-dotenv",
+        "wandb",
+        "tensorboard",
+    ],
+    extras_require={
+        "dev": ["pytest>=7", "pytest-timeout"],
+        "timm": ["timm"],
+    },
+)
