@@ -1,0 +1,74 @@
+"""Shared helpers of the benchmark scripts: machine description and JSON records.
+
+Every benchmark appends one JSON record per run to ``benchmarks/results/<name>.jsonl``;
+``benchmarks/make_results.py`` regenerates RESULTS.md from those records.
+"""
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def machine_info():
+    """Facts that make a figure comparable: host, CPU count, device, library versions."""
+    import torch
+
+    info = {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "device": "cpu",
+        "device_name": platform.processor() or platform.machine(),
+    }
+    if torch.cuda.is_available():
+        info["device"] = "cuda"
+        info["device_name"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+    try:
+        import detectron2
+
+        info["detectron2"] = detectron2.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def append_record(name, figures, results_dir=None):
+    """Append ``{"benchmark", "date", "machine", "figures"}`` to ``<results_dir>/<name>.jsonl``.
+
+    Returns the record. One line per record keeps concurrent appends safe and history intact.
+    """
+    results_dir = results_dir or RESULTS_DIR
+    os.makedirs(results_dir, exist_ok=True)
+    record = {
+        "benchmark": name,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "figures": figures,
+    }
+    line = json.dumps(record, sort_keys=True) + "\n"
+    with open(os.path.join(results_dir, f"{name}.jsonl"), "a", encoding="utf-8") as f:
+        f.write(line)
+    return record
+
+
+def median_time(fn, repeats, warmup=1, sync=None):
+    """Median wall time in seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+        if sync:
+            sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
