@@ -1,1 +1,32 @@
+"""Predictions for people: the predictor, the bike inspection report and the pictures.
 
+- :class:`BikeStatePredictor`: model + weights + test-time resize; images in, ``Instances``
+  with part states out (boxes in original pixels, on the CPU).
+- :func:`build_report` / :func:`write_reports`: per image and part a verdict (intact,
+  damaged, absent, occluded, not_found) and what needs attention.
+- :func:`draw_predictions`: boxes coloured by state, labelled ``saddle · damaged 87%``.
+- :func:`instances_to_records` / :func:`predictions_to_coco_results`: predictions.json and
+  its conversion into COCO results for evaluation.
+- :func:`find_images` / :func:`read_image`: the photos users really have.
+"""
+from .export import instances_to_records, predictions_to_coco_results
+from .images import IMAGE_EXTENSIONS, UnreadableImageError, find_images, read_image
+from .predictor import BikeStatePredictor, load_model_weights, resolve_part_names
+from .report import build_report, write_reports
+from .visualizer import draw_predictions, format_label
+
+__all__ = [
+    "BikeStatePredictor",
+    "IMAGE_EXTENSIONS",
+    "UnreadableImageError",
+    "build_report",
+    "draw_predictions",
+    "find_images",
+    "format_label",
+    "instances_to_records",
+    "load_model_weights",
+    "predictions_to_coco_results",
+    "read_image",
+    "resolve_part_names",
+    "write_reports",
+]

@@ -1,0 +1,155 @@
+"""Pictures of predictions: each part's box coloured by its state, with a legend.
+
+Built on detectron2's :class:`Visualizer` (its fonts scale with the image, so labels stay
+legible from 640x480 to 12-megapixel photos). What a bike shop needs to see first are the parts
+to fix, so damaged and absent parts are drawn last (on top of the others) and with an opaque
+box, while intact and occluded parts keep detectron2's half-transparent boxes.
+"""
+import numpy as np
+from detectron2.utils.visualizer import _SMALL_OBJECT_AREA_THRESH, Visualizer
+
+from ..constants import STATE_COLORS, STATE_NAMES
+from .report import ATTENTION_VERDICTS
+
+# Parts drawn first (underneath): states that need no action.
+_CALM_STATES = tuple(i for i, s in enumerate(STATE_NAMES) if s not in ATTENTION_VERDICTS)
+# Drawn last (on top), absent before damaged so that damaged, the rarest, is topmost.
+_ATTENTION_STATES = tuple(STATE_NAMES.index(s) for s in reversed(ATTENTION_VERDICTS))
+
+# Longest side of the rendered picture; bigger photos are drawn scaled down (boxes, text and
+# lines scale with them) because a 12-megapixel overlay is slow to render and to open.
+DEFAULT_MAX_SIZE = 1600
+LEGEND_BACKGROUND = (32, 32, 32)
+
+
+def format_label(part_name, state, confidence):
+    """The label of a box, e.g. ``saddle · damaged 87%`` (confidence as in the report)."""
+    return f"{part_name} · {STATE_NAMES[state]} {round(100 * float(confidence)):d}%"
+
+
+def _legend_height(height, width):
+    # Same rule as Visualizer's default font size (pixels ~ points here), with room around it.
+    font = max(np.sqrt(height * width) // 90, 10)
+    return int(round(font * 2.6))
+
+
+def draw_predictions(image_rgb, instances, part_names, *, score_thresh=0.0, legend=True,
+                     max_size=DEFAULT_MAX_SIZE, font_size_scale=1.0):
+    """Draw predicted parts on an image.
+
+    Args:
+        image_rgb (np.ndarray): uint8 (H, W, 3) RGB image, the frame of ``instances``.
+        instances (Instances): predictions with ``pred_boxes`` (N boxes XYXY, image pixels),
+            ``scores`` (N,), ``pred_classes`` (N,), ``pred_states`` (N,) and ``state_scores``
+            (N, 4).
+        part_names (Sequence[str]): class names by contiguous id.
+        score_thresh (float): detections scoring below are not drawn.
+        legend (bool): add a strip below the image naming the four state colours.
+        max_size (int or None): longest side of the output; larger images are scaled down.
+        font_size_scale (float): extra factor on detectron2's image-size-based font size.
+
+    Returns:
+        np.ndarray: uint8 RGB image of shape (H' + L, W', 3): the image scaled to at most
+        ``max_size`` (H', W'), plus the legend strip of height L when ``legend``.
+
+    Each box is labelled ``<part> · <state> <confidence>%`` where confidence is the detection
+    score times the probability of the predicted state (the report's confidence).
+    """
+    image_rgb = np.asarray(image_rgb)
+    height, width = image_rgb.shape[:2]
+    scale = 1.0
+    if max_size and max(height, width) > max_size:
+        scale = max_size / max(height, width)
+
+    canvas = image_rgb
+    legend_h = 0
+    if legend:
+        # The legend goes in a strip below the photo, so it never hides a part.
+        legend_h = _legend_height(height, width)
+        strip = np.empty((legend_h, width, 3), dtype=np.uint8)
+        strip[:] = LEGEND_BACKGROUND
+        canvas = np.concatenate([image_rgb, strip], axis=0)
+
+    vis = Visualizer(canvas, metadata=None, scale=scale, font_size_scale=font_size_scale)
+
+    keep = instances.scores >= score_thresh
+    boxes = instances.pred_boxes.tensor[keep].detach().cpu().numpy()
+    scores = instances.scores[keep].detach().cpu().numpy()
+    classes = instances.pred_classes[keep].detach().cpu().numpy()
+    states = instances.pred_states[keep].detach().cpu().numpy()
+    probs = instances.state_scores[keep].detach().cpu().numpy()
+    confidence = scores * probs[np.arange(len(states)), states] if len(states) else scores
+
+    for group in (_CALM_STATES,) + tuple((s,) for s in _ATTENTION_STATES):
+        idx = np.flatnonzero(np.isin(states, group))
+        if not len(idx):
+            continue
+        # Largest first, as overlay_instances does, so small parts' labels end up on top.
+        idx = idx[np.argsort(-_areas(boxes[idx]), kind="stable")]
+        colors = [STATE_COLORS[states[i]] for i in idx]
+        vis.overlay_instances(boxes=boxes[idx], assigned_colors=colors)
+        if group != _CALM_STATES:
+            for i in idx:  # an opaque second outline over the half-transparent one
+                vis.draw_box(boxes[i], alpha=1.0, edge_color=STATE_COLORS[states[i]])
+        for i in idx:
+            _draw_label(vis, boxes[i], format_label(part_names[classes[i]], states[i],
+                                                    confidence[i]), STATE_COLORS[states[i]])
+
+    if legend:
+        _draw_legend(vis, top=height, height=legend_h, width=width)
+    return vis.get_output().get_image()
+
+
+def _areas(boxes):
+    return np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+
+
+def _text_color(background):
+    """Black or white, whichever reads better on ``background`` (RGB 0-1)."""
+    luminance = 0.299 * background[0] + 0.587 * background[1] + 0.114 * background[2]
+    return "black" if luminance > 0.5 else "white"
+
+
+def _draw_label(vis, box, text, color):
+    """A label tag in the state's colour at a box, placed as ``overlay_instances`` places it.
+
+    detectron2 writes labels in a pale tint of the box colour on black, which makes damaged
+    (pink) and absent (pale orange) hard to tell apart; a tag filled with the state colour
+    itself reads at a glance. The font follows detectron2's rule (larger for taller boxes) but
+    is never below 0.9x the default size, so labels of small parts stay legible.
+    """
+    x0, y0, x1, y1 = box
+    out = vis.output
+    position = (x0, y0)
+    if (y1 - y0) * (x1 - x0) < _SMALL_OBJECT_AREA_THRESH * out.scale or y1 - y0 < 40 * out.scale:
+        # Small part: label beside the box, not over it.
+        position = (x1, y0) if y1 >= out.height - 5 else (x0, y1)
+    height_ratio = (y1 - y0) / np.sqrt(out.height * out.width)
+    font_size = np.clip((height_ratio - 0.02) / 0.08 + 1, 1.8, 2) * 0.5 * vis._default_font_size
+    # Keep the tag inside the picture: shift it left when it would run off the right edge
+    # (width estimated at 0.6 em per character, in image pixels).
+    text_width = len(text) * 0.6 * font_size * out.dpi / 72
+    x = max(0.0, min(position[0], out.width - text_width))
+    out.ax.text(
+        x, position[1], text, size=font_size * out.scale, family="sans-serif",
+        bbox={"facecolor": color, "alpha": 0.85, "pad": 0.7, "edgecolor": "none"},
+        verticalalignment="top", horizontalalignment="left", color=_text_color(color),
+        zorder=10,
+    )
+
+
+def _draw_legend(vis, top, height, width):
+    """Four coloured swatches with the state names, in the strip at rows [top, top + height)."""
+    font = vis._default_font_size
+    swatch = height * 0.5
+    y_mid = top + height / 2
+    slot = width / len(STATE_NAMES)
+    for i, (name, color) in enumerate(zip(STATE_NAMES, STATE_COLORS)):
+        x0 = i * slot + height * 0.3
+        square = np.array([[x0, y_mid - swatch / 2], [x0 + swatch, y_mid - swatch / 2],
+                           [x0 + swatch, y_mid + swatch / 2], [x0, y_mid + swatch / 2]])
+        vis.draw_polygon(square, color=color, edge_color=color, alpha=1.0)
+        vis.output.ax.text(
+            x0 + swatch * 1.4, y_mid, name, size=font * vis.output.scale, family="sans-serif",
+            color="white", verticalalignment="center", horizontalalignment="left", zorder=10,
+        )
