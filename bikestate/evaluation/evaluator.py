@@ -1,0 +1,381 @@
+"""BikeStateEvaluator: COCO box AP per part plus part-state and part-verification metrics.
+
+The model answers two questions per part: where is it (or where should it be), and in which
+state is it. Box AP alone rewards a detector that "hallucinates" missing parts at their usual
+place (Kayhan et al., ICIP 2021), so next to detectron2's COCO numbers this evaluator reports:
+
+* ``bbox/*``: detectron2's :class:`COCOEvaluator` over all annotated parts (absent included).
+* ``bbox_present/*``: the public DelftBikes protocol: ground truth restricted to intact, damaged
+  and occluded parts; with ``present_rescore`` each score is multiplied by the detection's
+  probability of not being absent, so knowing that a part is missing is not punished.
+* ``state/*``: state accuracy, macro-F1, per-state precision/recall/F1 and per-part accuracy
+  over detections matched one-to-one (greedy by score, IoU >= ``match_iou``) to ground truth.
+* ``verify/*``: one verdict per image and ground-truth part, as an inspection would give it
+  (see :func:`bikestate.evaluation.metrics.verification_metrics`).
+* ``bbox_state/AP50``: AP50 where a detection counts only with the right part and state.
+
+Results are nested by task (detectron2's convention); ``EvalHook`` flattens them to
+``"bbox/AP"``, ``"state/accuracy"``, ``"verify/hallucination_rate"``, ... Every value is a float:
+AP in percent, rates in [0, 1], NaN where undefined (see :mod:`.metrics`).
+"""
+import copy
+import csv
+import io
+import itertools
+import logging
+import os
+import tempfile
+from collections import OrderedDict
+
+import numpy as np
+from tabulate import tabulate
+
+import detectron2.utils.comm as comm
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.coco import convert_to_coco_json
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
+from detectron2.structures import BoxMode
+from detectron2.utils.logger import create_small_table
+
+from ..constants import STATE_NAMES
+from ..utils.errors import DataError
+from ..utils.io import atomic_open, atomic_write_json, atomic_write_text
+from . import metrics as M
+
+__all__ = ["BikeStateEvaluator"]
+
+logger = logging.getLogger(__name__)
+
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+PRESENT_METRICS = ("AP", "AP50", "AP75")
+
+
+class BikeStateEvaluator(DatasetEvaluator):
+    """Evaluate part boxes, part states and part verification on a registered bike dataset.
+
+    The dataset must be registered with the ``state`` of every annotation kept (e.g. through
+    ``load_coco_json(..., extra_annotation_keys=["state"])``, as
+    :func:`bikestate.data.datasets.register_bike_instances` does) and metadata ``thing_classes``
+    and, optionally, ``state_classes`` (default :data:`bikestate.constants.STATE_NAMES`) and
+    ``json_file`` (a COCO file for :class:`COCOEvaluator`; converted from the dicts if missing).
+    Ground truth is read from ``DatasetCatalog`` because the test-time mapper drops annotations.
+
+    Model outputs: ``outputs[i]["instances"]`` with ``pred_boxes``, ``scores``,
+    ``pred_classes``, ``pred_states`` (N,) and ``state_scores`` (N, S).
+    """
+
+    def __init__(self, dataset_name, cfg=None, distributed=True, output_dir=None,
+                 match_iou=None, verify_score_thresh=None, present_rescore=None,
+                 max_dets_per_image=100):
+        """
+        Args:
+            dataset_name (str): a registered dataset.
+            cfg (CfgNode or None): when given, ``TEST.BIKESTATE.{MATCH_IOU,
+                VERIFY_SCORE_THRESH, PRESENT_RESCORE}`` supply the settings not passed
+                explicitly.
+            distributed (bool): gather predictions of all ranks to the main process, which
+                alone returns results (others return ``{}``).
+            output_dir (str or None): where result files are written (created if needed).
+            match_iou (float): IoU of a match (state metrics) and of a verdict. Default 0.5.
+            verify_score_thresh (float): minimum score giving a verdict. Default 0.5.
+            present_rescore (bool): ``bbox_present`` multiplies each score by
+                ``1 - state_scores[:, absent]``. Default True.
+            max_dets_per_image (int): detections per image kept by every AP (COCO: 100).
+        """
+        defaults = {"MATCH_IOU": M.MATCH_IOU, "VERIFY_SCORE_THRESH": M.VERIFY_SCORE_THRESH,
+                    "PRESENT_RESCORE": True}
+        if cfg is not None:
+            defaults.update({k: cfg.TEST.BIKESTATE.get(k, v) for k, v in defaults.items()})
+        self._match_iou = float(defaults["MATCH_IOU"] if match_iou is None else match_iou)
+        self._verify_score_thresh = float(
+            defaults["VERIFY_SCORE_THRESH"] if verify_score_thresh is None else verify_score_thresh
+        )
+        self._present_rescore = bool(
+            defaults["PRESENT_RESCORE"] if present_rescore is None else present_rescore
+        )
+        self._dataset_name = dataset_name
+        self._distributed = distributed
+        self._output_dir = output_dir
+        self._max_dets = int(max_dets_per_image)
+        self._metadata = MetadataCatalog.get(dataset_name)
+        self._ground_truth = None  # loaded on first evaluate(), on the main process only
+
+        if not hasattr(self._metadata, "json_file"):
+            # COCOEvaluator needs a COCO file; write the conversion atomically ourselves so its
+            # own (non-atomic) result dumps can stay off.
+            folder = output_dir or tempfile.mkdtemp(prefix="bikestate_eval_")
+            os.makedirs(folder, exist_ok=True)
+            cache = os.path.join(folder, f"{dataset_name}_coco_format.json")
+            if comm.is_main_process():
+                convert_to_coco_json(dataset_name, cache, allow_cached=False)
+            comm.synchronize()
+            self._metadata.json_file = cache
+        self._coco_evaluator = COCOEvaluator(
+            dataset_name, tasks=("bbox",), distributed=distributed, output_dir=None,
+            max_dets_per_image=self._max_dets, use_fast_impl=False,
+        )
+
+    # ------------------------------------------------------------------ collection
+
+    def reset(self):
+        self._predictions = []
+        self._coco_evaluator.reset()
+
+    def process(self, inputs, outputs):
+        """Store each image's detections as compact CPU numpy arrays.
+
+        Args:
+            inputs (list[dict]): model inputs, each with ``image_id``.
+            outputs (list[dict]): model outputs, each with ``instances``.
+        """
+        self._coco_evaluator.process(inputs, outputs)
+        for inp, out in zip(inputs, outputs):
+            instances = out["instances"].to("cpu")
+            num = len(instances)
+            if num and not (instances.has("pred_states") or instances.has("state_scores")):
+                raise DataError(
+                    f"BikeStateEvaluator: the model output of image {inp['image_id']} has no "
+                    "pred_states/state_scores; is the model a bikestate model (StateROIHeads)?"
+                )
+            if instances.has("state_scores"):
+                state_scores = instances.state_scores.float().numpy()
+            else:
+                state_scores = np.zeros((num, len(STATE_NAMES)), dtype=np.float32)
+                state_scores[np.arange(num), instances.pred_states.numpy()] = 1.0
+            states = (instances.pred_states.numpy() if instances.has("pred_states")
+                      else state_scores.argmax(axis=1))
+            self._predictions.append({
+                "image_id": inp["image_id"],
+                "boxes": instances.pred_boxes.tensor.float().numpy().astype(np.float32),
+                "scores": instances.scores.float().numpy().astype(np.float32),
+                "classes": instances.pred_classes.numpy().astype(np.int32),
+                "states": np.asarray(states, dtype=np.int32),
+                "state_scores": state_scores.astype(np.float32),
+            })
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self):
+        """Gather, compute every metric on the main process and write the result files.
+
+        Returns:
+            OrderedDict: ``{"bbox": {...}, "bbox_present": {...}, "state": {...},
+            "verify": {...}, "bbox_state": {"AP50": ...}}`` of floats on the main process;
+            ``{}`` on other ranks or when no image was processed.
+        """
+        if self._distributed:
+            comm.synchronize()
+            gathered = comm.gather(self._predictions, dst=0)
+            predictions = list(itertools.chain(*gathered))
+        else:
+            predictions = self._predictions
+        if self._distributed and not comm.is_main_process():
+            self._coco_evaluator.evaluate()  # takes part in its gather; returns {}
+            return {}
+
+        by_image = {}
+        for pred in predictions:
+            by_image.setdefault(int(pred["image_id"]), pred)  # an image seen twice counts once
+        if not by_image:
+            self._coco_evaluator.evaluate()
+            logger.warning("[BikeStateEvaluator] no image was processed; nothing to evaluate.")
+            return {}
+        image_ids = sorted(by_image)
+        gt = self._load_ground_truth()
+        unknown = [i for i in image_ids if i not in gt]
+        if unknown:
+            raise DataError(
+                f"BikeStateEvaluator: image_id {unknown[0]} (and {len(unknown) - 1} more) of the "
+                f"predictions is not in dataset '{self._dataset_name}'"
+            )
+        gt = {i: gt[i] for i in image_ids}
+        part_names = list(self._metadata.thing_classes)
+        state_names = list(self._metadata.get("state_classes", STATE_NAMES))
+        num_dets = sum(len(p["scores"]) for p in by_image.values())
+
+        results = OrderedDict()
+        results["bbox"] = self._eval_bbox(image_ids, gt, by_image, part_names, num_dets)
+        results["bbox_present"] = self._eval_bbox_present(image_ids, gt, by_image, part_names,
+                                                          state_names)
+        matched = M.match_and_verify(by_image, gt, self._match_iou, self._verify_score_thresh)
+        state, state_cm = M.state_metrics(matched["pair_gt_state"], matched["pair_pred_state"],
+                                          state_names, matched["pair_part"], part_names)
+        verify, verify_cm = M.verification_metrics(matched["gt_state"], matched["verdict"],
+                                                   state_names)
+        results["state"] = state
+        results["verify"] = verify
+        results["bbox_state"] = {"AP50": M.bbox_state_ap50(
+            image_ids, gt, by_image, len(part_names), len(state_names), self._max_dets)}
+
+        rows = M.per_part_metrics(matched, part_names, state_names)
+        for row in rows:
+            row["AP"] = results["bbox"].get(f"AP-{row['part']}", float("nan"))
+            row["AP_present"] = results["bbox_present"].get(f"AP-{row['part']}", float("nan"))
+        self._log(results, rows, state_cm, state_names)
+        if self._output_dir:
+            self._write_files(results, rows, by_image, state_cm, verify_cm, part_names,
+                              state_names)
+        for task in results.values():
+            for key, value in task.items():
+                task[key] = float(value)
+        return copy.deepcopy(results)
+
+    def _eval_bbox(self, image_ids, gt, by_image, part_names, num_dets):
+        """``bbox/*`` from detectron2's COCOEvaluator; 0 AP (not NaN) when nothing was detected."""
+        coco = self._coco_evaluator.evaluate(img_ids=image_ids).get("bbox")
+        if num_dets > 0 and coco is not None:
+            return dict(coco)
+        # COCOEvaluator answers NaN without any detection; AP's definition gives 0 where there
+        # is ground truth (nothing recalled), NaN where there is none.
+        anns = self._gt_annotations(image_ids, gt)
+        coco_eval = M.coco_bbox_eval(image_ids, anns, [], range(1, len(part_names) + 1),
+                                     max_dets=self._max_dets)
+        return M.standard_ap(coco_eval, part_names)
+
+    def _eval_bbox_present(self, image_ids, gt, by_image, part_names, state_names):
+        """``bbox_present/AP, AP50, AP75, AP-<part>``: present parts only, optionally rescored."""
+        absent = state_names.index("absent")
+        anns = [a for a in self._gt_annotations(image_ids, gt) if a["state"] != absent]
+        dets = []
+        for image_id in image_ids:
+            pred = by_image[image_id]
+            scores = pred["scores"].astype(np.float64)
+            if self._present_rescore and len(scores):
+                scores = scores * (1.0 - pred["state_scores"][:, absent].astype(np.float64))
+            for box, cls, score in zip(M._xyxy_to_xywh(pred["boxes"]).tolist(),
+                                       pred["classes"].tolist(), scores.tolist()):
+                dets.append({"image_id": image_id, "category_id": cls + 1, "bbox": box,
+                             "score": score})
+        coco_eval = M.coco_bbox_eval(image_ids, anns, dets, range(1, len(part_names) + 1),
+                                     max_dets=self._max_dets)
+        ap = M.standard_ap(coco_eval, part_names)
+        return {k: v for k, v in ap.items() if k in PRESENT_METRICS or k.startswith("AP-")}
+
+    @staticmethod
+    def _gt_annotations(image_ids, gt):
+        """COCO-style ground-truth dicts (internal category id = part index + 1)."""
+        anns = []
+        for image_id in image_ids:
+            g = gt[image_id]
+            for box, cls, state, crowd in zip(M._xyxy_to_xywh(g["boxes"]).tolist(),
+                                              g["classes"].tolist(), g["states"].tolist(),
+                                              g["iscrowd"].tolist()):
+                anns.append({"image_id": image_id, "category_id": cls + 1, "bbox": box,
+                             "state": state, "iscrowd": int(crowd)})
+        return anns
+
+    def _load_ground_truth(self):
+        """Per image id: boxes (M, 4) XYXY_ABS, classes, states, iscrowd, from DatasetCatalog."""
+        if self._ground_truth is not None:
+            return self._ground_truth
+        dicts = DatasetCatalog.get(self._dataset_name)
+        gt = {}
+        for record in dicts:
+            anns = record.get("annotations", [])
+            for ann in anns:
+                if "state" not in ann:
+                    raise DataError(
+                        f"dataset '{self._dataset_name}', image {record.get('file_name')}: an "
+                        f"annotation of part {ann.get('category_id')} has no 'state'; register "
+                        "the dataset with load_coco_json(..., extra_annotation_keys=['state'])"
+                    )
+            boxes = np.array(
+                [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns],
+                dtype=np.float64,
+            ).reshape(-1, 4)
+            gt[int(record["image_id"])] = {
+                "image_id": int(record["image_id"]),
+                "boxes": boxes,
+                "classes": np.array([a["category_id"] for a in anns], dtype=np.int64),
+                "states": np.array([a["state"] for a in anns], dtype=np.int64),
+                "iscrowd": np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
+            }
+        self._ground_truth = gt
+        return gt
+
+    # ------------------------------------------------------------------ reporting
+
+    def _log(self, results, rows, state_cm, state_names):
+        for task in ("bbox_present", "state", "verify", "bbox_state"):
+            headline = {k: v for k, v in results[task].items()
+                        if "-" not in k or k.startswith(("precision-", "recall-"))}
+            logger.info(f"Evaluation results for {task}:\n" + create_small_table(headline))
+        logger.info("State confusion matrix (rows: ground truth, columns: prediction):\n"
+                    + tabulate([[name] + list(map(int, r)) for name, r in zip(state_names, state_cm)],
+                               headers=["gt \\ pred"] + state_names, tablefmt="pipe"))
+        logger.info("Per-part results (AP in %, rates in [0, 1]):\n" + _per_part_table(rows))
+
+    def _write_files(self, results, rows, by_image, state_cm, verify_cm, part_names,
+                     state_names):
+        os.makedirs(self._output_dir, exist_ok=True)
+        out = lambda name: os.path.join(self._output_dir, name)  # noqa: E731
+        atomic_write_json(self._results_with_states(by_image, state_names),
+                          out("coco_instances_results_with_states.json"))
+        atomic_write_json({
+            "state_names": state_names,
+            "rows": "ground truth state", "columns": "predicted state (matched detections)",
+            "matrix": state_cm.tolist(),
+            "verification": {"rows": "ground truth state",
+                             "columns": M.verdict_names(state_names),
+                             "matrix": verify_cm.tolist()},
+        }, out("state_confusion_matrix.json"), indent=2)
+        atomic_write_text(_per_part_csv(rows), out("per_part.csv"))
+        atomic_write_json(_json_safe(results), out("bikestate_metrics.json"), indent=2)
+        from .plots import plot_confusion_matrix, plot_per_part_ap
+
+        with atomic_open(out("state_confusion_matrix.png"), "wb") as f:
+            plot_confusion_matrix(state_cm, state_names, f)
+        with atomic_open(out("per_part_ap.png"), "wb") as f:
+            plot_per_part_ap(rows, f)
+
+    def _results_with_states(self, by_image, state_names):
+        """COCO result dicts (dataset category ids) with ``state``, ``state_name``, scores."""
+        id_map = self._metadata.get("thing_dataset_id_to_contiguous_id")
+        reverse = {v: k for k, v in id_map.items()} if id_map else None
+        results = []
+        for image_id in sorted(by_image):
+            pred = by_image[image_id]
+            for box, cls, score, state, sscores in zip(
+                M._xyxy_to_xywh(pred["boxes"]).tolist(), pred["classes"].tolist(),
+                pred["scores"].tolist(), pred["states"].tolist(), pred["state_scores"].tolist(),
+            ):
+                results.append({
+                    "image_id": image_id,
+                    "category_id": reverse[cls] if reverse else cls,
+                    "bbox": [round(v, 3) for v in box],
+                    "score": round(score, 6),
+                    "state": state,
+                    "state_name": state_names[state],
+                    "state_scores": [round(s, 6) for s in sscores],
+                })
+        return results
+
+
+PER_PART_COLUMNS = ("part", "AP", "AP_present", "state_accuracy", "verify_accuracy",
+                    "hallucination_rate", "n_gt", "n_absent", "n_pairs")
+
+
+def _per_part_csv(rows):
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=PER_PART_COLUMNS, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _per_part_table(rows):
+    return tabulate([[row[c] for c in PER_PART_COLUMNS] for row in rows],
+                    headers=list(PER_PART_COLUMNS), tablefmt="pipe", floatfmt=".3f",
+                    numalign="right")
+
+
+def _json_safe(obj):
+    """NaN is not JSON; write it as null."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+

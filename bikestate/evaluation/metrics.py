@@ -1,0 +1,506 @@
+"""State-aware metrics of bike-part detections: pure numpy (+ pycocotools), no dataset catalog.
+
+Everything here works on per-image dicts of numpy arrays, so it can be unit-tested and
+benchmarked without detectron2's catalogs or a model:
+
+* **predictions** of one image: ``{"image_id": int, "boxes": (N, 4) float XYXY_ABS,
+  "scores": (N,) float, "classes": (N,) int part index, "states": (N,) int state index,
+  "state_scores": (N, S) float, rows sum to 1}``;
+* **ground truth** of one image: ``{"image_id": int, "boxes": (M, 4) float XYXY_ABS,
+  "classes": (M,) int, "states": (M,) int, "iscrowd": (M,) bool (optional)}``.
+  Crowd annotations are ignored by the state and verification metrics (COCO AP ignores them its
+  own way).
+
+Conventions (documented once here, used everywhere):
+
+* AP values are in percent (0-100) like detectron2's ``COCOEvaluator``; rates, accuracies and
+  F1 scores are fractions in [0, 1].
+* A metric whose denominator is empty is ``float("nan")`` (a float, so detectron2's
+  ``EvalHook`` and W&B accept it): e.g. the hallucination rate of a dataset without absent parts.
+* AP with ground truth but no detection at all is 0.0 (nothing recalled); AP of a category or
+  area range without ground truth is NaN (pycocotools' -1).
+"""
+import contextlib
+import io
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from ..constants import NOT_FOUND
+
+__all__ = [
+    "MATCH_IOU",
+    "VERIFY_SCORE_THRESH",
+    "NOT_FOUND_ID",
+    "pairwise_iou",
+    "greedy_match",
+    "verify_verdicts",
+    "match_and_verify",
+    "confusion_matrix",
+    "state_metrics",
+    "verification_metrics",
+    "per_part_metrics",
+    "coco_bbox_eval",
+    "bbox_state_ap50",
+    "mean_ap",
+    "standard_ap",
+    "verdict_names",
+]
+
+# IoU at which a detection matches a ground-truth part of the same class.
+MATCH_IOU = 0.5
+# Minimum score of a detection that may give a ground-truth part its verdict.
+VERIFY_SCORE_THRESH = 0.5
+# Verdict code of a ground-truth part that no detection found (states are 0..S-1).
+NOT_FOUND_ID = -1
+
+
+def _nan_div(num, den):
+    """``num / den`` as a float, NaN when ``den`` is 0."""
+    return float(num) / float(den) if den else float("nan")
+
+
+def pairwise_iou(boxes1, boxes2):
+    """IoU of every pair of XYXY boxes, the COCO way (no +1 on widths).
+
+    Args:
+        boxes1 (ndarray): (N, 4) XYXY_ABS.
+        boxes2 (ndarray): (M, 4) XYXY_ABS.
+    Returns:
+        ndarray: (N, M) float64 IoU; 0 where the union is empty.
+    """
+    boxes1 = np.asarray(boxes1, dtype=np.float64).reshape(-1, 4)
+    boxes2 = np.asarray(boxes2, dtype=np.float64).reshape(-1, 4)
+    area1 = np.clip(boxes1[:, 2] - boxes1[:, 0], 0, None) * np.clip(boxes1[:, 3] - boxes1[:, 1], 0, None)
+    area2 = np.clip(boxes2[:, 2] - boxes2[:, 0], 0, None) * np.clip(boxes2[:, 3] - boxes2[:, 1], 0, None)
+    lt = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
+    rb = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area1[:, None] + area2[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
+    return iou
+
+
+def _same_class_iou(pred_boxes, pred_classes, gt_boxes, gt_classes):
+    """(N, M) IoU with -1 wherever the predicted part differs from the ground-truth part."""
+    iou = pairwise_iou(pred_boxes, gt_boxes)
+    iou[np.asarray(pred_classes)[:, None] != np.asarray(gt_classes)[None, :]] = -1.0
+    return iou
+
+
+def greedy_match(pred_scores, iou, iou_thresh=MATCH_IOU):
+    """One-to-one greedy matching by score, as COCO does it for one IoU threshold.
+
+    Detections are visited from the highest score down; each takes the still unmatched ground
+    truth with the highest IoU if that IoU is >= ``iou_thresh``. Duplicates stay unmatched.
+
+    Args:
+        pred_scores (ndarray): (N,) detection scores.
+        iou (ndarray): (N, M) IoU, negative where a pair may not match (other part).
+        iou_thresh (float): minimum IoU of a match.
+    Returns:
+        ndarray: (N,) int64 index of the matched ground truth, -1 when unmatched.
+    """
+    num_pred, num_gt = iou.shape
+    match = np.full(num_pred, -1, dtype=np.int64)
+    if num_pred == 0 or num_gt == 0:
+        return match
+    order = np.argsort(-np.asarray(pred_scores), kind="stable")
+    candidates = iou[order] >= iou_thresh
+    rows = np.flatnonzero(candidates.any(axis=1))  # only detections that can match cost a loop
+    taken = np.zeros(num_gt, dtype=bool)
+    for row in rows:
+        det = order[row]
+        ious = np.where(taken, -1.0, iou[det])
+        best = int(ious.argmax())
+        if ious[best] >= iou_thresh:
+            match[det] = best
+            taken[best] = True
+    return match
+
+
+def verify_verdicts(pred_scores, pred_states, iou, iou_thresh=MATCH_IOU,
+                    score_thresh=VERIFY_SCORE_THRESH):
+    """The verdict of every ground-truth part of one image (the verification view).
+
+    The verdict is the state of the highest-scoring detection of the same part that overlaps
+    it at IoU >= ``iou_thresh`` with score >= ``score_thresh``; :data:`NOT_FOUND_ID` otherwise.
+    Not one-to-one: a detection may give its verdict to two ground-truth parts.
+
+    Args:
+        pred_scores (ndarray): (N,) scores.
+        pred_states (ndarray): (N,) predicted state indices.
+        iou (ndarray): (N, M) IoU, negative where the part differs.
+    Returns:
+        ndarray: (M,) int64 verdicts, a state index or :data:`NOT_FOUND_ID`.
+    """
+    num_gt = iou.shape[1]
+    if iou.shape[0] == 0 or num_gt == 0:
+        return np.full(num_gt, NOT_FOUND_ID, dtype=np.int64)
+    pred_scores = np.asarray(pred_scores, dtype=np.float64)
+    valid = (iou >= iou_thresh) & (pred_scores >= score_thresh)[:, None]
+    ranked = np.where(valid, pred_scores[:, None], -np.inf)
+    best = ranked.argmax(axis=0)
+    found = valid.any(axis=0)
+    return np.where(found, np.asarray(pred_states, dtype=np.int64)[best], NOT_FOUND_ID)
+
+
+def match_and_verify(predictions, ground_truths, iou_thresh=MATCH_IOU,
+                     score_thresh=VERIFY_SCORE_THRESH):
+    """Match detections to ground truth and give every ground-truth part a verdict, per image.
+
+    Args:
+        predictions (dict[int, dict]): per image id, the predictions (module docstring). An
+            image without an entry has no detection.
+        ground_truths (dict[int, dict]): per image id, the ground truth; images without
+            annotations may be missing or have empty arrays.
+        iou_thresh (float): IoU of a match and of a verdict.
+        score_thresh (float): minimum score of a detection giving a verdict.
+    Returns:
+        dict of 1-d int64 arrays, concatenated over images:
+            ``pair_part``, ``pair_gt_state``, ``pair_pred_state``: one entry per matched
+            (ground truth, detection) pair (greedy one-to-one, all scores);
+            ``gt_part``, ``gt_state``, ``verdict``: one entry per non-crowd ground-truth part.
+    """
+    pair_part, pair_gt, pair_pred = [], [], []
+    gt_part, gt_state, verdicts = [], [], []
+    for image_id, gt in ground_truths.items():
+        gt_classes = np.asarray(gt["classes"], dtype=np.int64).reshape(-1)
+        if gt_classes.size == 0:
+            continue
+        keep = ~np.asarray(gt.get("iscrowd", np.zeros(gt_classes.size, bool)), dtype=bool)
+        gt_classes = gt_classes[keep]
+        gt_boxes = np.asarray(gt["boxes"], dtype=np.float64).reshape(-1, 4)[keep]
+        gt_states = np.asarray(gt["states"], dtype=np.int64).reshape(-1)[keep]
+        pred = predictions.get(image_id)
+        if pred is None or len(pred["scores"]) == 0:
+            scores = np.zeros(0)
+            states = np.zeros(0, dtype=np.int64)
+            iou = np.zeros((0, gt_classes.size))
+        else:
+            scores = np.asarray(pred["scores"], dtype=np.float64)
+            states = np.asarray(pred["states"], dtype=np.int64)
+            iou = _same_class_iou(pred["boxes"], pred["classes"], gt_boxes, gt_classes)
+        match = greedy_match(scores, iou, iou_thresh)
+        matched = match >= 0
+        pair_part.append(gt_classes[match[matched]])
+        pair_gt.append(gt_states[match[matched]])
+        pair_pred.append(states[matched])
+        gt_part.append(gt_classes)
+        gt_state.append(gt_states)
+        verdicts.append(verify_verdicts(scores, states, iou, iou_thresh, score_thresh))
+
+    def cat(arrays):
+        return np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, np.int64)
+
+    return {
+        "pair_part": cat(pair_part),
+        "pair_gt_state": cat(pair_gt),
+        "pair_pred_state": cat(pair_pred),
+        "gt_part": cat(gt_part),
+        "gt_state": cat(gt_state),
+        "verdict": cat(verdicts),
+    }
+
+
+def confusion_matrix(gt_states, pred_states, num_states):
+    """(S, S) int64 counts: rows are ground-truth states, columns predicted states.
+
+    Predicted values outside ``[0, S)`` (e.g. :data:`NOT_FOUND_ID`) are not counted here.
+    """
+    gt_states = np.asarray(gt_states, dtype=np.int64)
+    pred_states = np.asarray(pred_states, dtype=np.int64)
+    ok = (pred_states >= 0) & (pred_states < num_states)
+    flat = gt_states[ok] * num_states + pred_states[ok]
+    return np.bincount(flat, minlength=num_states * num_states).reshape(num_states, num_states)
+
+
+def state_metrics(gt_states, pred_states, state_names, gt_parts=None, part_names=None):
+    """State metrics over matched (ground truth, detection) pairs.
+
+    * ``accuracy``: share of pairs whose predicted state equals the ground-truth state.
+    * ``precision-<s>``: among pairs predicted ``s``, the share whose ground truth is ``s``
+      (NaN if ``s`` is never predicted); ``recall-<s>``: among pairs whose ground truth is
+      ``s``, the share predicted ``s`` (NaN if ``s`` is not in the ground truth);
+      ``f1-<s>`` = 2 TP / (#predicted s + #ground-truth s), i.e. the harmonic mean, 0 when one
+      side is empty and NaN when both are.
+    * ``macro_f1``: mean F1 over the states present in ground truth or prediction (sklearn's
+      ``f1_score(average="macro")`` with ``zero_division=0``).
+    * ``accuracy-<part>`` (when ``gt_parts`` is given): accuracy over that part's pairs.
+    * ``num_pairs``: number of matched pairs.
+
+    Args:
+        gt_states, pred_states (ndarray): (P,) states of the matched pairs.
+        state_names (sequence[str]): S names.
+        gt_parts (ndarray or None): (P,) part index of each pair.
+        part_names (sequence[str] or None): names of the parts.
+    Returns:
+        (dict[str, float], ndarray): the metrics and the (S, S) confusion matrix.
+    """
+    num_states = len(state_names)
+    gt_states = np.asarray(gt_states, dtype=np.int64)
+    pred_states = np.asarray(pred_states, dtype=np.int64)
+    cm = confusion_matrix(gt_states, pred_states, num_states)
+    tp = np.diag(cm)
+    n_gt = cm.sum(axis=1)
+    n_pred = cm.sum(axis=0)
+    results = {"accuracy": _nan_div(tp.sum(), cm.sum())}
+    f1s = []
+    for s, name in enumerate(state_names):
+        results[f"precision-{name}"] = _nan_div(tp[s], n_pred[s])
+        results[f"recall-{name}"] = _nan_div(tp[s], n_gt[s])
+        f1 = _nan_div(2 * tp[s], n_pred[s] + n_gt[s])
+        results[f"f1-{name}"] = f1
+        if n_pred[s] + n_gt[s] > 0:
+            f1s.append(f1)
+    results["macro_f1"] = float(np.mean(f1s)) if f1s else float("nan")
+    results["num_pairs"] = float(len(gt_states))
+    if gt_parts is not None and part_names is not None:
+        gt_parts = np.asarray(gt_parts, dtype=np.int64)
+        correct = gt_states == pred_states
+        for p, name in enumerate(part_names):
+            sel = gt_parts == p
+            results[f"accuracy-{name}"] = _nan_div(correct[sel].sum(), sel.sum())
+    return results, cm
+
+
+def verification_metrics(gt_states, verdicts, state_names):
+    """Metrics of the verification view: one verdict per ground-truth part.
+
+    With "absent" the state named ``absent`` and "damaged" the state named ``damaged``:
+
+    * ``accuracy``: share of ground-truth parts whose verdict equals the ground-truth state,
+      a "not found" verdict counting as absent.
+    * ``missing_part_recall``: among ground-truth absent parts, the share with verdict absent or
+      not found (the detector knows the part is missing).
+    * ``hallucination_rate``: among ground-truth absent parts, the share with verdict intact,
+      damaged or occluded (= 1 - missing_part_recall); NaN without absent ground truth.
+    * ``damage_recall``: among ground-truth damaged parts, the share with verdict damaged.
+    * ``damage_precision``: among ground-truth parts whose verdict is damaged, the share whose
+      ground truth is damaged (per part, not per detection); NaN without damaged verdicts.
+    * ``not_found_rate``: among present ground-truth parts (not absent), the share not found.
+    * ``num_parts``: number of ground-truth parts judged.
+
+    Args:
+        gt_states (ndarray): (M,) ground-truth states.
+        verdicts (ndarray): (M,) verdicts: state index or :data:`NOT_FOUND_ID`.
+        state_names (sequence[str]): must contain "absent" and "damaged".
+    Returns:
+        (dict[str, float], ndarray): the metrics and the (S, S + 1) matrix of counts, rows
+        ground-truth states, columns verdicts (states, then "not found").
+    """
+    num_states = len(state_names)
+    absent = list(state_names).index("absent")
+    damaged = list(state_names).index("damaged")
+    gt_states = np.asarray(gt_states, dtype=np.int64)
+    verdicts = np.asarray(verdicts, dtype=np.int64)
+    not_found = verdicts == NOT_FOUND_ID
+    as_state = np.where(not_found, absent, verdicts)
+    is_absent = gt_states == absent
+    said_absent = (verdicts == absent) | not_found
+    said_damaged = verdicts == damaged
+    is_damaged = gt_states == damaged
+    results = {
+        "accuracy": _nan_div((as_state == gt_states).sum(), gt_states.size),
+        "missing_part_recall": _nan_div((is_absent & said_absent).sum(), is_absent.sum()),
+        "hallucination_rate": _nan_div((is_absent & ~said_absent).sum(), is_absent.sum()),
+        "damage_recall": _nan_div((is_damaged & said_damaged).sum(), is_damaged.sum()),
+        "damage_precision": _nan_div((is_damaged & said_damaged).sum(), said_damaged.sum()),
+        "not_found_rate": _nan_div((~is_absent & not_found).sum(), (~is_absent).sum()),
+        "num_parts": float(gt_states.size),
+    }
+    columns = np.where(not_found, num_states, verdicts)
+    counts = np.bincount(gt_states * (num_states + 1) + columns,
+                         minlength=num_states * (num_states + 1))
+    return results, counts.reshape(num_states, num_states + 1)
+
+
+def verdict_names(state_names):
+    """Column names of the verification matrix: the states, then ``not_found``."""
+    return list(state_names) + [NOT_FOUND]
+
+
+def per_part_metrics(matched, part_names, state_names):
+    """Per-part counts and rates from :func:`match_and_verify`'s output.
+
+    Returns:
+        list[dict]: one row per part with ``part``, ``n_gt``, ``n_absent``, ``n_pairs``,
+        ``state_accuracy`` (over matched pairs), ``verify_accuracy`` and
+        ``hallucination_rate`` (verification view); NaN where the part has no such case.
+    """
+    absent = list(state_names).index("absent")
+    rows = []
+    pair_ok = matched["pair_gt_state"] == matched["pair_pred_state"]
+    verdict_as_state = np.where(matched["verdict"] == NOT_FOUND_ID, absent, matched["verdict"])
+    verify_ok = verdict_as_state == matched["gt_state"]
+    hallucinated = (matched["gt_state"] == absent) & (verdict_as_state != absent)
+    for p, name in enumerate(part_names):
+        pairs = matched["pair_part"] == p
+        gts = matched["gt_part"] == p
+        absents = gts & (matched["gt_state"] == absent)
+        rows.append({
+            "part": name,
+            "n_gt": int(gts.sum()),
+            "n_absent": int(absents.sum()),
+            "n_pairs": int(pairs.sum()),
+            "state_accuracy": _nan_div(pair_ok[pairs].sum(), pairs.sum()),
+            "verify_accuracy": _nan_div(verify_ok[gts].sum(), gts.sum()),
+            "hallucination_rate": _nan_div(hallucinated[absents].sum(), absents.sum()),
+        })
+    return rows
+
+
+# ------------------------------------------------------------------------------ COCO AP
+
+
+def _xyxy_to_xywh(boxes):
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
+def _coco_from_lists(image_ids, category_ids, annotations):
+    coco = COCO()
+    coco.dataset = {
+        "images": [{"id": int(i)} for i in image_ids],
+        "categories": [{"id": int(c)} for c in category_ids],
+        "annotations": annotations,
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def coco_bbox_eval(image_ids, gt_annotations, detections, category_ids, iou_thrs=None,
+                   standard=True, max_dets=100):
+    """Run pycocotools' official bbox COCOeval on in-memory ground truth and detections.
+
+    Unlike ``COCO.loadRes`` this accepts an empty detection list (AP 0 where there is ground
+    truth). Inputs are not modified.
+
+    Args:
+        image_ids (iterable[int]): images evaluated (also those without annotations).
+        gt_annotations (list[dict]): ``image_id``, ``category_id``, ``bbox`` (XYWH), optional
+            ``iscrowd`` and ``area`` (default w * h).
+        detections (list[dict]): ``image_id``, ``category_id``, ``bbox`` (XYWH), ``score``.
+        category_ids (iterable[int]): every category id that may occur.
+        iou_thrs (sequence[float] or None): IoU thresholds; None = COCO's .50:.05:.95.
+        standard (bool): True: COCO's 4 area ranges and maxDets [1, 10, max_dets], and
+            ``summarize()`` fills ``stats``. False: area "all" and ``max_dets`` only, no
+            summary (faster; read ``eval["precision"]`` or use :func:`mean_ap`).
+        max_dets (int): detections kept per image (highest scores first).
+    Returns:
+        COCOeval: evaluated and accumulated (``stats`` filled when ``standard``).
+    """
+    image_ids = sorted({int(i) for i in image_ids})
+    category_ids = sorted({int(c) for c in category_ids})
+    gts = []
+    for k, ann in enumerate(gt_annotations, start=1):
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        gts.append({
+            "id": k, "image_id": int(ann["image_id"]), "category_id": int(ann["category_id"]),
+            "bbox": [x, y, w, h], "area": float(ann.get("area", w * h)),
+            "iscrowd": int(ann.get("iscrowd", 0)),
+        })
+    dts = []
+    for k, det in enumerate(detections, start=1):
+        x, y, w, h = (float(v) for v in det["bbox"])
+        dts.append({
+            "id": k, "image_id": int(det["image_id"]), "category_id": int(det["category_id"]),
+            "bbox": [x, y, w, h], "area": w * h, "score": float(det["score"]), "iscrowd": 0,
+        })
+    coco_gt = _coco_from_lists(image_ids, category_ids, gts)
+    coco_dt = _coco_from_lists(image_ids, category_ids, dts)
+    coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
+    coco_eval.params.imgIds = image_ids
+    coco_eval.params.catIds = category_ids
+    if iou_thrs is not None:
+        coco_eval.params.iouThrs = np.asarray(iou_thrs, dtype=np.float64)
+    if standard:
+        coco_eval.params.maxDets = [1, 10, max_dets]
+    else:
+        coco_eval.params.areaRng = [[0 ** 2, 1e5 ** 2]]
+        coco_eval.params.areaRngLbl = ["all"]
+        coco_eval.params.maxDets = [max_dets]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        if standard:
+            coco_eval.summarize()
+    return coco_eval
+
+
+def mean_ap(coco_eval, iou_index=None, category_index=None):
+    """AP in percent from an accumulated COCOeval, the way ``summarize`` averages it.
+
+    Averages ``eval["precision"]`` over recall thresholds, the IoU threshold ``iou_index``
+    (all when None) and the category ``category_index`` (all when None), area "all" and the
+    last maxDets, skipping -1 entries (no ground truth). NaN when nothing is left.
+    """
+    precision = coco_eval.eval["precision"]  # (T IoUs, R recalls, K categories, A areas, M)
+    area = list(coco_eval.params.areaRngLbl).index("all")
+    precision = precision[:, :, :, area, -1]
+    if iou_index is not None:
+        precision = precision[iou_index: iou_index + 1]
+    if category_index is not None:
+        precision = precision[:, :, category_index]
+    precision = precision[precision > -1]
+    return float(np.mean(precision) * 100) if precision.size else float("nan")
+
+
+def standard_ap(coco_eval, per_category_names=None):
+    """``AP``, ``AP50``, ``AP75`` (percent) and ``AP-<name>`` per category from a standard eval.
+
+    ``per_category_names`` lists the names in the order of ``params.catIds``.
+    """
+    stats = coco_eval.stats
+    results = {
+        name: float(stats[i] * 100) if stats[i] >= 0 else float("nan")
+        for i, name in enumerate(["AP", "AP50", "AP75", "APs", "APm", "APl"])
+    }
+    if per_category_names is not None:
+        for k, name in enumerate(per_category_names):
+            results[f"AP-{name}"] = mean_ap(coco_eval, category_index=k)
+    return results
+
+
+def bbox_state_ap50(image_ids, ground_truths, predictions, num_parts, num_states,
+                    max_dets=100):
+    """AP50 (percent) where a detection counts only when its part AND its state are right.
+
+    Runs pycocotools with one category per (part, state) pair, id ``part * S + state + 1``,
+    IoU threshold 0.5, area "all", ``max_dets`` per image; the result is the mean over the
+    (part, state) categories that have ground truth (COCO's rule), absent parts included. A
+    detection of the right part with the wrong state is a false positive of its own (part,
+    state) category and misses the ground truth's.
+
+    Args:
+        image_ids (iterable[int]): evaluated images.
+        ground_truths (dict[int, dict]), predictions (dict[int, dict]): as in the module doc.
+    Returns:
+        float: AP50 in percent; NaN without ground truth.
+    """
+    gts, dets = [], []
+    for image_id in image_ids:
+        gt = ground_truths.get(image_id)
+        if gt is not None and len(gt["classes"]):
+            crowd = np.asarray(gt.get("iscrowd", np.zeros(len(gt["classes"]), bool)))
+            cats = np.asarray(gt["classes"]) * num_states + np.asarray(gt["states"]) + 1
+            for box, cat, c in zip(_xyxy_to_xywh(gt["boxes"]).tolist(), cats.tolist(),
+                                   crowd.tolist()):
+                gts.append({"image_id": image_id, "category_id": cat, "bbox": box,
+                            "iscrowd": int(c)})
+        pred = predictions.get(image_id)
+        if pred is not None and len(pred["scores"]):
+            cats = np.asarray(pred["classes"]) * num_states + np.asarray(pred["states"]) + 1
+            for box, cat, score in zip(_xyxy_to_xywh(pred["boxes"]).tolist(), cats.tolist(),
+                                       np.asarray(pred["scores"]).tolist()):
+                dets.append({"image_id": image_id, "category_id": cat, "bbox": box,
+                             "score": score})
+    if not gts:
+        return float("nan")
+    coco_eval = coco_bbox_eval(image_ids, gts, dets, range(1, num_parts * num_states + 1),
+                               iou_thrs=[0.5], standard=False, max_dets=max_dets)
+    return mean_ap(coco_eval)

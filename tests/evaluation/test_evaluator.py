@@ -1,0 +1,298 @@
+"""BikeStateEvaluator end to end: process() with real Instances, evaluate(), files, pycocotools."""
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation.testing import flatten_results_dict
+
+from bikestate.config import add_bikestate_config
+from bikestate.evaluation import BikeStateEvaluator
+
+INTACT, DAMAGED, ABSENT, OCCLUDED = range(4)
+SADDLE, BELL, CHAIN = range(3)
+PARTS = ["saddle", "bell", "chain"]
+
+# Hand-built case. Image 3 has no annotation.
+BOX_A, BOX_B, BOX_C = [10, 10, 50, 50], [100, 100, 120, 120], [60, 60, 160, 100]
+BOX_D, BOX_E, BOX_F = [20, 20, 80, 60], [150, 10, 170, 30], [30, 120, 130, 160]
+GT = [
+    (1, SADDLE, BOX_A, INTACT),    # a
+    (1, BELL, BOX_B, ABSENT),      # b: absent bell, hallucinated below
+    (1, CHAIN, BOX_C, DAMAGED),    # c: damaged chain, predicted occluded (wrong state)
+    (2, SADDLE, BOX_D, DAMAGED),   # d
+    (2, BELL, BOX_E, OCCLUDED),    # e: missed (no detection)
+    (2, CHAIN, BOX_F, ABSENT),     # f: absent chain, detected "absent" with a low score
+]
+DETS = {
+    1: [
+        (SADDLE, BOX_A, 0.9, INTACT),             # p1: right
+        (SADDLE, [12, 12, 52, 52], 0.6, DAMAGED),  # p2: duplicate of a (IoU 0.82)
+        (BELL, BOX_B, 0.8, DAMAGED),              # p3: hallucinated absent bell
+        (CHAIN, BOX_C, 0.7, OCCLUDED),            # p4: wrong state
+    ],
+    2: [
+        (SADDLE, BOX_D, 0.95, DAMAGED),           # p5: right
+        (CHAIN, BOX_F, 0.3, ABSENT),              # p6: right state, below the verify score
+    ],
+    3: [
+        (BELL, [10, 10, 30, 30], 0.55, DAMAGED),  # p7: false positive on an empty image
+    ],
+}
+
+
+def run_evaluator(name, dets, model_output, **kwargs):
+    evaluator = BikeStateEvaluator(name, distributed=False, **kwargs)
+    evaluator.reset()
+    for image_id in sorted(dets):
+        inp, out = model_output(image_id, dets[image_id])
+        evaluator.process([inp], [out])
+    return evaluator.evaluate()
+
+
+def test_hand_built_case(bike_dataset, model_output, tmp_path):
+    name = bike_dataset(PARTS, [1, 2, 3], GT)
+    out_dir = str(tmp_path / "eval")
+    results = run_evaluator(name, DETS, model_output, output_dir=out_dir)
+    flat = flatten_results_dict(results)
+    assert all(isinstance(v, float) for v in flat.values())
+
+    # Matching (greedy by score, IoU >= 0.5, same part): p1-a, p3-b, p4-c, p5-d, p6-f; p2 is a
+    # duplicate of a (a already taken by p1), p7 has no ground truth, e has no detection.
+    # Pairs (gt, pred): a (I, I), b (A, D), c (D, O), d (D, D), f (A, A).
+    state = results["state"]
+    assert state["num_pairs"] == 5
+    assert state["accuracy"] == pytest.approx(3 / 5)  # a, d, f right
+    # Confusion (rows gt, cols pred): intact [1 0 0 0], damaged [0 1 0 1], absent [0 1 1 0].
+    assert state["precision-intact"] == pytest.approx(1 / 1)
+    assert state["precision-damaged"] == pytest.approx(1 / 2)  # predicted D: b, d
+    assert state["precision-absent"] == pytest.approx(1 / 1)
+    assert state["precision-occluded"] == pytest.approx(0 / 1)  # predicted O: c
+    assert state["recall-intact"] == pytest.approx(1 / 1)
+    assert state["recall-damaged"] == pytest.approx(1 / 2)  # gt D: c, d
+    assert state["recall-absent"] == pytest.approx(1 / 2)  # gt A: b, f
+    assert math.isnan(state["recall-occluded"])  # no matched occluded ground truth
+    # F1 = 2 TP / (#pred + #gt): intact 2/2, damaged 2/4, absent 2/3, occluded 0/1.
+    assert state["f1-intact"] == pytest.approx(1.0)
+    assert state["f1-damaged"] == pytest.approx(0.5)
+    assert state["f1-absent"] == pytest.approx(2 / 3)
+    assert state["f1-occluded"] == pytest.approx(0.0)
+    assert state["macro_f1"] == pytest.approx((1 + 0.5 + 2 / 3 + 0) / 4)
+    assert state["accuracy-saddle"] == pytest.approx(2 / 2)  # a, d
+    assert state["accuracy-bell"] == pytest.approx(0 / 1)  # b
+    assert state["accuracy-chain"] == pytest.approx(1 / 2)  # c wrong, f right
+
+    # Verdicts (best detection with score >= 0.5, IoU >= 0.5): a intact (p1 beats p2),
+    # b damaged (p3), c occluded (p4), d damaged (p5), e not found, f not found (p6 is 0.3).
+    verify = results["verify"]
+    assert verify["num_parts"] == 6
+    # Right: a, d, f (not found = absent) -> 3 / 6.
+    assert verify["accuracy"] == pytest.approx(3 / 6)
+    assert verify["missing_part_recall"] == pytest.approx(1 / 2)  # absent b, f: f
+    assert verify["hallucination_rate"] == pytest.approx(1 / 2)  # b
+    assert verify["damage_recall"] == pytest.approx(1 / 2)  # damaged c, d: d
+    assert verify["damage_precision"] == pytest.approx(1 / 2)  # verdict damaged b, d: d
+    assert verify["not_found_rate"] == pytest.approx(1 / 4)  # present a, c, d, e: e
+
+    # bbox_state/AP50: (part, state) categories with ground truth: saddle-I (p1 TP: AP 1),
+    # bell-A (no detection: 0), chain-D (0), saddle-D (p5 TP then p2 FP: 1), bell-O (0),
+    # chain-A (p6 TP: 1) -> 3 / 6.
+    assert results["bbox_state"]["AP50"] == pytest.approx(50.0)
+
+    # bbox (all parts), 101-point AP equal at every IoU (exact boxes): saddle 1 (p5, p1 TP,
+    # p2 FP last); bell: p3 TP (b) then p7 FP, recall 1/2 -> precision 1 on the 51 recall
+    # thresholds 0..0.5, 0 on the other 50 -> 51/101; chain: p4, p6 TP -> 1.
+    assert results["bbox"]["AP"] == pytest.approx(100 * (1 + 51 / 101 + 1) / 3, abs=1e-6)
+    assert results["bbox"]["AP-bell"] == pytest.approx(100 * 51 / 101, abs=1e-6)
+    # bbox_present (a, c, d, e only): saddle 1, bell 0 (p3 and p7 are FPs, e missed), chain 1
+    # (p4 TP; p6 on absent f is a FP with a lower score).
+    assert results["bbox_present"]["AP"] == pytest.approx(100 * 2 / 3, abs=1e-6)
+    assert results["bbox_present"]["AP-bell"] == pytest.approx(0.0)
+
+    # Files.
+    with open(os.path.join(out_dir, "coco_instances_results_with_states.json")) as f:
+        dumped = json.load(f)
+    assert len(dumped) == 7
+    first = dumped[0]
+    assert set(first) >= {"image_id", "category_id", "bbox", "score", "state", "state_scores"}
+    assert first["category_id"] == SADDLE + 1 and first["bbox"] == [10.0, 10.0, 40.0, 40.0]
+    with open(os.path.join(out_dir, "state_confusion_matrix.json")) as f:
+        cm = json.load(f)
+    assert cm["matrix"] == [[1, 0, 0, 0], [0, 1, 0, 1], [0, 1, 1, 0], [0, 0, 0, 0]]
+    # Verdict columns intact, damaged, absent, occluded, not_found.
+    assert cm["verification"]["matrix"] == [[1, 0, 0, 0, 0], [0, 1, 0, 1, 0],
+                                            [0, 1, 0, 0, 1], [0, 0, 0, 0, 1]]
+    with open(os.path.join(out_dir, "per_part.csv")) as f:
+        rows = {r["part"]: r for r in csv.DictReader(f)}
+    assert list(rows) == PARTS
+    assert float(rows["bell"]["hallucination_rate"]) == 1.0
+    assert float(rows["chain"]["hallucination_rate"]) == 0.0
+    assert int(rows["chain"]["n_gt"]) == 2 and int(rows["chain"]["n_absent"]) == 1
+    assert math.isnan(float(rows["saddle"]["hallucination_rate"]))
+    for png in ("state_confusion_matrix.png", "per_part_ap.png"):
+        with open(os.path.join(out_dir, png), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(os.path.join(out_dir, "bikestate_metrics.json")) as f:
+        assert json.load(f)["verify"]["hallucination_rate"] == 0.5
+    assert not [n for n in os.listdir(out_dir) if n.endswith(".tmp")]
+
+
+def test_bbox_ap_equals_pycocotools(bike_dataset, model_output):
+    """bbox/* is exactly what pycocotools gives on the same ground truth and detections."""
+    rng = np.random.default_rng(0)
+    images = list(range(1, 9))
+    gt, dets = [], {}
+    for img in images:
+        dets[img] = []
+        for part in range(3):
+            x0, y0 = rng.uniform(0, 120, size=2)
+            w, h = rng.uniform(8, 70, size=2)
+            box = [float(x0), float(y0), float(x0 + w), float(y0 + h)]
+            if img != 8:  # image 8: no annotation
+                gt.append((img, part, box, int(rng.integers(4))))
+            for _ in range(3):  # jittered detections, some right, some not
+                jitter = rng.normal(0, 6, size=4)
+                dets[img].append((int(rng.integers(3)) if rng.random() < 0.2 else part,
+                                  [float(v) for v in np.array(box) + jitter],
+                                  float(rng.random()), int(rng.integers(4))))
+    dets[5] = []  # an image without detections
+    name = bike_dataset(PARTS, images, gt)
+    results = run_evaluator(name, dets, model_output)
+
+    json_file = MetadataCatalog.get(name).json_file
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(json_file)
+        coco_dt = coco_gt.loadRes([
+            {"image_id": img, "category_id": d[0] + 1, "score": d[2],
+             "bbox": [d[1][0], d[1][1], d[1][2] - d[1][0], d[1][3] - d[1][1]]}
+            for img in images for d in dets[img]
+        ])
+        coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    for k, key in enumerate(["AP", "AP50", "AP75", "APs", "APm", "APl"]):
+        expected = coco_eval.stats[k] * 100
+        if coco_eval.stats[k] < 0:
+            assert math.isnan(results["bbox"][key])
+        else:
+            assert results["bbox"][key] == pytest.approx(expected, abs=1e-4), key
+    assert 0 < results["bbox"]["AP"] < 100  # a case that can fail either way
+
+
+def test_perfect_prediction(bike_dataset, model_output):
+    name = bike_dataset(PARTS, [1, 2, 3], GT)
+    one_hot = lambda s: [0.97 if k == s else 0.01 for k in range(4)]  # noqa: E731
+    dets = {img: [(part, box, 0.9, state, one_hot(state))
+                  for (i, part, box, state) in GT if i == img] for img in (1, 2, 3)}
+    results = run_evaluator(name, dets, model_output)
+    assert results["bbox"]["AP"] == pytest.approx(100.0)
+    # Absent parts are not ground truth here; their (rescored, low) detections rank last.
+    assert results["bbox_present"]["AP"] == pytest.approx(100.0)
+    assert results["bbox_state"]["AP50"] == pytest.approx(100.0)
+    assert results["state"]["accuracy"] == 1.0
+    assert results["state"]["macro_f1"] == 1.0
+    for key in ("accuracy", "missing_part_recall", "damage_recall", "damage_precision"):
+        assert results["verify"][key] == 1.0, key
+    assert results["verify"]["hallucination_rate"] == 0.0
+    assert results["verify"]["not_found_rate"] == 0.0
+
+    # Without rescoring the same-score detections of absent parts (false positives for the
+    # present-only protocol) interleave with the true ones: bell's absent b (image 1) ranks
+    # before its occluded e (image 2) -> precision 1/2 at recall 1 -> AP 50; chain likewise
+    # ranks its damaged c (image 1) first -> AP 100. saddle 100 -> mean 250 / 3.
+    plain = run_evaluator(name, dets, model_output, present_rescore=False)
+    assert plain["bbox_present"]["AP"] == pytest.approx(250 / 3, abs=1e-6)
+
+
+def test_empty_prediction(bike_dataset, model_output, tmp_path):
+    name = bike_dataset(PARTS, [1, 2, 3], GT)
+    results = run_evaluator(name, {1: [], 2: [], 3: []}, model_output,
+                            output_dir=str(tmp_path / "empty"))
+    flat = flatten_results_dict(results)
+    assert all(isinstance(v, float) for v in flat.values())
+    # Ground truth exists, nothing recalled: AP 0 (not NaN) everywhere with ground truth.
+    assert results["bbox"]["AP"] == 0.0 and results["bbox"]["AP-bell"] == 0.0
+    assert results["bbox_present"]["AP"] == 0.0
+    assert results["bbox_state"]["AP50"] == 0.0
+    # No matched pair: state metrics undefined.
+    assert results["state"]["num_pairs"] == 0.0
+    assert math.isnan(results["state"]["accuracy"]) and math.isnan(results["state"]["macro_f1"])
+    # Every verdict "not found" = absent: right for b and f -> 2 / 6.
+    assert results["verify"]["accuracy"] == pytest.approx(2 / 6)
+    assert results["verify"]["missing_part_recall"] == 1.0
+    assert results["verify"]["hallucination_rate"] == 0.0
+    assert results["verify"]["damage_recall"] == 0.0
+    assert math.isnan(results["verify"]["damage_precision"])  # no damaged verdict
+    assert results["verify"]["not_found_rate"] == 1.0
+    with open(tmp_path / "empty" / "coco_instances_results_with_states.json") as f:
+        assert json.load(f) == []
+
+
+def test_no_absent_ground_truth_gives_nan_rates(bike_dataset, model_output):
+    name = bike_dataset(PARTS, [1], [(1, SADDLE, BOX_A, INTACT)])
+    results = run_evaluator(name, {1: [(SADDLE, BOX_A, 0.9, INTACT)]}, model_output)
+    assert math.isnan(results["verify"]["hallucination_rate"])
+    assert math.isnan(results["verify"]["missing_part_recall"])
+    assert results["verify"]["accuracy"] == 1.0
+
+
+def test_present_rescore(bike_dataset, model_output):
+    """A confident "absent" detection of a missing part must not cost present-only AP."""
+    # Image 1: intact saddle; image 2: absent saddle.
+    name = bike_dataset(PARTS, [1, 2], [(1, SADDLE, BOX_A, INTACT), (2, SADDLE, BOX_D, ABSENT)])
+    dets = {1: [(SADDLE, BOX_A, 0.8, INTACT, [0.9, 0.0, 0.1, 0.0])],
+            2: [(SADDLE, BOX_D, 0.9, ABSENT, [0.05, 0.0, 0.95, 0.0])]}
+    # Plain scores: the false positive 0.9 ranks first: precision 1/2 at recall 1 -> AP 50.
+    plain = run_evaluator(name, dets, model_output, present_rescore=False)
+    assert plain["bbox_present"]["AP"] == pytest.approx(50.0)
+    # Rescored: 0.8 * 0.9 = 0.72 (TP) before 0.9 * 0.05 = 0.045 (FP) -> AP 100.
+    rescored = run_evaluator(name, dets, model_output, present_rescore=True)
+    assert rescored["bbox_present"]["AP"] == pytest.approx(100.0)
+    # bbox (all parts) counts both as true positives either way.
+    assert rescored["bbox"]["AP"] == pytest.approx(100.0)
+
+
+def test_settings_from_cfg(bike_dataset):
+    from detectron2.config import get_cfg
+
+    cfg = add_bikestate_config(get_cfg())
+    cfg.TEST.BIKESTATE.VERIFY_SCORE_THRESH = 0.25
+    cfg.TEST.BIKESTATE.PRESENT_RESCORE = False
+    name = bike_dataset(PARTS, [1], [(1, SADDLE, BOX_A, INTACT)])
+    evaluator = BikeStateEvaluator(name, cfg=cfg, distributed=False, match_iou=0.6)
+    assert evaluator._verify_score_thresh == 0.25
+    assert evaluator._present_rescore is False
+    assert evaluator._match_iou == 0.6  # an explicit argument wins over the config
+
+
+def test_dataset_without_states_is_a_clear_error(tmp_path, model_output):
+    from detectron2.data.datasets import register_coco_instances
+
+    from bikestate.utils.errors import DataError
+
+    json_file = str(tmp_path / "plain.json")
+    with open(json_file, "w") as f:
+        json.dump({"images": [{"id": 1, "file_name": "a.jpg", "height": 200, "width": 200}],
+                   "categories": [{"id": 1, "name": "saddle"}],
+                   "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                                    "bbox": [1, 1, 20, 20], "area": 400}]}, f)
+    register_coco_instances("eval_test_no_states", {}, json_file, str(tmp_path))
+    try:
+        evaluator = BikeStateEvaluator("eval_test_no_states", distributed=False)
+        evaluator.reset()
+        inp, out = model_output(1, [(0, [1, 1, 21, 21], 0.9, INTACT)])
+        evaluator.process([inp], [out])
+        with pytest.raises(DataError, match="no 'state'"):
+            evaluator.evaluate()
+    finally:
+        DatasetCatalog.remove("eval_test_no_states")
+        MetadataCatalog.remove("eval_test_no_states")
