@@ -12,10 +12,13 @@ One concept per module, in the order data flows through them:
 
 Each module's ``__all__`` is its public API, re-exported here.
 """
-from . import coco, datasets, delftbikes, mapper
-from .coco import *  # noqa: F401,F403
-from .datasets import *  # noqa: F401,F403
+from . import coco, datasets, delftbikes, mapper, split, synth
+from .synth import *  # noqa: F401,F403
 from .delftbikes import *  # noqa: F401,F403
+from .coco import *  # noqa: F401,F403
+from .split import *  # noqa: F401,F403
+from .datasets import *  # noqa: F401,F403
 from .mapper import *  # noqa: F401,F403
 
-__all__ = [*coco.__all__, *datasets.__all__, *delftbikes.__all__, *mapper.__all__]
+__all__ = [*synth.__all__, *delftbikes.__all__, *coco.__all__, *split.__all__,
+           *datasets.__all__, *mapper.__all__]

@@ -119,7 +119,8 @@ def register_bike_instances(name, json_file, image_root, metadata=None):
 
     if name in DatasetCatalog.list():
         old = MetadataCatalog.get(name)
-        old_args = (old.get("json_file"), old.get("image_root"), old.get("bikestate_extra_metadata"))
+        old_args = (old.get("json_file"), old.get("image_root"),
+                    old.get("bikestate_extra_metadata"))
         if old_args != (json_file, image_root, _freeze(extra)):
             raise ConfigError(
                 f"dataset '{name}' is already registered with other arguments",
@@ -249,13 +250,15 @@ def _summarize_coco(json_file, obj=None):
         ):
             where = (f"image {image_names.get(ann.get('image_id'), ann.get('image_id'))}, "
                      f"part {cat_names.get(ann.get('category_id'), ann.get('category_id'))}")
-            what = "no 'state'" if state is None else f"state {state!r} not in 0..{len(state_classes) - 1}"
+            what = ("no 'state'" if state is None
+                    else f"state {state!r} not in 0..{len(state_classes) - 1}")
             problems.append(f"{where}: {what}")
     if problems:
         raise DataError(
             f"{json_file}: {len(problems)} annotation(s) without a valid state "
             "(is this a COCO-with-states file from convert_to_coco?)",
-            details=problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else []),
+            details=problems[:20]
+            + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else []),
         )
     return {
         "thing_classes": [c["name"] for c in categories],
@@ -450,12 +453,14 @@ class _FileSource:
 
     def check(self):
         if not os.path.isfile(self.json_file):
-            raise ConfigError(f"annotation file not found: {self.json_file} (set by {self.json_what})")
+            raise ConfigError(f"annotation file not found: {self.json_file} "
+                              f"(set by {self.json_what})")
         if not self.images_dir:
             raise ConfigError(f"{self.images_what} is empty: set the folder of the images of "
                               f"{self.json_file}")
         if not os.path.isdir(self.images_dir):
-            raise ConfigError(f"images folder not found: {self.images_dir} (set by {self.images_what})")
+            raise ConfigError(f"images folder not found: {self.images_dir} "
+                              f"(set by {self.images_what})")
 
     def _detect(self):
         if self._format is None:
