@@ -105,8 +105,8 @@ def predictions_to_coco_results(predictions, dataset_json):
 
     Returns:
         list[dict]: one per detection of a matched image: ``image_id``, ``category_id``,
-        ``bbox`` [x, y, w, h], ``score``, ``state`` (int), ``state_scores`` (4 floats in
-        STATE_NAMES order).
+        ``bbox`` [x, y, w, h], ``score``, ``state`` (int), ``state_name``, ``state_scores``
+        (4 floats in STATE_NAMES order): the format of BikeStateEvaluator's result file.
 
     Raises:
         DataError: a detection's image or part is not in the ground truth.
@@ -138,6 +138,7 @@ def predictions_to_coco_results(predictions, dataset_json):
             "bbox": list(det["bbox"]),
             "score": det["score"],
             "state": int(state),
+            "state_name": STATE_NAMES[int(state)],
             "state_scores": list(state_scores),
         })
     if unknown_images:

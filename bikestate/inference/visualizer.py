@@ -5,6 +5,8 @@ legible from 640x480 to 12-megapixel photos). What a bike shop needs to see firs
 to fix, so damaged and absent parts are drawn last (on top of the others) and with an opaque
 box, while intact and occluded parts keep detectron2's half-transparent boxes.
 """
+import cv2
+import matplotlib as mpl
 import numpy as np
 from detectron2.utils.visualizer import _SMALL_OBJECT_AREA_THRESH, Visualizer
 
@@ -27,10 +29,24 @@ def format_label(part_name, state, confidence):
     return f"{part_name} · {STATE_NAMES[state]} {round(100 * float(confidence)):d}%"
 
 
-def _legend_height(height, width):
-    # Same rule as Visualizer's default font size (pixels ~ points here), with room around it.
-    font = max(np.sqrt(height * width) // 90, 10)
-    return int(round(font * 2.6))
+def _legend_layout(height, width):
+    """(font size in points, columns, row height in image pixels) of the legend strip.
+
+    One row of four at Visualizer's default font size when it fits the width, else two rows
+    of two, shrinking the font only for images too narrow even for that.
+    """
+    font = max(np.sqrt(height * width) // 90, 10)  # Visualizer's default font size rule
+    px_per_pt = mpl.rcParams["figure.dpi"] / 72
+    longest = max(len(name) for name in STATE_NAMES)
+
+    def slot_width(font_pt):  # swatch + gap + longest name, at 0.6 em per character
+        return font_pt * px_per_pt * (1.6 + 0.62 * longest) + 8
+
+    columns = len(STATE_NAMES)
+    if slot_width(font) * columns > width:
+        columns = 2
+        font = min(font, (width / columns - 8) / (px_per_pt * (1.6 + 0.62 * longest)))
+    return font, columns, int(round(font * px_per_pt * 1.9))
 
 
 def draw_predictions(image_rgb, instances, part_names, *, score_thresh=0.0, legend=True,
@@ -59,21 +75,27 @@ def draw_predictions(image_rgb, instances, part_names, *, score_thresh=0.0, lege
     height, width = image_rgb.shape[:2]
     scale = 1.0
     if max_size and max(height, width) > max_size:
+        # Shrink the photo ourselves (area averaging): matplotlib drawing a 12-megapixel
+        # image at a reduced scale takes seconds and aliases; text and lines follow the
+        # smaller size through Visualizer's font rule.
         scale = max_size / max(height, width)
+        width, height = max(1, round(width * scale)), max(1, round(height * scale))
+        image_rgb = cv2.resize(image_rgb, (width, height), interpolation=cv2.INTER_AREA)
 
     canvas = image_rgb
     legend_h = 0
     if legend:
         # The legend goes in a strip below the photo, so it never hides a part.
-        legend_h = _legend_height(height, width)
+        legend_font, legend_columns, row_h = _legend_layout(height, width)
+        legend_h = row_h * int(np.ceil(len(STATE_NAMES) / legend_columns))
         strip = np.empty((legend_h, width, 3), dtype=np.uint8)
         strip[:] = LEGEND_BACKGROUND
         canvas = np.concatenate([image_rgb, strip], axis=0)
 
-    vis = Visualizer(canvas, metadata=None, scale=scale, font_size_scale=font_size_scale)
+    vis = Visualizer(canvas, metadata=None, font_size_scale=font_size_scale)
 
     keep = instances.scores >= score_thresh
-    boxes = instances.pred_boxes.tensor[keep].detach().cpu().numpy()
+    boxes = instances.pred_boxes.tensor[keep].detach().cpu().numpy() * scale
     scores = instances.scores[keep].detach().cpu().numpy()
     classes = instances.pred_classes[keep].detach().cpu().numpy()
     states = instances.pred_states[keep].detach().cpu().numpy()
@@ -96,7 +118,8 @@ def draw_predictions(image_rgb, instances, part_names, *, score_thresh=0.0, lege
                                                     confidence[i]), STATE_COLORS[states[i]])
 
     if legend:
-        _draw_legend(vis, top=height, height=legend_h, width=width)
+        _draw_legend(vis, top=height, row_height=row_h, width=width, font=legend_font,
+                     columns=legend_columns)
     return vis.get_output().get_image()
 
 
@@ -138,14 +161,14 @@ def _draw_label(vis, box, text, color):
     )
 
 
-def _draw_legend(vis, top, height, width):
-    """Four coloured swatches with the state names, in the strip at rows [top, top + height)."""
-    font = vis._default_font_size
-    swatch = height * 0.5
-    y_mid = top + height / 2
-    slot = width / len(STATE_NAMES)
+def _draw_legend(vis, top, row_height, width, font, columns):
+    """Coloured swatches with the state names, in the strip below row ``top`` of the image."""
+    swatch = row_height * 0.5
+    slot = width / columns
     for i, (name, color) in enumerate(zip(STATE_NAMES, STATE_COLORS)):
-        x0 = i * slot + height * 0.3
+        row, column = divmod(i, columns)
+        x0 = column * slot + row_height * 0.3
+        y_mid = top + (row + 0.5) * row_height
         square = np.array([[x0, y_mid - swatch / 2], [x0 + swatch, y_mid - swatch / 2],
                            [x0 + swatch, y_mid + swatch / 2], [x0, y_mid + swatch / 2]])
         vis.draw_polygon(square, color=color, edge_color=color, alpha=1.0)

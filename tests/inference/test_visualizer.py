@@ -1,0 +1,92 @@
+"""Pictures: boxes in state colours, damaged/absent on top, label text, legend, scaling."""
+import numpy as np
+import pytest
+
+from bikestate.constants import PART_NAMES, STATE_COLORS, STATE_NAMES
+from bikestate.inference import draw_predictions, format_label
+from bikestate.inference.visualizer import _legend_layout
+
+GREY = 128
+
+
+def _rgb255(color):
+    return np.array(color) * 255
+
+
+def _close_to(pixels, color, tol=40):
+    """Boolean mask of pixels within ``tol`` (per channel) of ``color`` (0-1 RGB)."""
+    return (np.abs(pixels.astype(float) - _rgb255(color)) <= tol).all(axis=-1)
+
+
+def test_label_format():
+    assert format_label("saddle", 1, 0.8749) == "saddle · damaged 87%"
+    assert format_label("bell", 2, 1.0) == "bell · absent 100%"
+
+
+def test_boxes_take_their_state_colour_and_legend_is_below(instances_factory):
+    h, w = 480, 640
+    image = np.full((h, w, 3), GREY, dtype=np.uint8)
+    inst = instances_factory((h, w), [
+        ("front_wheel", (40, 200, 300, 460), 0.9, {"intact": 0.9}),
+        ("saddle", (350, 60, 600, 300), 0.9, {"damaged": 0.9}),
+    ])
+    out = draw_predictions(image, inst, PART_NAMES)
+    _, columns, row_h = _legend_layout(h, w)
+    assert columns == 4
+    assert out.shape == (h + row_h, w, 3)
+    # Right edge of the saddle box (no label there) is red, of the wheel box green.
+    assert _close_to(out[150:250, 596:604], STATE_COLORS[1]).any()
+    assert not _close_to(out[150:250, 596:604], STATE_COLORS[0]).any()
+    assert _close_to(out[300:400, 296:304], STATE_COLORS[0], tol=70).any()
+    # The photo away from boxes is untouched.
+    assert (out[20:40, 20:40] == GREY).all()
+    # The legend strip shows a swatch of every state colour, in order from left to right.
+    strip = out[h:]
+    xs = []
+    for color in STATE_COLORS:
+        hits = np.flatnonzero(_close_to(strip, color, tol=10).any(axis=0))
+        assert len(hits), f"no {color} swatch in the legend"
+        xs.append(hits.min())
+    assert xs == sorted(xs)
+
+
+def test_damaged_is_drawn_over_intact(instances_factory):
+    h, w = 240, 320
+    image = np.full((h, w, 3), GREY, dtype=np.uint8)
+    # Same box twice: the damaged outline must be the one visible (it is drawn last, opaque).
+    inst = instances_factory((h, w), [
+        ("back_light", (100, 100, 200, 200), 0.9, {"damaged": 0.9}),
+        ("front_light", (100, 100, 200, 200), 0.95, {"intact": 0.9}),
+    ])
+    out = draw_predictions(image, inst, PART_NAMES, legend=False)
+    right_edge = out[150:190, 197:203]
+    assert _close_to(right_edge, STATE_COLORS[1], tol=30).any()
+    assert not _close_to(right_edge, STATE_COLORS[0], tol=30).any()
+
+
+def test_score_threshold_hides_weak_detections(instances_factory):
+    image = np.full((240, 320, 3), GREY, dtype=np.uint8)
+    inst = instances_factory((240, 320), [("saddle", (100, 60, 300, 200), 0.3, {"damaged": 0.9})])
+    shown = draw_predictions(image, inst, PART_NAMES, score_thresh=0.2, legend=False)
+    hidden = draw_predictions(image, inst, PART_NAMES, score_thresh=0.5, legend=False)
+    assert (hidden == GREY).all()
+    assert _close_to(shown, STATE_COLORS[1]).any()
+
+
+def test_large_photo_is_drawn_scaled_down(instances_factory):
+    h, w = 3000, 4000
+    image = np.full((h, w, 3), GREY, dtype=np.uint8)
+    inst = instances_factory((h, w), [("saddle", (2000, 1000, 3000, 2000), 0.9, {"absent": 0.9})])
+    out = draw_predictions(image, inst, PART_NAMES, max_size=800)
+    scale = 800 / 4000
+    _, _, row_h = _legend_layout(600, 800)  # the legend is laid out for the drawn size
+    assert out.shape == (600 + row_h, 800, 3)
+    # The box's right edge lands at x = 3000 * scale.
+    column = out[int(1400 * scale):int(1900 * scale), int(3000 * scale) - 3:int(3000 * scale) + 3]
+    assert _close_to(column, STATE_COLORS[2]).any()
+
+
+def test_narrow_image_gets_a_two_row_legend():
+    font, columns, row_h = _legend_layout(320, 200)
+    assert columns == 2 and font >= 6
+    assert len(STATE_NAMES) == 4
