@@ -25,6 +25,9 @@ def get_parser():
     parser.add_argument("--output", required=True, help="folder for the drawn images")
     parser.add_argument("--num", type=int, default=20,
                         help="number of images to draw, in dataset order (0: all)")
+    parser.add_argument("--scale", type=float, default=2.0,
+                        help="drawing size relative to the image (labels keep their size, so "
+                             "larger drawings keep 22 labels legible)")
     parser.add_argument("--source", choices=("annotation", "dataloader"), default="annotation",
                         help="draw the files as annotated, or after the training augmentations")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -50,7 +53,8 @@ def setup_cfg(args):
     return cfg
 
 
-def draw_ground_truth(image_rgb, boxes, classes, states, thing_classes, state_classes):
+def draw_ground_truth(image_rgb, boxes, classes, states, thing_classes, state_classes,
+                      scale=1.0):
     """Draw boxes labelled ``"part · state"`` in their state colour on an RGB image.
 
     Args:
@@ -58,15 +62,20 @@ def draw_ground_truth(image_rgb, boxes, classes, states, thing_classes, state_cl
         boxes (ndarray): N x 4 float, XYXY absolute.
         classes (Sequence[int]): N contiguous part ids.
         states (Sequence[int]): N state ids.
+        scale (float): size of the drawing relative to the image. Labels keep the size they
+            would have at scale 1, so a larger drawing gives 22 labels room to stay legible.
 
     Returns:
-        ndarray: H x W x 3 uint8 RGB drawing.
+        ndarray: (H * scale) x (W * scale) x 3 uint8 RGB drawing.
     """
+    import numpy as np
     from detectron2.utils.visualizer import Visualizer
 
     from bikestate.constants import STATE_COLORS
 
-    vis = Visualizer(image_rgb, metadata=None, scale=1.0)
+    vis = Visualizer(image_rgb, metadata=None, scale=scale)
+    # Visualizer multiplies font sizes by the scale; undo it so that only the picture grows.
+    vis._default_font_size = max(np.sqrt(vis.output.height * vis.output.width) // 90, 10) / scale
     labels = [f"{thing_classes[c]} · {state_classes[s]}" for c, s in zip(classes, states)]
     colors = [STATE_COLORS[s] for s in states]
     vis.overlay_instances(boxes=boxes, labels=labels, assigned_colors=colors)
@@ -128,7 +137,7 @@ def main(argv=None):
                 boxes = inst.gt_boxes.tensor.numpy()
                 classes, states = inst.gt_classes.tolist(), inst.gt_states.tolist()
             drawing = draw_ground_truth(image, boxes, classes, states, metadata.thing_classes,
-                                        metadata.state_classes)
+                                        metadata.state_classes, scale=args.scale)
             buffer = io.BytesIO()
             Image.fromarray(drawing).save(buffer, format="JPEG", quality=92)
             stem = os.path.splitext(os.path.basename(d["file_name"]))[0]

@@ -360,8 +360,10 @@ def test_visualize_data_draws_synth_ground_truth(tmp_path, monkeypatch, capsys):
     assert len(files) == 2 and all(f.endswith(".jpg") for f in files)
     drawn = np.asarray(Image.open(out_dir / files[0])).astype(float)
     (cached,) = [f for f in os.listdir(tmp_path / "cache") if f.startswith("val_")]
-    original = np.asarray(Image.open(tmp_path / "cache" / cached / "images" / files[0]))
-    assert drawn.shape == original.shape == (120, 160, 3)
+    original = Image.open(tmp_path / "cache" / cached / "images" / files[0])
+    assert original.size == (160, 120)
+    assert drawn.shape == (240, 320, 3)  # drawn at --scale 2 (the default) for legible labels
+    original = np.asarray(original.resize((320, 240)))
     assert np.abs(drawn - original).mean() > 5  # boxes and labels were drawn on it
 
     with pytest.raises(SystemExit) as info:
