@@ -74,7 +74,7 @@ _STALE_TMP_SECONDS = 6 * 3600
 # ------------------------------------------------------------------------------ registration
 
 
-def register_bike_instances(name, json_file, image_root, metadata=None):
+def register_bike_instances(name, json_file, image_root, metadata=None, *, replace=False):
     """Register a COCO-with-states file as the detectron2 dataset ``name``.
 
     The dataset dicts come from ``load_coco_json(..., extra_annotation_keys=["state",
@@ -88,6 +88,8 @@ def register_bike_instances(name, json_file, image_root, metadata=None):
         image_root (str): folder that the images' ``file_name`` are relative to.
         metadata (dict or None): extra metadata; it may override ``state_classes`` but
             ``thing_classes`` must agree with the file's categories.
+        replace (bool): replace an existing registration of ``name`` whatever its arguments
+            (for notebooks and tests that register several data sources in one process).
 
     Registering the same name again with the same arguments is a no-op (the metadata is
     refreshed if the file's categories changed); with different arguments it raises
@@ -117,6 +119,8 @@ def register_bike_instances(name, json_file, image_root, metadata=None):
     if "thing_classes" in extra:
         values["thing_classes"] = list(extra["thing_classes"])
 
+    if replace:
+        unregister_bike_dataset(name)
     if name in DatasetCatalog.list():
         old = MetadataCatalog.get(name)
         old_args = (old.get("json_file"), old.get("image_root"),
@@ -329,7 +333,7 @@ def apply_data_environment(cfg, environ=None, dotenv_path=".env"):
 # ------------------------------------------------------------------------------ data sources
 
 
-def register_bike_datasets(cfg):
+def register_bike_datasets(cfg, *, replace=False):
     """Register ``bike_train``, ``bike_val`` (and ``bike_test``) from ``cfg.BIKESTATE.DATA``.
 
     Where the data comes from, per split:
@@ -343,6 +347,9 @@ def register_bike_datasets(cfg):
       reused; ``bike_test`` too when ``SYNTH_NUM_TEST > 0`` and ``TEST_JSON`` is empty.
     * Only one of ``TRAIN_JSON`` / ``VAL_JSON`` set: a :class:`ConfigError` (mixing real
       training data with synthetic validation data is never what a user means).
+
+    ``replace=True`` replaces earlier registrations of these names with other arguments
+    (see :func:`register_bike_instances`); by default that is a :class:`ConfigError`.
 
     In a distributed run, the main process generates or converts and the others wait for it
     (a shared file system is assumed, as for ``OUTPUT_DIR``).
@@ -364,10 +371,13 @@ def register_bike_datasets(cfg):
         comm.synchronize()
 
     registered = {}
+    if replace:  # a test split of an earlier source must not survive into this one
+        for split in set(_SPLITS) - set(sources):
+            unregister_bike_dataset(f"bike_{split}")
     for split, src in sources.items():
         name = f"bike_{split}"
         json_file, image_root = src.outputs()
-        register_bike_instances(name, json_file, image_root)
+        register_bike_instances(name, json_file, image_root, replace=replace)
         registered[name] = {"json_file": json_file, "image_root": image_root}
     # One model is trained and evaluated on all of them: class ids must mean the same part.
     classes = {name: MetadataCatalog.get(name).thing_classes for name in registered}

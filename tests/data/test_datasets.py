@@ -126,6 +126,8 @@ def test_register_twice_same_args_is_noop_different_args_error(tmp_path):
     with pytest.raises(ConfigError, match="test_ds_a"):
         register_bike_instances("test_ds_a", a, str(tmp_path), metadata={"thing_colors": [1]})
     assert MetadataCatalog.get("test_ds_a").json_file == a
+    register_bike_instances("test_ds_a", b, str(tmp_path), replace=True)
+    assert MetadataCatalog.get("test_ds_a").json_file == b
 
 
 def test_register_reads_categories_in_id_order_and_file_state_names(tmp_path):
@@ -312,6 +314,15 @@ def test_synth_default_generated_once_into_cache_and_reused(cfg):
     # Each split has its own seed: their images differ.
     assert not np.array_equal(first_pixels[0], first_pixels[1])
     assert not np.array_equal(first_pixels[1], first_pixels[2])
+
+    # Another source replaces the whole registration only when asked to.
+    cfg.BIKESTATE.DATA.SYNTH_NUM_TEST = 0
+    cfg.BIKESTATE.DATA.SYNTH_SEEDS = [4, 5, 6]
+    with pytest.raises(ConfigError, match="bike_train.*already registered"):
+        register_bike_datasets(cfg)
+    replaced = register_bike_datasets(cfg, replace=True)
+    assert set(replaced) == {"bike_train", "bike_val"}
+    assert "bike_test" not in DatasetCatalog.list()
 
 
 def test_synth_generation_killed_midway_is_redone(cfg, monkeypatch):
