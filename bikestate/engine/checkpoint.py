@@ -1,0 +1,148 @@
+"""Crash-safe training checkpoints.
+
+Every checkpoint and the ``last_checkpoint`` tag are written to a temporary file in the output
+folder, flushed, fsync'ed and renamed into place (:func:`bikestate.utils.io.atomic_open`), so a
+``kill -9`` at any moment leaves either the previous file or the new one. The periodic
+checkpointer deletes old checkpoints (``SOLVER.MAX_TO_KEEP``) only after the new one and its tag
+are in place, and never the one ``last_checkpoint`` points to.
+
+Debugging knob: ``BIKESTATE_DEBUG_SAVE_DELAY=<seconds>`` sleeps after a checkpoint's bytes are
+written and before the rename, which makes "killed during a checkpoint write" reproducible in
+tests. It changes nothing else and is off by default.
+"""
+import contextlib
+import glob
+import logging
+import os
+import re
+import time
+
+import torch
+from detectron2.engine.hooks import HookBase
+
+from ..utils.errors import BikeStateError
+from ..utils.io import atomic_open, atomic_write_text
+
+try:  # helper D's safe-loading checkpointer; detectron2's until it exists
+    from ..checkpoint import BikeStateCheckpointer as _BaseCheckpointer
+except ImportError:  # pragma: no cover - only while the modeling side is not there yet
+    from detectron2.checkpoint import DetectionCheckpointer as _BaseCheckpointer
+
+__all__ = ["CheckpointWriteError", "TrainingCheckpointer", "RetainingPeriodicCheckpointer"]
+
+logger = logging.getLogger(__name__)
+
+SAVE_DELAY_ENV = "BIKESTATE_DEBUG_SAVE_DELAY"
+_PERIODIC_RE = re.compile(r"^(?P<prefix>.+)_(?P<iter>\d{7})\.pth$")
+
+
+class CheckpointWriteError(BikeStateError):
+    """A checkpoint could not be written (disk full, permissions); the previous one is intact."""
+
+
+class TrainingCheckpointer(_BaseCheckpointer):
+    """The trainer's checkpointer: safe loading from its base class, atomic saving here.
+
+    ``save(name, tag_last=True, **extra)`` writes ``<save_dir>/<name>.pth``; with
+    ``tag_last=False`` (used for ``model_best``) the ``last_checkpoint`` tag is left alone, so
+    ``--resume`` always continues from the newest *periodic* checkpoint.
+    """
+
+    def save(self, name, tag_last=True, **kwargs):
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        self._write(name, data, tag_last)
+
+    def save_weights_only(self, name, **kwargs):
+        """Write ``<name>.pth`` with the model weights and ``kwargs`` only (no optimizer or
+        trainer state) and leave ``last_checkpoint`` alone: the best-model file."""
+        self._write(name, {"model": self.model.state_dict(), **kwargs}, tag_last=False)
+
+    def _write(self, name, data, tag_last):
+        if not self.save_dir or not self.save_to_disk:
+            return
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to %s", save_file)
+        try:
+            with atomic_open(save_file, "wb") as f:
+                torch.save(data, f)
+                _debug_save_delay()
+            if tag_last:
+                self.tag_last_checkpoint(basename)
+        except OSError as e:
+            previous = self.get_checkpoint_file() if self.has_checkpoint() else ""
+            raise CheckpointWriteError(
+                f"could not write checkpoint {save_file}: {e.strerror or e}; "
+                + (f"the previous checkpoint {previous} is intact"
+                   if previous else "no earlier checkpoint exists")
+            ) from e
+
+    def tag_last_checkpoint(self, last_filename_basename):
+        atomic_write_text(last_filename_basename, os.path.join(self.save_dir, "last_checkpoint"))
+
+    def remove_stale_temp_files(self):
+        """Delete temporary files left by a save that was killed before its rename."""
+        if not self.save_dir or not os.path.isdir(self.save_dir):
+            return
+        for path in glob.glob(os.path.join(self.save_dir, ".*.tmp")):
+            base = os.path.basename(path)
+            if base.startswith((".last_checkpoint.", ".model")) or ".pth." in base:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                    logger.info("Removed %s left by an interrupted checkpoint write", path)
+
+
+def _debug_save_delay():
+    delay = os.environ.get(SAVE_DELAY_ENV, "")
+    if delay:
+        time.sleep(float(delay))
+
+
+class RetainingPeriodicCheckpointer(HookBase):
+    """Save ``<prefix>_<iter:07d>.pth`` every ``period`` iterations and ``<prefix>_final.pth`` at
+    the end; keep the newest ``max_to_keep`` periodic files (0: all).
+
+    Retention looks at the files on disk, not at an in-memory list, so checkpoints written before
+    a ``--resume`` are also subject to it. Runs on the main process only.
+    """
+
+    def __init__(self, checkpointer, period, max_to_keep=0, file_prefix="model"):
+        self.checkpointer = checkpointer
+        self.period = int(period)
+        self.max_to_keep = int(max_to_keep)
+        self.file_prefix = file_prefix
+
+    def after_step(self):
+        iteration = self.trainer.iter
+        last = iteration >= self.trainer.max_iter - 1
+        if self.period > 0 and (iteration + 1) % self.period == 0:
+            self.checkpointer.save(f"{self.file_prefix}_{iteration:07d}", iteration=iteration)
+            self._apply_retention()
+        if last:
+            self.checkpointer.save(f"{self.file_prefix}_final", iteration=iteration)
+
+    def save_final(self):
+        """Save ``<prefix>_final`` now (early stop ends training before ``max_iter``)."""
+        self.checkpointer.save(f"{self.file_prefix}_final", iteration=self.trainer.iter)
+
+    def _apply_retention(self):
+        if self.max_to_keep <= 0:
+            return
+        save_dir = self.checkpointer.save_dir
+        tagged = os.path.basename(self.checkpointer.get_checkpoint_file())
+        periodic = []
+        for name in os.listdir(save_dir):
+            m = _PERIODIC_RE.match(name)
+            if m and m.group("prefix") == self.file_prefix:
+                periodic.append((int(m.group("iter")), name))
+        periodic.sort()
+        for _, name in periodic[: max(0, len(periodic) - self.max_to_keep)]:
+            if name == tagged:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(save_dir, name))
+                logger.info("Deleted old checkpoint %s (SOLVER.MAX_TO_KEEP=%d)", name,
+                            self.max_to_keep)

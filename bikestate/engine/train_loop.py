@@ -1,0 +1,186 @@
+"""The inner training step of bikestate: gradient accumulation, mixed precision, a clear stop on
+a non-finite loss, and skipping of images that cannot be read.
+
+:class:`BikeStateTrainLoop` replaces detectron2's ``SimpleTrainer``/``AMPTrainer`` inside
+:class:`~bikestate.engine.trainer.BikeStateTrainer`.
+"""
+import contextlib
+import logging
+import math
+import time
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+import detectron2.utils.comm as comm
+from detectron2.engine.train_loop import SimpleTrainer
+from detectron2.utils.events import get_event_storage
+
+from ..utils.errors import BikeStateError, DataError
+
+__all__ = ["NonFiniteLossError", "BikeStateTrainLoop", "SkipUnreadableImages"]
+
+logger = logging.getLogger(__name__)
+
+try:  # the data layer's error for a corrupt or vanished image
+    from ..data.mapper import UnreadableImageError as _UnreadableImageError
+
+    UNREADABLE_IMAGE_ERRORS = (_UnreadableImageError, OSError)
+except ImportError:  # pragma: no cover - until the data layer exists
+    UNREADABLE_IMAGE_ERRORS = (OSError,)
+
+# Key added to a mapped dataset dict: the images the mapper skipped before producing it.
+SKIPPED_KEY = "_bikestate_skipped_images"
+
+
+class NonFiniteLossError(BikeStateError, FloatingPointError):
+    """A loss term became NaN or infinite; training stops before the weights are touched."""
+
+
+class SkipUnreadableImages:
+    """Wrap a dataset mapper so a corrupt or vanished image is skipped instead of ending training.
+
+    The mapper returns None for such an image (detectron2's ``MapDataset`` then takes another
+    one) after one warning naming the file; the names of skipped images ride along with the
+    next dict this (worker) process produces, under ``_bikestate_skipped_images``, so the training
+    loop can count them in the main process.
+    """
+
+    def __init__(self, mapper):
+        self.mapper = mapper
+        self._pending = []
+
+    def __call__(self, dataset_dict):
+        try:
+            out = self.mapper(dataset_dict)
+        except UNREADABLE_IMAGE_ERRORS as e:
+            name = dataset_dict.get("file_name", "?")
+            logger.warning("Skipping unreadable training image %s: %s", name, e)
+            self._pending.append(str(name))
+            return None
+        if out is not None and self._pending:
+            out[SKIPPED_KEY] = self._pending
+            self._pending = []
+        return out
+
+
+class BikeStateTrainLoop(SimpleTrainer):
+    """One training iteration = one optimizer update over ``accum_steps`` mini-batches.
+
+    Each mini-batch's loss is scaled by ``1 / accum_steps`` before ``backward`` so the accumulated
+    gradient equals the gradient of the mean loss over the large batch; DDP synchronizes
+    gradients only on the last mini-batch. The logged losses are the unscaled means over the
+    mini-batches. With ``amp`` (CUDA only) the forward runs under ``torch.autocast`` and the
+    update goes through a ``GradScaler``.
+
+    Before ``backward`` every loss term is checked on every process (gathered when distributed):
+    a NaN or infinite term raises :class:`NonFiniteLossError` naming the iteration and the terms,
+    so no update with a broken gradient is made and no checkpoint is written afterwards.
+    """
+
+    def __init__(self, model, data_loader, optimizer, *, accum_steps=1, amp=False,
+                 amp_dtype=torch.float16, max_skipped_images=-1):
+        super().__init__(model, data_loader, optimizer)
+        if accum_steps < 1:
+            raise BikeStateError(f"SOLVER.GRAD_ACCUM_STEPS must be >= 1, not {accum_steps}")
+        self.accum_steps = int(accum_steps)
+        self.amp = bool(amp)
+        self.amp_dtype = amp_dtype
+        self.grad_scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.max_skipped_images = int(max_skipped_images)
+        self.skipped_images = 0
+
+    def run_step(self):
+        assert self.model.training, "[BikeStateTrainLoop] model was changed to eval mode!"
+        self.optimizer.zero_grad(set_to_none=True)
+        data_time = 0.0
+        sums = {}
+        for k in range(self.accum_steps):
+            start = time.perf_counter()
+            data = next(self._data_loader_iter)
+            data_time += time.perf_counter() - start
+            skipped = self._pop_skipped(data)
+            last = k == self.accum_steps - 1
+            no_sync = (self.model.no_sync() if not last and isinstance(
+                self.model, DistributedDataParallel) else contextlib.nullcontext())
+            with no_sync:
+                autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp
+                            else contextlib.nullcontext())
+                with autocast:
+                    loss_dict = self.model(data)
+                    if isinstance(loss_dict, torch.Tensor):
+                        loss_dict = {"total_loss": loss_dict}
+                    losses = sum(loss_dict.values())
+                values = {name: float(v.detach()) for name, v in loss_dict.items()}
+                self._check_finite_and_count(values, skipped)
+                scaled = losses / self.accum_steps
+                if self.amp:
+                    self.grad_scaler.scale(scaled).backward()
+                else:
+                    scaled.backward()
+            for name, v in values.items():
+                sums[name] = sums.get(name, 0.0) + v
+
+        self.after_backward()
+        mean = {name: torch.tensor(v / self.accum_steps) for name, v in sums.items()}
+        self._write_metrics(mean, data_time)
+        storage = get_event_storage()
+        storage.put_scalar("data/skipped_images", self.skipped_images, smoothing_hint=False)
+        if self.amp:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+
+    @staticmethod
+    def _pop_skipped(data):
+        names = []
+        for d in data:
+            names.extend(d.pop(SKIPPED_KEY, []))
+        return names
+
+    def _check_finite_and_count(self, values, skipped):
+        """Gather loss values and skipped images from all processes; raise on any problem."""
+        if comm.get_world_size() > 1:
+            everything = comm.all_gather((values, skipped))
+        else:
+            everything = [(values, skipped)]
+        bad = {}
+        new_skipped = []
+        for rank_values, rank_skipped in everything:
+            for name, v in rank_values.items():
+                if not math.isfinite(v):
+                    bad[name] = v
+            new_skipped.extend(rank_skipped)
+        if bad:
+            terms = ", ".join(f"{n}={v}" for n, v in sorted(bad.items()))
+            raise NonFiniteLossError(
+                f"training stopped at iteration {self.iter}: non-finite loss ({terms}); "
+                "the weights were not updated with it and the last checkpoint is intact. "
+                "Lower SOLVER.BASE_LR, enable SOLVER.CLIP_GRADIENTS or check the annotations."
+            )
+        if new_skipped:
+            self.skipped_images += len(new_skipped)
+            if 0 <= self.max_skipped_images < self.skipped_images:
+                raise DataError(
+                    f"{self.skipped_images} training images could not be read, more than "
+                    f"BIKESTATE.DATA.MAX_SKIPPED_IMAGES={self.max_skipped_images} "
+                    f"(last: {new_skipped[-1]}); check the image folder",
+                )
+
+    def _write_metrics(self, loss_dict, data_time, prefix="", iter=None):
+        SimpleTrainer.write_metrics(loss_dict, data_time, self.iter if iter is None else iter,
+                                    prefix)
+
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["skipped_images"] = self.skipped_images
+        if self.grad_scaler is not None:
+            ret["grad_scaler"] = self.grad_scaler.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self.skipped_images = int(state_dict.get("skipped_images", 0))
+        if self.grad_scaler is not None and "grad_scaler" in state_dict:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])

@@ -1,0 +1,489 @@
+"""``BikeStateTrainer``: detectron2's ``DefaultTrainer`` with the seed pipeline's training features.
+
+Seed steps 1, 2 and 6: optimizer by config (SGD / AdamW), warmup multi-step / cosine /
+ReduceLROnPlateau schedules, epochs, mixed precision on CUDA, gradient accumulation, seeding,
+validation loss, best checkpoint, early stopping, W&B, and ``--resume`` that restores every
+piece of state (iteration, optimizer, schedulers including the plateau state, best value,
+early-stopping counter, random number generators, position in the data order).
+"""
+import logging
+import math
+import os
+import random
+import weakref
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+import detectron2.data.transforms as T
+import detectron2.utils.comm as comm
+from detectron2.data import (
+    DatasetCatalog,
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
+from detectron2.data.samplers import InferenceSampler, TrainingSampler
+from detectron2.engine import DefaultTrainer, hooks as d2_hooks
+from detectron2.engine.defaults import default_writers
+from detectron2.engine.train_loop import TrainerBase
+from detectron2.evaluation import COCOEvaluator, verify_results
+from detectron2.utils.events import EventStorage
+from fvcore.nn.precise_bn import get_bn_modules
+
+from ..constants import STATE_NAMES
+from ..utils.errors import BikeStateError, ConfigError, DataError
+from .checkpoint import RetainingPeriodicCheckpointer, TrainingCheckpointer
+from .hooks import (
+    BestCheckpointHook,
+    BikeStateEvalHook,
+    EarlyStopHook,
+    PlateauLRHook,
+    WandbPredictionImagesHook,
+    compute_validation_loss,
+    preserve_rng_state,
+)
+from .solver import PLATEAU_NAME, build_lr_scheduler, build_optimizer
+from .train_loop import BikeStateTrainLoop, SkipUnreadableImages
+from .wandb_writer import WandbWriter
+
+__all__ = [
+    "BikeStateTrainer",
+    "create_ddp_model",
+    "prepare_training_config",
+    "log_device_info",
+    "ResumableTrainingSampler",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _bike_mapper_class():
+    try:
+        from ..data.mapper import BikeStateDatasetMapper
+
+        return BikeStateDatasetMapper
+    except ImportError:  # pragma: no cover - until the data layer exists
+        return DatasetMapper
+
+
+def create_ddp_model(model, *, fp16_compression=False, **kwargs):
+    """detectron2's ``create_ddp_model``, but on CPU processes (GLOO) without ``device_ids``,
+    which CPU ``DistributedDataParallel`` rejects."""
+    if comm.get_world_size() == 1:
+        return model
+    on_cuda = next(model.parameters()).is_cuda
+    if on_cuda and "device_ids" not in kwargs:
+        kwargs["device_ids"] = [comm.get_local_rank()]
+    ddp = DistributedDataParallel(model, **kwargs)
+    if fp16_compression and on_cuda:
+        from torch.distributed.algorithms.ddp_comm_hooks import default as comm_hooks
+
+        ddp.register_comm_hook(state=None, hook=comm_hooks.fp16_compress_hook)
+    return ddp
+
+
+class ResumableTrainingSampler(TrainingSampler):
+    """detectron2's infinite, seeded ``TrainingSampler`` that can start ``skip`` indices into its
+    (per-process) stream, so a resumed run sees the images an uninterrupted run would see."""
+
+    def __init__(self, size, shuffle=True, seed=None, skip=0):
+        super().__init__(size, shuffle=shuffle, seed=seed)
+        self._skip = int(skip)
+
+    def __iter__(self):
+        it = super().__iter__()
+        for _ in range(self._skip):
+            next(it)
+        yield from it
+
+
+def _count_train_images(cfg):
+    dicts = get_detection_dataset_dicts(
+        cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+    return len(dicts)
+
+
+def prepare_training_config(cfg):
+    """Fill in what depends on the machine and the data; call on an unfrozen cfg after the
+    datasets are registered. Returns notices (strings) to log once logging is set up.
+
+    * ``MODEL.DEVICE`` cuda without a GPU -> cpu;
+    * ``SOLVER.AMP.ENABLED`` on CPU -> off (AMP here is CUDA mixed precision);
+    * ``SOLVER.MAX_EPOCHS`` > 0 -> ``SOLVER.MAX_ITER`` = epochs x ceil(images / (IMS_PER_BATCH x
+      GRAD_ACCUM_STEPS)) and, when ``TEST.EVAL_PERIOD`` is 0, one evaluation per
+      ``1 / SOLVER.EVALS_PER_EPOCH`` epoch.
+    """
+    notices = []
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        notices.append("MODEL.DEVICE is cuda but no GPU is available: training on the CPU")
+        cfg.MODEL.DEVICE = "cpu"
+    if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda"):
+        notices.append("SOLVER.AMP.ENABLED: mixed precision needs CUDA; it is off on the CPU")
+        cfg.SOLVER.AMP.ENABLED = False
+    if cfg.SOLVER.GRAD_ACCUM_STEPS < 1:
+        raise ConfigError(f"SOLVER.GRAD_ACCUM_STEPS must be >= 1, not {cfg.SOLVER.GRAD_ACCUM_STEPS}")
+    # register_bike_datasets already generated / converted the data on the main process.
+    num_images = _count_train_images(cfg) if cfg.SOLVER.MAX_EPOCHS > 0 else 0
+    if cfg.SOLVER.MAX_EPOCHS > 0:
+        if num_images == 0:
+            raise DataError(f"the training set {', '.join(cfg.DATASETS.TRAIN)} has no images")
+        images_per_iter = cfg.SOLVER.IMS_PER_BATCH * cfg.SOLVER.GRAD_ACCUM_STEPS
+        iters_per_epoch = max(1, math.ceil(num_images / images_per_iter))
+        cfg.SOLVER.MAX_ITER = int(cfg.SOLVER.MAX_EPOCHS * iters_per_epoch)
+        if cfg.TEST.EVAL_PERIOD == 0:
+            cfg.TEST.EVAL_PERIOD = max(1, iters_per_epoch // max(1, cfg.SOLVER.EVALS_PER_EPOCH))
+        notices.append(
+            f"{cfg.SOLVER.MAX_EPOCHS} epochs of {num_images} images at {images_per_iter} images "
+            f"per update: SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}, "
+            f"TEST.EVAL_PERIOD={cfg.TEST.EVAL_PERIOD}")
+    return notices
+
+
+def log_device_info(cfg):
+    """Log the device, GPU name and CUDA version (seed step 2) and set cuDNN determinism."""
+    if cfg.CUDNN_DETERMINISTIC:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    device = cfg.MODEL.DEVICE
+    if device.startswith("cuda") and torch.cuda.is_available():
+        index = torch.cuda.current_device()
+        logger.info("Device: %s (%s), CUDA %s, cuDNN %s, deterministic cuDNN: %s", device,
+                    torch.cuda.get_device_name(index), torch.version.cuda,
+                    torch.backends.cudnn.version(), bool(cfg.CUDNN_DETERMINISTIC))
+    else:
+        logger.info("Device: cpu (%d threads), torch %s; no CUDA", torch.get_num_threads(),
+                    torch.__version__)
+    logger.info("Seed %d, world size %d, effective batch %d (%d x %d accumulation steps)",
+                cfg.SEED, comm.get_world_size(),
+                cfg.SOLVER.IMS_PER_BATCH * cfg.SOLVER.GRAD_ACCUM_STEPS,
+                cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.GRAD_ACCUM_STEPS)
+
+
+def _capture_rng_state():
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng_state(state):
+    random.setstate(_to_tuples(state["python"]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_tuples(x):
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+class BikeStateTrainer(DefaultTrainer):
+    """Train a bikestate model as the seed pipeline does, the detectron2 way.
+
+    Hooks, in order: iteration timer, LR scheduler (per iteration; also checkpoints the
+    scheduler), PreciseBN (if enabled), evaluation + validation loss, plateau LR, best checkpoint,
+    early stopping, periodic checkpointer (main), W&B prediction images (main), writers (main:
+    console, metrics.json, TensorBoard, W&B).
+    """
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        d2_logger = logging.getLogger("detectron2")
+        if not d2_logger.isEnabledFor(logging.INFO):
+            from detectron2.utils.logger import setup_logger
+
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        self.cfg = cfg
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, broadcast_buffers=False)
+        self._trainer = BikeStateTrainLoop(
+            model, data_loader, optimizer,
+            accum_steps=cfg.SOLVER.GRAD_ACCUM_STEPS,
+            amp=cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE.startswith("cuda"),
+            amp_dtype=getattr(torch, cfg.SOLVER.AMP.PRECISION, torch.float16)
+            if hasattr(cfg.SOLVER.AMP, "PRECISION") else torch.float16,
+            max_skipped_images=cfg.BIKESTATE.DATA.MAX_SKIPPED_IMAGES,
+        )
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = TrainingCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.stop_reason = None
+        self.wandb_writer = None
+        self._last_eval_results = None
+        self._val_loss_loader = None
+        self.register_hooks(self.build_hooks())
+
+    # ------------------------------------------------------------------ building blocks
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_train_mapper(cls, cfg):
+        return _bike_mapper_class()(cfg, is_train=True)
+
+    @classmethod
+    def build_train_loader(cls, cfg, skip_iters=0):
+        """The seed's loading: shuffled (seeded) order, aspect-ratio grouping,
+        ``DATALOADER.NUM_WORKERS`` workers, ``PREFETCH_FACTOR`` batches prefetched per worker,
+        pinned memory on CUDA; unreadable images skipped. ``skip_iters`` starts the data order
+        where an uninterrupted run would be after that many iterations."""
+        dataset = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        mapper = SkipUnreadableImages(cls.build_train_mapper(cfg))
+        seed = cfg.SEED if cfg.SEED >= 0 else None
+        per_rank_batch = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+        skip = skip_iters * per_rank_batch * cfg.SOLVER.GRAD_ACCUM_STEPS
+        if cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
+            sampler = ResumableTrainingSampler(len(dataset), seed=seed, skip=skip)
+        else:
+            from detectron2.data.build import _train_loader_from_config
+
+            sampler = _train_loader_from_config(cfg, mapper, dataset=dataset)["sampler"]
+            if skip:
+                logger.warning("%s restarts its order on resume (only TrainingSampler resumes "
+                               "at the same position)", cfg.DATALOADER.SAMPLER_TRAIN)
+        kwargs = {}
+        if cfg.DATALOADER.NUM_WORKERS > 0:
+            kwargs["prefetch_factor"] = cfg.DATALOADER.PREFETCH_FACTOR
+        if cfg.DATALOADER.PIN_MEMORY and cfg.MODEL.DEVICE.startswith("cuda"):
+            kwargs["pin_memory"] = True
+        return build_detection_train_loader(
+            dataset=dataset,
+            mapper=mapper,
+            sampler=sampler,
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+            seed=None if seed is None else seed + comm.get_rank(),
+            **kwargs,
+        )
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=_bike_mapper_class()(cfg, is_train=False))
+
+    @classmethod
+    def build_val_loss_loader(cls, cfg, dataset_name):
+        """Validation images with their annotations, mapped like training images but without
+        random augmentation (test-time resize only), one image per batch, sharded."""
+        dataset = get_detection_dataset_dicts([dataset_name], filter_empty=False)
+        resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+        mapper = _bike_mapper_class()(cfg, is_train=True, augmentations=[resize])
+        return build_detection_test_loader(
+            dataset=dataset, mapper=mapper, sampler=InferenceSampler(len(dataset)),
+            num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        """``BikeStateEvaluator`` for datasets of evaluator_type "bikestate", COCO for "coco"."""
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
+        evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
+        if evaluator_type == "bikestate":
+            try:
+                from ..evaluation import BikeStateEvaluator
+            except ImportError:  # pragma: no cover - until the evaluation side exists
+                BikeStateEvaluator = None
+            if BikeStateEvaluator is not None:
+                return BikeStateEvaluator(dataset_name, cfg=cfg, distributed=True,
+                                          output_dir=output_folder)
+            return COCOEvaluator(dataset_name, output_dir=output_folder)
+        if evaluator_type == "coco":
+            return COCOEvaluator(dataset_name, output_dir=output_folder)
+        raise NotImplementedError(f"no evaluator for dataset {dataset_name!r} "
+                                  f"(evaluator_type {evaluator_type!r})")
+
+    # ------------------------------------------------------------------ hooks and writers
+    def _compute_val_loss(self):
+        if self._val_loss_loader is None:
+            self._val_loss_loader = self.build_val_loss_loader(self.cfg, self.cfg.DATASETS.TEST[0])
+        return compute_validation_loss(self.model, self._val_loss_loader, seed=max(self.cfg.SEED, 0))
+
+    def _test_and_save_results(self):
+        self._last_eval_results = self.test(self.cfg, self.model)
+        return self._last_eval_results
+
+    def build_hooks(self):
+        cfg = self.cfg.clone()
+        cfg.defrost()
+        cfg.DATALOADER.NUM_WORKERS = 0  # save some memory and time for PreciseBN
+        period = cfg.TEST.EVAL_PERIOD
+        has_val = len(cfg.DATASETS.TEST) > 0
+        ret = [
+            d2_hooks.IterationTimer(),
+            d2_hooks.LRScheduler(),
+            d2_hooks.PreciseBN(
+                period, self.model, self.build_train_loader(cfg), cfg.TEST.PRECISE_BN.NUM_ITER)
+            if cfg.TEST.PRECISE_BN.ENABLED and get_bn_modules(self.model) else None,
+            BikeStateEvalHook(
+                period,
+                self._test_and_save_results if has_val else None,
+                self._compute_val_loss if has_val and cfg.TEST.VAL_LOSS else None,
+            ),
+        ]
+        if cfg.SOLVER.LR_SCHEDULER_NAME == PLATEAU_NAME:
+            ret.append(PlateauLRHook(cfg.SOLVER.PLATEAU.METRIC, period))
+        best = cfg.TEST.BEST_CHECKPOINT
+        if best.METRIC:
+            ret.append(BestCheckpointHook(
+                best.METRIC, best.MODE, period,
+                checkpointer=self.checkpointer if comm.is_main_process() else None))
+        if cfg.TEST.EARLY_STOP_PATIENCE > 0:
+            ret.append(EarlyStopHook(best.METRIC, best.MODE, cfg.TEST.EARLY_STOP_PATIENCE, period))
+        if comm.is_main_process():
+            self.periodic_checkpointer = RetainingPeriodicCheckpointer(
+                self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.SOLVER.MAX_TO_KEEP)
+            ret.append(self.periodic_checkpointer)
+            writers = self.build_writers()
+            if self.wandb_writer is not None and has_val and cfg.WANDB.NUM_VIS_IMAGES > 0:
+                ret.append(WandbPredictionImagesHook(
+                    self.wandb_writer, self._vis_inputs, period))
+            ret.append(d2_hooks.PeriodicWriter(writers, period=20))
+        return ret
+
+    def build_writers(self):
+        """detectron2's console, ``metrics.json`` and TensorBoard writers, plus W&B."""
+        writers = default_writers(self.cfg.OUTPUT_DIR, self.max_iter)
+        if self.cfg.WANDB.MODE != "disabled":
+            names = self._class_names()
+            self.wandb_writer = WandbWriter(self.cfg, class_names=names, state_names=STATE_NAMES,
+                                            start=False)
+            writers.append(self.wandb_writer)
+        return writers
+
+    def _class_names(self):
+        names = self.cfg.DATASETS.TEST or self.cfg.DATASETS.TRAIN
+        return list(getattr(MetadataCatalog.get(names[0]), "thing_classes", [])) if names else []
+
+    def _vis_inputs(self):
+        """The first ``WANDB.NUM_VIS_IMAGES`` validation images: model inputs and originals."""
+        from detectron2.data import detection_utils as utils
+
+        name = self.cfg.DATASETS.TEST[0]
+        dicts = DatasetCatalog.get(name)[: self.cfg.WANDB.NUM_VIS_IMAGES]
+        mapper = _bike_mapper_class()(self.cfg, is_train=False)
+        inputs, originals = [], []
+        for d in dicts:
+            try:
+                image = utils.read_image(d["file_name"], format="RGB")
+                inputs.append(mapper(dict(d)))
+            except Exception as e:  # an unreadable image is not worth a warning per evaluation
+                logger.warning("W&B images: skipping %s: %s", d.get("file_name"), e)
+                continue
+            originals.append((image, d))
+        return inputs, originals
+
+    # ------------------------------------------------------------------ resume, state, loop
+    def resume_or_load(self, resume=True):
+        """Resume from ``OUTPUT_DIR/last_checkpoint`` (everything, including the data order) or
+        load ``MODEL.WEIGHTS`` (weights only) and start at iteration 0."""
+        if comm.is_main_process():
+            self.checkpointer.remove_stale_temp_files()
+        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if resume and self.checkpointer.has_checkpoint():
+            self.start_iter = self.iter + 1
+            if self.wandb_writer is not None:
+                self.wandb_writer.resume = True
+            logger.info("Resumed from %s: continuing at iteration %d",
+                        self.checkpointer.get_checkpoint_file(), self.start_iter)
+        if self.start_iter > 0:
+            self._trainer.reset_data_loader(
+                lambda: self.build_train_loader(self.cfg, skip_iters=self.start_iter))
+
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["stop_reason"] = self.stop_reason
+        ret["rng"] = _capture_rng_state()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self.stop_reason = state_dict.get("stop_reason")
+        # Per-process streams cannot be restored from the main process's checkpoint.
+        if "rng" in state_dict and comm.get_world_size() == 1:
+            _restore_rng_state(state_dict["rng"])
+
+    def request_stop(self, reason):
+        """Ask the loop to end after the current iteration's hooks (early stopping)."""
+        self.stop_reason = reason
+
+    def train(self):
+        """Run training; return the last evaluation results (dict) or None."""
+        if self.stop_reason:
+            logger.info("This run already ended (%s); nothing to do.", self.stop_reason)
+            return self._last_eval_results
+        if self.start_iter >= self.max_iter:
+            logger.info("This run already reached SOLVER.MAX_ITER=%d; nothing to do.",
+                        self.max_iter)
+            return self._last_eval_results
+        log_device_info(self.cfg)
+        if self.wandb_writer is not None:
+            with preserve_rng_state():
+                self.wandb_writer.start()
+        self._run_loop(self.start_iter, self.max_iter)
+        if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
+            verify_results(self.cfg, self._last_eval_results)
+        return self._last_eval_results
+
+    def _run_loop(self, start_iter, max_iter):
+        """``TrainerBase.train`` plus early stopping and a clean, single-message failure."""
+        self.iter = self.start_iter = start_iter
+        with EventStorage(start_iter) as self.storage:
+            try:
+                self.before_train()
+                for self.iter in range(start_iter, max_iter):
+                    self.before_step()
+                    self.run_step()
+                    self.after_step()
+                    if self.stop_reason:
+                        logger.info("Stopping at iteration %d: %s", self.iter, self.stop_reason)
+                        self._finish_early_stop()
+                        break
+                self.iter += 1
+            except BikeStateError as e:
+                logger.error("%s", e)
+                self._mark_failed()
+                raise
+            except Exception:
+                logger.exception("Exception during training:")
+                self._mark_failed()
+                raise
+            finally:
+                self.after_train()
+
+    def _mark_failed(self):
+        if self.wandb_writer is not None:
+            self.wandb_writer.mark_failed()
+
+    def _finish_early_stop(self):
+        """Make the best weights the result: load ``model_best.pth`` everywhere and save them as
+        ``model_final.pth`` (which also records that this run is finished)."""
+        comm.synchronize()
+        best = os.path.join(self.cfg.OUTPUT_DIR, "model_best.pth")
+        if os.path.isfile(best):
+            self.checkpointer.load(best, checkpointables=[])
+            logger.info("Early stopping: loaded the best weights from %s", best)
+        if comm.is_main_process():
+            self.periodic_checkpointer.save_final()
+        comm.synchronize()
