@@ -297,12 +297,17 @@ class BikeStateEvaluator(DatasetEvaluator):
 
     def _log(self, results, rows, state_cm, state_names):
         for task in ("bbox_present", "state", "verify", "bbox_state"):
-            headline = {k: v for k, v in results[task].items()
-                        if "-" not in k or k.startswith(("precision-", "recall-"))}
+            headline = {k: v for k, v in results[task].items() if "-" not in k}
             logger.info(f"Evaluation results for {task}:\n" + create_small_table(headline))
-        logger.info("State confusion matrix (rows: ground truth, columns: prediction):\n"
-                    + tabulate([[name] + list(map(int, r)) for name, r in zip(state_names, state_cm)],
-                               headers=["gt \\ pred"] + state_names, tablefmt="pipe"))
+        state = results["state"]
+        per_state = [[name, *(int(v) for v in state_cm[s]),
+                      state[f"precision-{name}"], state[f"recall-{name}"], state[f"f1-{name}"]]
+                     for s, name in enumerate(state_names)]
+        logger.info(
+            "States of matched detections (rows: ground truth, columns: prediction):\n"
+            + tabulate(per_state, headers=["gt \\ pred", *state_names, "precision", "recall", "F1"],
+                       tablefmt="pipe", floatfmt=".3f")
+        )
         logger.info("Per-part results (AP in %, rates in [0, 1]):\n" + _per_part_table(rows))
 
     def _write_files(self, results, rows, by_image, state_cm, verify_cm, part_names,

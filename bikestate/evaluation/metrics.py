@@ -42,6 +42,7 @@ __all__ = [
     "verification_metrics",
     "per_part_metrics",
     "coco_bbox_eval",
+    "coco_ap_at_iou",
     "bbox_state_ap50",
     "mean_ap",
     "standard_ap",
@@ -72,8 +73,9 @@ def pairwise_iou(boxes1, boxes2):
     """
     boxes1 = np.asarray(boxes1, dtype=np.float64).reshape(-1, 4)
     boxes2 = np.asarray(boxes2, dtype=np.float64).reshape(-1, 4)
-    area1 = np.clip(boxes1[:, 2] - boxes1[:, 0], 0, None) * np.clip(boxes1[:, 3] - boxes1[:, 1], 0, None)
-    area2 = np.clip(boxes2[:, 2] - boxes2[:, 0], 0, None) * np.clip(boxes2[:, 3] - boxes2[:, 1], 0, None)
+    wh1 = np.clip(boxes1[:, 2:] - boxes1[:, :2], 0, None)
+    wh2 = np.clip(boxes2[:, 2:] - boxes2[:, :2], 0, None)
+    area1, area2 = wh1[:, 0] * wh1[:, 1], wh2[:, 0] * wh2[:, 1]
     lt = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
     rb = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
     wh = np.clip(rb - lt, 0, None)
@@ -95,7 +97,8 @@ def greedy_match(pred_scores, iou, iou_thresh=MATCH_IOU):
     """One-to-one greedy matching by score, as COCO does it for one IoU threshold.
 
     Detections are visited from the highest score down; each takes the still unmatched ground
-    truth with the highest IoU if that IoU is >= ``iou_thresh``. Duplicates stay unmatched.
+    truth with the highest IoU if that IoU is >= ``iou_thresh`` (on equal IoUs the later ground
+    truth, as pycocotools). Duplicates stay unmatched.
 
     Args:
         pred_scores (ndarray): (N,) detection scores.
@@ -115,7 +118,7 @@ def greedy_match(pred_scores, iou, iou_thresh=MATCH_IOU):
     for row in rows:
         det = order[row]
         ious = np.where(taken, -1.0, iou[det])
-        best = int(ious.argmax())
+        best = num_gt - 1 - int(ious[::-1].argmax())  # ties: the last, as pycocotools
         if ious[best] >= iou_thresh:
             match[det] = best
             taken[best] = True
@@ -466,22 +469,120 @@ def standard_ap(coco_eval, per_category_names=None):
     return results
 
 
+def coco_ap_at_iou(image_ids, ground_truths, predictions, iou_thresh=0.5, max_dets=100):
+    """Per-category COCO AP at one IoU threshold, area "all", identical to pycocotools.
+
+    A vectorised re-implementation of ``COCOeval.evaluate`` + ``accumulate`` for one IoU
+    threshold and the "all" area range: per image and category the ``max_dets`` best
+    detections are matched greedily by score to the unmatched ground truth of highest IoU
+    (ties as pycocotools), then per category detections of all images are ranked by score
+    (stable: image order, then score order within the image, as pycocotools concatenates
+    them), and precision is interpolated at the 101 recall thresholds 0:.01:1.
+    ``tests/evaluation/test_metrics.py`` checks it against pycocotools on random data.
+    Crowd ground truth is not supported (use :func:`coco_bbox_eval`); ground-truth boxes must
+    be valid (x1 >= x0, y1 >= y0), as the dataset validator ensures.
+
+    Args:
+        image_ids (iterable[int]): evaluated images.
+        ground_truths (dict[int, dict]): ``boxes`` (M, 4) XYXY, ``classes`` (M,) category.
+        predictions (dict[int, dict]): ``boxes`` (N, 4) XYXY, ``scores`` (N,), ``classes``.
+    Returns:
+        dict[int, ndarray]: per category with ground truth, the (101,) interpolated precision.
+    """
+    image_ids = sorted({int(i) for i in image_ids})
+    det_cat, det_score, det_img, det_pos, det_tp, gt_cats = [], [], [], [], [], []
+    for img_index, image_id in enumerate(image_ids):
+        gt = ground_truths.get(image_id)
+        gt_classes = np.zeros(0, np.int64) if gt is None else np.asarray(gt["classes"], np.int64)
+        gt_boxes = np.zeros((0, 4)) if gt is None else gt["boxes"]
+        gt_cats.append(gt_classes)
+        pred = predictions.get(image_id)
+        if pred is None or len(pred["scores"]) == 0:
+            continue
+        scores = np.asarray(pred["scores"], dtype=np.float64)
+        classes = np.asarray(pred["classes"], dtype=np.int64)
+        order = np.argsort(-scores, kind="mergesort")
+        # Rank of each detection within its category, best first: pycocotools keeps max_dets.
+        sorted_classes = classes[order]
+        rank = np.empty(order.size, np.int64)
+        by_class = np.argsort(sorted_classes, kind="mergesort")
+        starts = np.searchsorted(sorted_classes[by_class], sorted_classes[by_class], side="left")
+        rank[by_class] = np.arange(order.size) - starts
+        keep = order[rank < max_dets]
+        iou = _same_class_iou(np.asarray(pred["boxes"])[keep], classes[keep], gt_boxes,
+                              gt_classes)
+        match = greedy_match(scores[keep], iou, min(iou_thresh, 1 - 1e-10))
+        sorted_keep = np.argsort(-scores[keep], kind="mergesort")
+        # pycocotools ignores unmatched detections outside the area range [0, 1e10]; only
+        # degenerate (inverted) boxes have a negative area.
+        kept_boxes = np.asarray(pred["boxes"], dtype=np.float64)[keep][sorted_keep]
+        area = (kept_boxes[:, 2] - kept_boxes[:, 0]) * (kept_boxes[:, 3] - kept_boxes[:, 1])
+        matched = match[sorted_keep] >= 0
+        counted = matched | ((area >= 0) & (area <= 1e10))
+        det_cat.append(classes[keep][sorted_keep][counted])
+        det_score.append(scores[keep][sorted_keep][counted])
+        det_tp.append(matched[counted])
+        det_img.append(np.full(counted.sum(), img_index))
+        det_pos.append(np.flatnonzero(counted))
+    gt_cats = np.concatenate(gt_cats) if gt_cats else np.zeros(0, np.int64)
+    categories, num_gt = np.unique(gt_cats, return_counts=True)
+    if det_cat:
+        det_cat, det_score, det_tp = map(np.concatenate, (det_cat, det_score, det_tp))
+        det_img, det_pos = np.concatenate(det_img), np.concatenate(det_pos)
+        ranked = np.lexsort((det_pos, det_img, -det_score, det_cat))
+        det_cat, det_tp = det_cat[ranked], det_tp[ranked]
+    else:
+        det_cat, det_tp = np.zeros(0, np.int64), np.zeros(0, bool)
+    rec_thrs = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+    lo = np.searchsorted(det_cat, categories, side="left")
+    hi = np.searchsorted(det_cat, categories, side="right")
+    precisions = {}
+    for cat, npig, a, b in zip(categories.tolist(), num_gt.tolist(), lo, hi):
+        tp_flags = det_tp[a:b]
+        tp = np.cumsum(tp_flags).astype(float)
+        fp = np.cumsum(~tp_flags).astype(float)
+        rc = tp / npig
+        pr = tp / (fp + tp + np.spacing(1))
+        pr = np.maximum.accumulate(pr[::-1])[::-1]  # precision envelope
+        q = np.zeros(rec_thrs.size)
+        inds = np.searchsorted(rc, rec_thrs, side="left")
+        valid = inds < pr.size
+        q[valid] = pr[inds[valid]]
+        precisions[cat] = q
+    return precisions
+
+
 def bbox_state_ap50(image_ids, ground_truths, predictions, num_parts, num_states,
-                    max_dets=100):
+                    max_dets=100, implementation="numpy"):
     """AP50 (percent) where a detection counts only when its part AND its state are right.
 
-    Runs pycocotools with one category per (part, state) pair, id ``part * S + state + 1``,
-    IoU threshold 0.5, area "all", ``max_dets`` per image; the result is the mean over the
+    COCO AP with one category per (part, state) pair (id ``part * S + state``), IoU threshold
+    0.5, area "all", ``max_dets`` per image and category; the result is the mean over the
     (part, state) categories that have ground truth (COCO's rule), absent parts included. A
     detection of the right part with the wrong state is a false positive of its own (part,
-    state) category and misses the ground truth's.
+    state) category and leaves the ground truth's category unrecalled.
 
     Args:
         image_ids (iterable[int]): evaluated images.
         ground_truths (dict[int, dict]), predictions (dict[int, dict]): as in the module doc.
+        implementation (str): "numpy" (:func:`coco_ap_at_iou`, fast) or "pycocotools"
+            (the reference; crowd ground truth needs it).
     Returns:
         float: AP50 in percent; NaN without ground truth.
     """
+    def combined(per_image):  # (part, state) -> one category id
+        return {image_id: dict(x, classes=np.asarray(x["classes"], np.int64) * num_states
+                               + np.asarray(x["states"], np.int64))
+                for image_id, x in per_image.items()}
+
+    has_crowd = any(np.any(g.get("iscrowd", False)) for g in ground_truths.values())
+    if implementation == "numpy" and not has_crowd:
+        precisions = coco_ap_at_iou(image_ids, combined(ground_truths), combined(predictions),
+                                    0.5, max_dets)
+        if not precisions:
+            return float("nan")
+        return float(np.mean(np.stack(list(precisions.values()))) * 100)
+
     gts, dets = [], []
     for image_id in image_ids:
         gt = ground_truths.get(image_id)

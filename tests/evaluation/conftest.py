@@ -1,75 +1,9 @@
-"""Small hand-built bike datasets (COCO with states) registered the way the registrar does it."""
-import json
-import os
-import uuid
-
+"""Fixtures of the evaluation tests: small hand-built bike datasets, registered and removed."""
 import pytest
-import torch
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_coco_json
-from detectron2.structures import Boxes, Instances
 
-from bikestate.constants import STATE_NAMES
-
-def write_coco_with_states(path, parts, images, annotations):
-    """Write a "COCO with states" file (DESIGN.md).
-
-    Args:
-        parts (list[str]): category names, ids 1..K.
-        images (list[int]): image ids (200 x 200).
-        annotations (list[tuple]): (image_id, part index, [x0, y0, x1, y1], state).
-    """
-    coco = {
-        "images": [{"id": i, "file_name": f"img{i}.jpg", "height": 200, "width": 200}
-                   for i in images],
-        "categories": [{"id": k + 1, "name": name} for k, name in enumerate(parts)],
-        "state_categories": [{"id": s, "name": n} for s, n in enumerate(STATE_NAMES)],
-        "annotations": [
-            {"id": k + 1, "image_id": img, "category_id": part + 1,
-             "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
-             "state": state, "state_name": STATE_NAMES[state], "trust": 1.0}
-            for k, (img, part, (x0, y0, x1, y1), state) in enumerate(annotations)
-        ],
-    }
-    with open(path, "w") as f:
-        json.dump(coco, f)
-    return path
-
-
-def register_bike_json(json_file, name=None):
-    """Register ``json_file`` keeping the states; return the dataset name."""
-    name = name or f"eval_test_{uuid.uuid4().hex[:8]}"
-    image_root = os.path.dirname(json_file)
-    DatasetCatalog.register(
-        name, lambda: load_coco_json(json_file, image_root, name,
-                                     extra_annotation_keys=["state", "state_name", "trust"])
-    )
-    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root,
-                                  evaluator_type="bikestate", state_classes=list(STATE_NAMES))
-    return name
-
-
-def make_outputs(image_id, dets, num_states=4):
-    """Model-like inputs/outputs of one image.
-
-    Args:
-        dets (list[tuple]): (part index, [x0, y0, x1, y1], score, state[, state_scores]).
-    """
-    inst = Instances((200, 200))
-    n = len(dets)
-    inst.pred_boxes = Boxes(torch.tensor([d[1] for d in dets], dtype=torch.float32).reshape(n, 4))
-    inst.scores = torch.tensor([d[2] for d in dets], dtype=torch.float32)
-    inst.pred_classes = torch.tensor([d[0] for d in dets], dtype=torch.int64)
-    inst.pred_states = torch.tensor([d[3] for d in dets], dtype=torch.int64)
-    rows = []
-    for d in dets:
-        if len(d) > 4:
-            rows.append(list(d[4]))
-        else:  # 0.7 on the predicted state, 0.1 elsewhere
-            rows.append([0.7 if s == d[3] else 0.1 for s in range(num_states)])
-    inst.state_scores = torch.tensor(rows, dtype=torch.float32).reshape(n, num_states)
-    return {"image_id": image_id, "height": 200, "width": 200}, {"instances": inst}
+from eval_cases import make_outputs, register_bike_json, write_coco_with_states
 
 
 @pytest.fixture

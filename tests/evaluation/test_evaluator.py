@@ -17,45 +17,9 @@ from detectron2.evaluation.testing import flatten_results_dict
 from bikestate.config import add_bikestate_config
 from bikestate.evaluation import BikeStateEvaluator
 
-INTACT, DAMAGED, ABSENT, OCCLUDED = range(4)
-SADDLE, BELL, CHAIN = range(3)
-PARTS = ["saddle", "bell", "chain"]
-
-# Hand-built case. Image 3 has no annotation.
-BOX_A, BOX_B, BOX_C = [10, 10, 50, 50], [100, 100, 120, 120], [60, 60, 160, 100]
-BOX_D, BOX_E, BOX_F = [20, 20, 80, 60], [150, 10, 170, 30], [30, 120, 130, 160]
-GT = [
-    (1, SADDLE, BOX_A, INTACT),    # a
-    (1, BELL, BOX_B, ABSENT),      # b: absent bell, hallucinated below
-    (1, CHAIN, BOX_C, DAMAGED),    # c: damaged chain, predicted occluded (wrong state)
-    (2, SADDLE, BOX_D, DAMAGED),   # d
-    (2, BELL, BOX_E, OCCLUDED),    # e: missed (no detection)
-    (2, CHAIN, BOX_F, ABSENT),     # f: absent chain, detected "absent" with a low score
-]
-DETS = {
-    1: [
-        (SADDLE, BOX_A, 0.9, INTACT),             # p1: right
-        (SADDLE, [12, 12, 52, 52], 0.6, DAMAGED),  # p2: duplicate of a (IoU 0.82)
-        (BELL, BOX_B, 0.8, DAMAGED),              # p3: hallucinated absent bell
-        (CHAIN, BOX_C, 0.7, OCCLUDED),            # p4: wrong state
-    ],
-    2: [
-        (SADDLE, BOX_D, 0.95, DAMAGED),           # p5: right
-        (CHAIN, BOX_F, 0.3, ABSENT),              # p6: right state, below the verify score
-    ],
-    3: [
-        (BELL, [10, 10, 30, 30], 0.55, DAMAGED),  # p7: false positive on an empty image
-    ],
-}
-
-
-def run_evaluator(name, dets, model_output, **kwargs):
-    evaluator = BikeStateEvaluator(name, distributed=False, **kwargs)
-    evaluator.reset()
-    for image_id in sorted(dets):
-        inp, out = model_output(image_id, dets[image_id])
-        evaluator.process([inp], [out])
-    return evaluator.evaluate()
+from eval_cases import (
+    ABSENT, BOX_A, BOX_D, DETS, GT, INTACT, PARTS, SADDLE, run_evaluator,
+)
 
 
 def test_hand_built_case(bike_dataset, model_output, tmp_path):
