@@ -176,9 +176,10 @@ def predict(args):
         raise DataError(f"no images found in {' '.join(args.input)}")
 
     cfg = setup_cfg(args)
-    prepare_output(args.output)
     threshold = cfg.TEST.BIKESTATE.VERIFY_SCORE_THRESH
+    # Model and weights before the output folder: a bad weights file leaves nothing behind.
     predictor = BikeStatePredictor(cfg)
+    prepare_output(args.output)
     names = vis_names(images)
 
     detections, reports, errors, image_infos = [], [], [], []

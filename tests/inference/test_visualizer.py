@@ -1,6 +1,5 @@
 """Pictures: boxes in state colours, damaged/absent on top, label text, legend, scaling."""
 import numpy as np
-import pytest
 
 from bikestate.constants import PART_NAMES, STATE_COLORS, STATE_NAMES
 from bikestate.inference import draw_predictions, format_label

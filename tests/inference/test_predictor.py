@@ -1,0 +1,99 @@
+"""BikeStatePredictor on the real small CPU model: batches, original pixels, weights, checks."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+
+from bikestate import add_bikestate_config
+from bikestate.constants import PART_NAMES
+from bikestate.inference import BikeStatePredictor
+from bikestate.utils.errors import ConfigError, WeightsError
+
+CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "bike_small_cpu.yaml")
+
+
+def small_cfg(**overrides):
+    cfg = get_cfg()
+    add_bikestate_config(cfg)
+    cfg.merge_from_file(CONFIG)
+    # Tiny test size, and a score threshold an untrained model clears.
+    opts = {"MODEL.DEVICE": "cpu", "MODEL.WEIGHTS": "", "INPUT.MIN_SIZE_TEST": 128,
+            "INPUT.MAX_SIZE_TEST": 192, "MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.01}
+    opts.update(overrides)
+    cfg.merge_from_list([x for kv in opts.items() for x in kv])
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch.manual_seed(0)
+    return BikeStatePredictor(small_cfg())
+
+
+def _image(h, w, seed):
+    return (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
+
+
+def test_predictions_have_states_on_cpu(predictor):
+    inst = predictor(_image(120, 160, 0))
+    assert inst.image_size == (120, 160)
+    assert len(inst) > 0
+    for field in ("pred_boxes", "scores", "pred_classes", "pred_states", "state_scores"):
+        assert inst.has(field)
+    assert inst.scores.device.type == "cpu"
+    assert inst.pred_states.dtype == torch.int64
+    assert inst.state_scores.shape == (len(inst), 4)
+    torch.testing.assert_close(inst.state_scores.sum(dim=1), torch.ones(len(inst)))
+    assert predictor.part_names == list(PART_NAMES)
+
+
+def test_batch_gives_the_same_as_one_by_one(predictor):
+    images = [_image(120, 160, s) for s in (1, 2, 3)]
+    batched = predictor.predict_batch(images, batch_size=2)
+    assert len(batched) == 3
+    for image, got in zip(images, batched):
+        single = predictor(image)
+        assert len(got) == len(single)
+        torch.testing.assert_close(got.pred_boxes.tensor, single.pred_boxes.tensor,
+                                   atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(got.state_scores, single.state_scores, atol=1e-4, rtol=1e-4)
+
+
+def test_boxes_are_in_original_pixels_of_a_large_image(predictor):
+    # 600x900 is shrunk to 128x192 for the model; boxes must come back in 600x900 pixels.
+    inst = predictor(_image(600, 900, 4))
+    assert inst.image_size == (600, 900)
+    boxes = inst.pred_boxes.tensor
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+    assert (boxes[:, 2] <= 900).all() and (boxes[:, 3] <= 600).all()
+    assert boxes[:, 2].max() > 192 and boxes[:, 3].max() > 128
+
+
+def test_weights_are_loaded(tmp_path, predictor):
+    torch.manual_seed(123)
+    reference = BikeStatePredictor(small_cfg()).model
+    path = str(tmp_path / "model.pth")
+    torch.save({"model": reference.state_dict()}, path)
+    loaded = BikeStatePredictor(small_cfg(**{"MODEL.WEIGHTS": path})).model
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value, msg=name)
+    assert not torch.equal(predictor.model.state_dict()["roi_heads.box_predictor.cls_score.weight"],
+                           reference.state_dict()["roi_heads.box_predictor.cls_score.weight"])
+
+
+def test_missing_weights_file_is_one_line_error(tmp_path):
+    with pytest.raises(WeightsError, match="does not exist"):
+        BikeStatePredictor(small_cfg(**{"MODEL.WEIGHTS": str(tmp_path / "nope.pth")}))
+
+
+def test_class_count_must_match_part_names():
+    with pytest.raises(ConfigError, match="NUM_CLASSES is 5"):
+        BikeStatePredictor(small_cfg(**{"MODEL.ROI_HEADS.NUM_CLASSES": 5}))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only machine's message")
+def test_cuda_without_gpu_is_a_config_error():
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        BikeStatePredictor(small_cfg(**{"MODEL.DEVICE": "cuda"}))
