@@ -234,7 +234,7 @@ class BikeStateCheckpointer(DetectionCheckpointer):
         if report["skipped_shape"]:
             lines.append(
                 f"Skipped {len(report['skipped_shape'])} tensors whose shape differs "
-                f"(class-specific layers, trained from scratch):"
+                f"(e.g. class-specific layers; they start from scratch):"
             )
             lines += [f"  {k}: {a} in the file, {b} in the model"
                       for k, a, b in report["skipped_shape"]]
