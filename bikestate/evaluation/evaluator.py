@@ -18,13 +18,16 @@ Results are nested by task (detectron2's convention); ``EvalHook`` flattens them
 ``"bbox/AP"``, ``"state/accuracy"``, ``"verify/hallucination_rate"``, ... Every value is a float:
 AP in percent, rates in [0, 1], NaN where undefined (see :mod:`.metrics`).
 """
+import contextlib
 import copy
 import csv
 import io
 import itertools
+import json
 import logging
 import os
 import tempfile
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -99,6 +102,7 @@ class BikeStateEvaluator(DatasetEvaluator):
         self._max_dets = int(max_dets_per_image)
         self._metadata = MetadataCatalog.get(dataset_name)
         self._ground_truth = None  # loaded on first evaluate(), on the main process only
+        self.timings = {}  # seconds per section of the last evaluate() (main process)
 
         if not hasattr(self._metadata, "json_file"):
             # COCOEvaluator needs a COCO file; write the conversion atomically ourselves so its
@@ -194,27 +198,39 @@ class BikeStateEvaluator(DatasetEvaluator):
         num_dets = sum(len(p["scores"]) for p in by_image.values())
 
         results = OrderedDict()
-        results["bbox"] = self._eval_bbox(image_ids, gt, by_image, part_names, num_dets)
-        results["bbox_present"] = self._eval_bbox_present(image_ids, gt, by_image, part_names,
-                                                          state_names)
-        matched = M.match_and_verify(by_image, gt, self._match_iou, self._verify_score_thresh)
-        state, state_cm = M.state_metrics(matched["pair_gt_state"], matched["pair_pred_state"],
-                                          state_names, matched["pair_part"], part_names)
-        verify, verify_cm = M.verification_metrics(matched["gt_state"], matched["verdict"],
-                                                   state_names)
-        results["state"] = state
-        results["verify"] = verify
-        results["bbox_state"] = {"AP50": M.bbox_state_ap50(
-            image_ids, gt, by_image, len(part_names), len(state_names), self._max_dets)}
+        timer = _SectionTimer()
+        with timer("bbox"):
+            results["bbox"] = self._eval_bbox(image_ids, gt, by_image, part_names, num_dets)
+        with timer("bbox_present"):
+            results["bbox_present"] = self._eval_bbox_present(image_ids, gt, by_image,
+                                                              part_names, state_names)
+        with timer("state_verify"):
+            matched = M.match_and_verify(by_image, gt, self._match_iou,
+                                         self._verify_score_thresh)
+            state, state_cm = M.state_metrics(matched["pair_gt_state"],
+                                              matched["pair_pred_state"], state_names,
+                                              matched["pair_part"], part_names)
+            verify, verify_cm = M.verification_metrics(matched["gt_state"], matched["verdict"],
+                                                       state_names)
+            results["state"] = state
+            results["verify"] = verify
+            rows = M.per_part_metrics(matched, part_names, state_names)
+        with timer("bbox_state"):
+            results["bbox_state"] = {"AP50": M.bbox_state_ap50(
+                image_ids, gt, by_image, len(part_names), len(state_names), self._max_dets)}
 
-        rows = M.per_part_metrics(matched, part_names, state_names)
         for row in rows:
             row["AP"] = results["bbox"].get(f"AP-{row['part']}", float("nan"))
             row["AP_present"] = results["bbox_present"].get(f"AP-{row['part']}", float("nan"))
         self._log(results, rows, state_cm, state_names)
         if self._output_dir:
-            self._write_files(results, rows, by_image, state_cm, verify_cm, part_names,
-                              state_names)
+            with timer("files"):
+                self._write_files(results, rows, by_image, state_cm, verify_cm, part_names,
+                                  state_names)
+        # Seconds per section of the last evaluate(), for the benchmark and the log.
+        self.timings = dict(timer.seconds)
+        logger.info("BikeStateEvaluator time per section: "
+                    + ", ".join(f"{k} {v:.2f} s" for k, v in self.timings.items()))
         for task in results.values():
             for key, value in task.items():
                 task[key] = float(value)
@@ -314,7 +330,8 @@ class BikeStateEvaluator(DatasetEvaluator):
                      state_names):
         os.makedirs(self._output_dir, exist_ok=True)
         out = lambda name: os.path.join(self._output_dir, name)  # noqa: E731
-        atomic_write_json(self._results_with_states(by_image, state_names),
+        # json.dumps (C encoder) rather than json.dump (pure Python): 10x faster on 100k boxes.
+        atomic_write_text(json.dumps(self._results_with_states(by_image, state_names)),
                           out("coco_instances_results_with_states.json"))
         atomic_write_json({
             "state_names": state_names,
@@ -340,20 +357,38 @@ class BikeStateEvaluator(DatasetEvaluator):
         results = []
         for image_id in sorted(by_image):
             pred = by_image[image_id]
+            # Rounded in numpy: per-value Python rounding dominates for 100k detections.
+            boxes = np.round(M._xyxy_to_xywh(pred["boxes"]), 3).tolist()
+            scores = np.round(pred["scores"].astype(np.float64), 6).tolist()
+            state_scores = np.round(pred["state_scores"].astype(np.float64), 6).tolist()
             for box, cls, score, state, sscores in zip(
-                M._xyxy_to_xywh(pred["boxes"]).tolist(), pred["classes"].tolist(),
-                pred["scores"].tolist(), pred["states"].tolist(), pred["state_scores"].tolist(),
+                boxes, pred["classes"].tolist(), scores, pred["states"].tolist(), state_scores,
             ):
                 results.append({
                     "image_id": image_id,
                     "category_id": reverse[cls] if reverse else cls,
-                    "bbox": [round(v, 3) for v in box],
-                    "score": round(score, 6),
+                    "bbox": box,
+                    "score": score,
                     "state": state,
                     "state_name": state_names[state],
-                    "state_scores": [round(s, 6) for s in sscores],
+                    "state_scores": sscores,
                 })
         return results
+
+
+class _SectionTimer:
+    """``with timer("name"):`` adds the wall time of the block to ``seconds["name"]``."""
+
+    def __init__(self):
+        self.seconds = OrderedDict()
+
+    @contextlib.contextmanager
+    def __call__(self, name):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
 PER_PART_COLUMNS = ("part", "AP", "AP_present", "state_accuracy", "verify_accuracy",

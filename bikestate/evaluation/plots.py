@@ -65,7 +65,8 @@ def plot_per_part_ap(rows, file):
         ax.invert_yaxis()
         ax.set_xlim(0, 100)
         ax.set_xlabel("AP (%)")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8,
+                  frameon=False)
         fig.tight_layout()
         fig.savefig(file, format="png")
     finally:

@@ -260,3 +260,27 @@ def test_dataset_without_states_is_a_clear_error(tmp_path, model_output):
     finally:
         DatasetCatalog.remove("eval_test_no_states")
         MetadataCatalog.remove("eval_test_no_states")
+
+
+def test_dataset_from_dicts_without_json_file(bike_dataset, tmp_path):
+    """A dataset registered from dicts (XYXY boxes, no COCO file) gives the same results."""
+    from bikestate.constants import STATE_NAMES
+
+    dicts = [{"image_id": img, "file_name": f"img{img}.jpg", "height": 200, "width": 200,
+              "annotations": [{"bbox": box, "bbox_mode": 0, "category_id": part,  # XYXY_ABS
+                               "state": state, "iscrowd": 0}
+                              for (i, part, box, state) in GT if i == img]}
+             for img in (1, 2, 3)]
+    name = "eval_test_dicts"
+    DatasetCatalog.register(name, lambda: dicts)
+    MetadataCatalog.get(name).set(thing_classes=PARTS, state_classes=list(STATE_NAMES))
+    try:
+        from_dicts = run_evaluator(name, DETS, output_dir=str(tmp_path / "dicts"))
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    from_json = run_evaluator(bike_dataset(PARTS, [1, 2, 3], GT), DETS)
+    assert flatten_results_dict(from_dicts).keys() == flatten_results_dict(from_json).keys()
+    for key, value in flatten_results_dict(from_json).items():
+        got = flatten_results_dict(from_dicts)[key]
+        assert got == pytest.approx(value, nan_ok=True), key
