@@ -75,9 +75,9 @@ def stratified_split(annotations, val_fraction=0.1, test_fraction=0.1, seed=42):
     assignment = iterative_stratification(counts, fractions, seed)
     # Box counts per state (columns), the quantity whose shares users compare across splits.
     states = sorted({state for _, state in labels})
-    state_counts = np.stack(
-        [counts[:, [j for j, (_, s) in enumerate(labels) if s == state]].sum(1) for state in states],
-        axis=1) if labels else np.zeros((len(file_names), 0), dtype=np.int64)
+    state_counts = np.zeros((len(file_names), len(states)), dtype=np.int64)
+    for j, (_, state) in enumerate(labels):
+        state_counts[:, states.index(state)] += counts[:, j]
     sizes = split_sizes(len(file_names), fractions)
     assignment = balance_by_swaps(assignment, state_counts, sizes, seed)
     chosen = dict(zip(file_names, assignment))
