@@ -85,7 +85,8 @@ def main():
             "threads": 1, "render_jpeg_img_per_s": round(render_rate, 2),
             "generate_img_per_s": round(generate_rate, 2),
             "render_jpeg_img_per_cpu_s": round(render_cpu, 2),
-            "generate_img_per_cpu_s": round(generate_cpu, 2), "load_average_1min": round(load[0], 2),
+            "generate_img_per_cpu_s": round(generate_cpu, 2),
+            "load_average_1min": round(load[0], 2),
         })
 
 

@@ -4,7 +4,8 @@
     tools/make_synthetic.py --out DIR --num-images N --seed S [--image-size 640x480] \
         [--state-probs 0.6,0.06,0.2,0.14]
 
-Writes ``DIR/images/synth_s{S}_{i:06d}.jpg`` and ``DIR/annotations.json`` (written last, atomically).
+Writes ``DIR/images/synth_s{S}_{i:06d}.jpg`` and ``DIR/annotations.json`` (written last,
+atomically).
 The same seed gives byte-identical annotations and identical pixels; different seeds give
 different file names, so several seeds can share one folder. ``--state-probs`` are the shares
 of intact, damaged, absent and occluded parts.

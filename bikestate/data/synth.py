@@ -240,7 +240,6 @@ class _Layout:
 
     def __init__(self, rng, background):
         u = rng.uniform
-        self.rng = rng
         self.wheelbase = u(2.85, 3.3)
         self.back_axle = np.array([0.0, 0.0])
         self.front_axle = np.array([self.wheelbase, 0.0])
@@ -290,6 +289,25 @@ class _Layout:
         self.bell = _jitter(rng, (210, 210, 215), 12) if rng.random() < .7 else _jitter(
             rng, [(200, 40, 40), (40, 80, 200), (230, 200, 40), (40, 160, 80)][rng.integers(4)], 15)
 
+        # Sizes, mounting angles and colours of single parts.
+        self.tube = u(0.075, 0.11)
+        self.kick_reach = u(0.35, 0.6)
+        self.kick_color = [self.metal, self.dark][rng.integers(2)]
+        self.lock_angle = math.degrees(math.atan2(self.seat_top[1], self.seat_top[0])) + u(-4, 4)
+        self.lock_color = [_jitter(rng, _BLACK, 8),
+                           _jitter(rng, (165, 165, 170), 10)][rng.integers(2)]
+        # Bottle dynamo on the fork, a little behind it, its roller on the tyre.
+        fork_angle = math.degrees(math.atan2(self.head_dir[1], self.head_dir[0]))
+        self.dynamo_angle = fork_angle - u(18, 26)
+        self.reflector_r = u(0.075, 0.09)
+        self.bell_r = u(0.085, 0.1)
+        self.saddle_len, self.saddle_h = u(0.62, 0.8), u(0.15, 0.2)
+        self.springs = rng.random() < 0.6
+        self.brake_color = [self.metal, self.dark][rng.integers(2)]
+        self.rack = [self.metal, self.dark, self.frame][rng.integers(3)]
+        self.front_lamp = _jitter(rng, [_BLACK, (200, 200, 205), self.frame][rng.integers(3)], 5)
+        self.light_on_crown = rng.random() < 0.6
+
 
 def _crack(rng, p0, p1, color, thick=0.018, steps=4):
     """A jagged dark line from p0 to p1: the shared 'broken' mark of damaged parts."""
@@ -301,42 +319,44 @@ def _crack(rng, p0, p1, color, thick=0.018, steps=4):
 
 
 def _wheel(L, center, damaged, rng):
-    r_out = 1.0
+    """Tyre, rim, laced spokes and hub; damaged: bent ("taco") rim and missing spokes."""
     t = L.tyre
-    r_rim = r_out - t
-    prims = []
-    if not damaged:
-        prims.append(_circle(center, r_out - t / 2, L.tyre_color, t))
-        prims.append(_circle(center, r_rim, L.rim_color, 0.035))
-        keep = np.ones(L.spokes * 2, bool)
-        rim = lambda a: center + r_rim * _unit(a)  # noqa: E731
-    else:
-        # Bent ("taco") rim: a dent of 15-30% of the radius, the tyre following it.
+    r_rim = 1.0 - t
+    n_spokes = L.spokes * 2
+    if damaged:
+        # A dent of 15-30% of the radius that the tyre follows.
         a0, width, depth = rng.uniform(0, 360), rng.uniform(25, 45), rng.uniform(0.15, 0.3)
-        ang = np.linspace(0, 360, 73)
-        d = (ang - a0 + 180) % 360 - 180
-        dent = depth * np.exp(-(d / width) ** 2)
-        ring = lambda r: np.stack([center[0] + (r - dent) * np.cos(np.radians(ang)),  # noqa: E731
-                                   center[1] + (r - dent) * np.sin(np.radians(ang))], 1)
-        prims.append(_closed(ring(r_out - t / 2), t, L.tyre_color))
-        prims.append(_closed(ring(r_rim), 0.035, L.rim_color))
-        keep = rng.random(L.spokes * 2) < 0.45  # many spokes missing
-        rim = lambda a: center + (r_rim - depth * math.exp(-(((a - a0 + 180) % 360 - 180) / width) ** 2)) * _unit(a)  # noqa: E501,E731
+        keep = rng.random(n_spokes) < 0.45  # many spokes missing
+    else:
+        a0, width, depth = 0.0, 1.0, 0.0
+        keep = np.ones(n_spokes, bool)
+
+    def ring(radius, angles):
+        """Points at ``radius`` minus the dent, at ``angles`` (degrees), shape (n, 2)."""
+        off = (angles - a0 + 180) % 360 - 180
+        r = radius - depth * np.exp(-(off / width) ** 2)
+        rad = np.radians(angles)
+        return np.stack([center[0] + r * np.cos(rad), center[1] + r * np.sin(rad)], 1)
+
+    if damaged:
+        full = np.linspace(0, 360, 73)
+        prims = [_closed(ring(1.0 - t / 2, full), t, L.tyre_color),
+                 _closed(ring(r_rim, full), 0.035, L.rim_color)]
+    else:
+        prims = [_circle(center, 1.0 - t / 2, L.tyre_color, t),
+                 _circle(center, r_rim, L.rim_color, 0.035)]
     hub_r = 0.08
-    base = rng.uniform(0, 360)
-    segs = []
-    for i in range(L.spokes * 2):
-        if not keep[i]:
-            continue
-        a = base + i * 360.0 / (L.spokes * 2)
-        lace = 22 if i % 2 else -22  # tangential lacing: spokes cross
-        segs.append([center + hub_r * _unit(a), rim(a + lace)])
+    hub_angles = rng.uniform(0, 360) + np.arange(n_spokes) * 360.0 / n_spokes
+    lace = np.where(np.arange(n_spokes) % 2 == 1, 22.0, -22.0)  # tangential lacing: spokes cross
+    hub_pts = center + hub_r * np.stack([np.cos(np.radians(hub_angles)),
+                                         np.sin(np.radians(hub_angles))], 1)
+    segs = list(np.stack([hub_pts, ring(r_rim, hub_angles + lace)], 1)[keep])
     if damaged:  # a few snapped spokes hang from the hub
         for a in rng.uniform(0, 360, 3):
             p = center + hub_r * _unit(a)
-            segs.append([p, p + rng.uniform(0.3, 0.5) * _unit(a + rng.uniform(30, 60))])
+            segs.append(np.array([p, p + rng.uniform(0.3, 0.5) * _unit(a + rng.uniform(30, 60))]))
     if segs:
-        prims.append(_segs(segs, 0.016, L.spoke_color))
+        prims.append(_segs(np.array(segs), 0.016, L.spoke_color))
     prims.append(_circle(center, hub_r, L.metal))
     prims.append(_circle(center, hub_r * 0.45, L.dark))
     return prims
@@ -500,16 +520,15 @@ def _lock(L, damaged, rng):
 
 def _dynamo(L, damaged, rng):
     c = L.front_axle
-    a = L.dynamo_angle
-    axis = a  # the body points at the wheel centre, roller on the tyre sidewall
-    center = c + 0.77 * _unit(a)
+    axis = L.dynamo_angle  # the body points at the wheel centre, its roller on the sidewall
+    center = c + 0.77 * _unit(axis)
     if not damaged:
         return [_fill(_rect(center, 0.26, 0.1, axis, 0.3), L.metal),
                 _fill(_rect(center - 0.1 * _unit(axis), 0.07, 0.105, axis, 0.2), L.dark),
                 _circle(center + 0.15 * _unit(axis), 0.04, L.dark)]
     # Broken: swung away from the tyre, roller missing, body cracked.
     tilt = axis + rng.choice([-1, 1]) * rng.uniform(50, 80)
-    center = c + 0.68 * _unit(a) + 0.08 * _unit(tilt)
+    center = c + 0.68 * _unit(axis) + 0.08 * _unit(tilt)
     return [_fill(_rect(center, 0.2, 0.1, tilt, 0.3), L.metal),
             _crack(rng, center - 0.06 * _unit(tilt + 90), center + 0.07 * _unit(tilt + 60),
                    _BLACK, 0.022)]
@@ -627,8 +646,7 @@ def _bell(L, damaged, rng):
     if not damaged:
         return [_circle(c, r, L.bell), _circle(c, r * 0.8, _mix(L.bell, (0, 0, 0), 0.35), 0.012),
                 _circle(c - np.array([r * .3, r * .35]), r * 0.25, (255, 255, 255)),
-                _line(np.array([c + np.array([r * 0.6, r * 0.5]), c + np.array([r * 1.3, r * 0.9])]),
-                      0.025, L.metal)]
+                _line(np.array([c + [r * 0.6, r * 0.5], c + [r * 1.3, r * 0.9]]), 0.025, L.metal)]
     # Dented and cracked dome, lever gone.
     dome = _arc(c, r, 180, 360, 10)
     dome = np.concatenate([dome, [c + np.array([r * 0.9, r * 0.2]), c + np.array([0, r * 0.35]),
@@ -681,20 +699,6 @@ class _Bike:
     def __init__(self, rng, states, background):
         L = self.layout = _Layout(rng, background)
         u = rng.uniform
-        L.tube = u(0.075, 0.11)
-        L.kick_reach = u(0.35, 0.6)
-        L.kick_color = [L.metal, L.dark][rng.integers(2)]
-        L.lock_angle = math.degrees(math.atan2(L.seat_top[1], L.seat_top[0])) + u(-4, 4)
-        L.lock_color = [_jitter(rng, _BLACK, 8), _jitter(rng, (165, 165, 170), 10)][rng.integers(2)]
-        L.dynamo_angle = math.degrees(math.atan2(L.head_dir[1], L.head_dir[0])) - u(18, 26)
-        L.reflector_r = u(0.075, 0.09)
-        L.bell_r = u(0.085, 0.1)
-        L.saddle_len, L.saddle_h = u(0.62, 0.8), u(0.15, 0.2)
-        L.springs = rng.random() < 0.6
-        L.brake_color = [L.metal, L.dark][rng.integers(2)]
-        L.rack = [L.metal, L.dark, L.frame][rng.integers(3)]
-        front_lamp = _jitter(rng, [_BLACK, (200, 200, 205), L.frame][rng.integers(3)], 5)
-        light_on_crown = rng.random() < 0.6
         self.states = states
         pedal_a = L.bb + L.crank_len * L.crank_dir
         pedal_b = L.bb - L.crank_len * L.crank_dir
@@ -707,7 +711,7 @@ class _Bike:
         else:
             back_light_at = L.back_axle + 1.22 * _unit(-160)
         reflector_at = L.back_axle + (1.11 + L.reflector_r + 0.03) * _unit(u(-192, -180))
-        if light_on_crown:
+        if L.light_on_crown:
             front_light_at = L.head_bot + np.array([0.26, 0.02])
         else:
             front_light_at = L.front_axle + 0.58 * L.head_dir + np.array([0.22, 0.0])
@@ -726,7 +730,7 @@ class _Bike:
             "back_pedal": (lambda d: _pedal(L, back_p, d, rng), 1 if near_is_front else 10),
             "lock": (lambda d: _lock(L, d, rng), 11),
             "dynamo": (lambda d: _dynamo(L, d, rng), 11),
-            "front_light": (lambda d: _lamp(L, front_light_at, 0, (255, 246, 190), front_lamp, d,
+            "front_light": (lambda d: _lamp(L, front_light_at, 0, (255, 246, 190), L.front_lamp, d,
                                             rng, (0.27, 0.18)), 11),
             "back_light": (lambda d: _lamp(L, back_light_at, 180, _RED_LENS, _BLACK, d, rng,
                                            (0.19, 0.11)), 11),
@@ -775,7 +779,7 @@ class _Bike:
 # Background, occluders, photometric effects
 # ------------------------------------------------------------------------------------------------
 def _background_palette(rng):
-    """Muted wall and floor colours (float32 RGB): (wall_top, wall_bottom, floor_top, floor_bottom)."""
+    """Muted wall and floor colours, float32 RGB: (wall top, wall bottom, floor top, bottom)."""
     wall = rng.integers(110, 236, 3).astype(np.float32)
     wall = wall * 0.6 + wall.mean() * 0.4
     wall2 = np.clip(wall + rng.uniform(-40, 40, 3), 0, 255)
@@ -803,8 +807,10 @@ def _background(rng, palette, width, height, ground_y):
         sh = max((y1 - y0) // 16, 2)
         t = np.linspace(0, 1, sh, dtype=np.float32)[:, None, None]
         small = np.repeat(c0 * (1 - t) + c1 * t, sw, axis=1)
-        if textured:  # low-frequency stains / uneven paint
-            small += rng.uniform(-1, 1, (sh, sw, 1)).astype(np.float32) * tex_amp
+        if textured:  # low-frequency stains / uneven paint, smoothed so no grid shows
+            coarse = rng.uniform(-1, 1, (max(sh // 3, 2), max(sw // 3, 2))).astype(np.float32)
+            small += cv2.resize(coarse, (sw, sh), interpolation=cv2.INTER_CUBIC)[..., None] * \
+                tex_amp
         small = np.clip(small, 0, 255).astype(np.uint8)
         img[y0:y1] = cv2.resize(small, (width, y1 - y0), interpolation=cv2.INTER_LINEAR)
     kind = rng.random()
@@ -829,8 +835,8 @@ def _background(rng, palette, width, height, ground_y):
         size = rng.uniform(0.04, 0.22) * width
         shape = rng.random()
         if shape < 0.4:
-            cv2.rectangle(img, (int(x), int(y)), (int(x + size), int(y + size * rng.uniform(.4, 1.5))),
-                          color, -1)
+            y1 = int(y + size * rng.uniform(.4, 1.5))
+            cv2.rectangle(img, (int(x), int(y)), (int(x + size), y1), color, -1)
         elif shape < 0.6:
             cv2.circle(img, (int(x), int(y)), int(size / 2), color, -1, _AA)
         elif shape < 0.8:
@@ -842,7 +848,7 @@ def _background(rng, palette, width, height, ground_y):
 
 
 def _occluder_polygon(rng, box, kind):
-    """Candidate occluder (pixel polygon) meant to cover a good share of ``box`` (x0, y0, x1, y1)."""
+    """Candidate occluder (pixel polygon) covering a good share of ``box`` (x0, y0, x1, y1)."""
     x0, y0, x1, y1 = box
     w, h = max(x1 - x0, 6.0), max(y1 - y0, 6.0)
     cover = rng.uniform(0.5, 0.8)
@@ -1048,35 +1054,8 @@ def render_bike(rng, width, height, state_probs=DEFAULT_STATE_PROBS, return_occl
     palette = _background_palette(rng)
     bike = _Bike(rng, states, background=(palette[0] + palette[1]) / 2)
 
-    # Scale: bike width from ~1/3 of the image to slightly more than the image (cropped).
-    unit = _Placement(1.0, 1, 0.0, 0.0)
-    bx0, by0, bx1, by1 = bike.bounds(unit)
-    bw, bh = bx1 - bx0, by1 - by0
-    frac = rng.uniform(0.36, 1.04)
-    scale = min(frac * width / bw, 0.97 * height / bh)
-    flip = 1 if rng.random() < 0.5 else -1
-    pw, ph = bw * scale, bh * scale
-    over_x, over_y = 0.04 * pw, 0.03 * ph
-    left = rng.uniform(min(-over_x, width - pw), max(width - pw + over_x, -over_x))
-    top = rng.uniform(min(-over_y, height - ph), max(height - ph + over_y, -over_y))
-    # left/top of the bike bounds in pixels -> translation of the canonical origin.
-    tx = left - scale * bx0 if flip == 1 else left + scale * bx1
-    ty = top - scale * by0
-    place = _Placement(scale, flip, tx, ty)
-    raw = np.array([_bounds(bike.parts[n][0], place) for n in PART_NAMES])
-    visible = _clip_boxes(raw, width, height)
-    area = (raw[:, 2] - raw[:, 0]) * (raw[:, 3] - raw[:, 1])
-    vis_area = (visible[:, 2] - visible[:, 0]) * (visible[:, 3] - visible[:, 1])
-    if np.any(vis_area < 0.6 * area):  # a part mostly cut off: pull the bike inside the image
-        left = float(np.clip(left, 0, max(width - pw, 0)))
-        top = float(np.clip(top, 0, max(height - ph, 0)))
-        tx = left - scale * bx0 if flip == 1 else left + scale * bx1
-        ty = top - scale * by0
-        place = _Placement(scale, flip, tx, ty)
-        raw = np.array([_bounds(bike.parts[n][0], place) for n in PART_NAMES])
-        visible = _clip_boxes(raw, width, height)
-
-    img = _background(rng, palette, width, height, ground_y=ty + scale * 1.0)
+    place, visible = _place_bike(rng, bike, width, height)
+    img = _background(rng, palette, width, height, ground_y=place.ty + place.scale * 1.0)
     bike.draw(img, place)
 
     state_list = [states[n] for n in PART_NAMES]
@@ -1098,6 +1077,44 @@ def render_bike(rng, width, height, state_probs=DEFAULT_STATE_PROBS, return_occl
     if return_occlusion:
         return img, parts, mask.astype(bool)
     return img, parts
+
+
+def _place_bike(rng, bike, width, height):
+    """Scale, mirror and position the bike; return (placement, (22, 4) clipped part boxes).
+
+    The bike spans from about a third of the image width up to slightly more than the image
+    (cropped at the border), but every part keeps at least 60% of its box inside the image: a
+    part cut off entirely would leave an empty box behind.
+    """
+    # Canonical bounds, measured at a large scale so minimum line widths do not inflate them.
+    ref = 100.0
+    bx0, by0, bx1, by1 = (v / ref for v in bike.bounds(_Placement(ref, 1, 0.0, 0.0)))
+    bw, bh = bx1 - bx0, by1 - by0
+    frac = rng.uniform(0.36, 1.04)
+    scale = min(frac * width / bw, 0.97 * height / bh)
+    flip = 1 if rng.random() < 0.5 else -1
+    pw, ph = bw * scale, bh * scale
+    over_x, over_y = 0.04 * pw, 0.03 * ph
+    left = rng.uniform(min(-over_x, width - pw), max(width - pw + over_x, -over_x))
+    top = rng.uniform(min(-over_y, height - ph), max(height - ph + over_y, -over_y))
+    for attempt in range(3):
+        if attempt == 1:  # a part mostly cut off: pull the bike inside the image
+            left = float(np.clip(left, 0, max(width - pw, 0)))
+            top = float(np.clip(top, 0, max(height - ph, 0)))
+        elif attempt == 2:  # still cut off: the bike is larger than the image, shrink it
+            scale = 0.98 * min(width / bw, height / bh)
+            pw, ph = bw * scale, bh * scale
+            left, top = (width - pw) / 2, (height - ph) / 2
+        # (left, top) of the bike's bounds in pixels -> translation of the canonical origin.
+        tx = left - scale * bx0 if flip == 1 else left + scale * bx1
+        place = _Placement(scale, flip, tx, top - scale * by0)
+        raw = np.array([_bounds(bike.parts[n][0], place) for n in PART_NAMES])
+        visible = _clip_boxes(raw, width, height)
+        area = (raw[:, 2] - raw[:, 0]) * (raw[:, 3] - raw[:, 1])
+        vis_area = (visible[:, 2] - visible[:, 0]) * (visible[:, 3] - visible[:, 1])
+        if np.all(vis_area >= 0.6 * area):
+            break
+    return place, visible
 
 
 def _clip_boxes(boxes, width, height):
