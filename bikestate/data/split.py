@@ -16,7 +16,8 @@ from ..constants import STATE_NAMES
 from ..utils.errors import ConfigError, DataError
 from .delftbikes import parse_part_state
 
-__all__ = ["SPLIT_NAMES", "stratified_split", "state_shares", "split_labels"]
+__all__ = ["SPLIT_NAMES", "stratified_split", "state_shares", "split_labels",
+           "iterative_stratification", "balance_by_swaps", "split_sizes"]
 
 SPLIT_NAMES = ("train", "val", "test")
 # Label for a box whose state cannot be read: such files still split (conversion reports them).
