@@ -6,7 +6,6 @@ evaluation does, ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``), runs the model in
 returns the predictions in the pixels of the original images, on the CPU.
 """
 import logging
-import os
 
 import torch
 from detectron2.data import MetadataCatalog
@@ -14,6 +13,7 @@ from detectron2.data import detection_utils as d2_utils
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
+from ..checkpoint import BikeStateCheckpointer
 from ..constants import PART_NAMES
 from ..utils.errors import ConfigError, WeightsError
 
@@ -47,23 +47,32 @@ def resolve_part_names(cfg):
     return names
 
 
-def load_model_weights(model, weights):
+def load_model_weights(model, weights, allow_pickled=False):
     """Load ``weights`` (a path or URL; "" keeps the random initialisation) into ``model``.
 
-    Uses :class:`bikestate.checkpoint.BikeStateCheckpointer` (refuses unsafe pickles, reports
-    shape mismatches) and falls back to detectron2's ``DetectionCheckpointer`` where it is not
-    available. A missing local file is a :class:`WeightsError` with one line.
+    Loads through :class:`bikestate.checkpoint.BikeStateCheckpointer` (no code runs while
+    loading, one-line :class:`WeightsError` for a missing or unreadable file). Unlike training,
+    which may start from a COCO model and learn the layers that do not fit, prediction needs
+    every tensor: a file that leaves any layer at its random initialisation (another
+    ``NUM_CLASSES``, another backbone) is refused instead of giving meaningless verdicts.
     """
     if not weights:
         logger.warning("MODEL.WEIGHTS is empty: predicting with an untrained, random model")
         return
-    if "://" not in weights and not os.path.isfile(weights):
-        raise WeightsError(f"weights file {weights} does not exist (MODEL.WEIGHTS)")
-    try:
-        from ..checkpoint import BikeStateCheckpointer as Checkpointer
-    except ImportError:
-        from detectron2.checkpoint import DetectionCheckpointer as Checkpointer
-    Checkpointer(model).load(weights)
+    checkpointer = BikeStateCheckpointer(model, allow_pickled=allow_pickled)
+    checkpointer.load(weights)
+    report = checkpointer.last_load_report
+    if report and (report["skipped_shape"] or report["missing"]):
+        details = [f"{k}: {tuple(a)} in the file, {tuple(b)} in the model"
+                   for k, a, b in report["skipped_shape"]]
+        details += [f"{k}: not in the file" for k in report["missing"]]
+        raise WeightsError(
+            f"weights file {weights} does not fit the config: {len(details)} of the model's "
+            f"{report['total']} tensors would stay untrained; use the config the model was "
+            f"trained with (e.g. MODEL.ROI_HEADS.NUM_CLASSES, the backbone)",
+            details=details[:10] + ([f"... {len(details) - 10} more"] if len(details) > 10
+                                    else []),
+        )
 
 
 class BikeStatePredictor:
@@ -107,7 +116,8 @@ class BikeStatePredictor:
 
         self.model = build_model(self.cfg)
         self.model.eval()
-        load_model_weights(self.model, self.cfg.MODEL.WEIGHTS)
+        load_model_weights(self.model, self.cfg.MODEL.WEIGHTS,
+                           allow_pickled=self.cfg.MODEL.ALLOW_PICKLED_WEIGHTS)
 
         self.aug = T.AugmentationList(d2_utils.build_augmentation(self.cfg, is_train=False))
         self.input_format = self.cfg.INPUT.FORMAT

@@ -102,20 +102,23 @@ def draw_predictions(image_rgb, instances, part_names, *, score_thresh=0.0, lege
     probs = instances.state_scores[keep].detach().cpu().numpy()
     confidence = scores * probs[np.arange(len(states)), states] if len(states) else scores
 
+    labels = []
     for group in (_CALM_STATES,) + tuple((s,) for s in _ATTENTION_STATES):
         idx = np.flatnonzero(np.isin(states, group))
         if not len(idx):
             continue
-        # Largest first, as overlay_instances does, so small parts' labels end up on top.
-        idx = idx[np.argsort(-_areas(boxes[idx]), kind="stable")]
         colors = [STATE_COLORS[states[i]] for i in idx]
         vis.overlay_instances(boxes=boxes[idx], assigned_colors=colors)
         if group != _CALM_STATES:
             for i in idx:  # an opaque second outline over the half-transparent one
                 vis.draw_box(boxes[i], alpha=1.0, edge_color=STATE_COLORS[states[i]])
         for i in idx:
-            _draw_label(vis, boxes[i], format_label(part_names[classes[i]], states[i],
-                                                    confidence[i]), STATE_COLORS[states[i]])
+            labels.append((_label_priority(states[i]), -confidence[i], boxes[i],
+                           format_label(part_names[classes[i]], states[i], confidence[i]),
+                           STATE_COLORS[states[i]]))
+    # Labels that matter most get the best free spots first: damaged, absent, then the rest.
+    labels.sort(key=lambda label: label[:2])
+    _place_labels(vis, [label[2:] for label in labels], photo_height=height, photo_width=width)
 
     if legend:
         _draw_legend(vis, top=height, row_height=row_h, width=width, font=legend_font,
@@ -123,8 +126,10 @@ def draw_predictions(image_rgb, instances, part_names, *, score_thresh=0.0, lege
     return vis.get_output().get_image()
 
 
-def _areas(boxes):
-    return np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+def _label_priority(state):
+    name = STATE_NAMES[state]
+    return ATTENTION_VERDICTS.index(name) if name in ATTENTION_VERDICTS else len(
+        ATTENTION_VERDICTS)
 
 
 def _text_color(background):
@@ -133,32 +138,56 @@ def _text_color(background):
     return "black" if luminance > 0.5 else "white"
 
 
-def _draw_label(vis, box, text, color):
-    """A label tag in the state's colour at a box, placed as ``overlay_instances`` places it.
+def _overlap(a, b):
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
-    detectron2 writes labels in a pale tint of the box colour on black, which makes damaged
-    (pink) and absent (pale orange) hard to tell apart; a tag filled with the state colour
-    itself reads at a glance. The font follows detectron2's rule (larger for taller boxes) but
-    is never below 0.9x the default size, so labels of small parts stay legible.
+
+def _place_labels(vis, labels, photo_height, photo_width):
+    """Draw label tags ``(box, text, colour)`` in order, each where it hides no earlier tag.
+
+    A tag is filled with its state's colour: detectron2 writes labels in a pale tint of the box
+    colour on black, which makes damaged (pink) and absent (pale orange) hard to tell apart.
+    The font follows detectron2's rule (larger for taller boxes, from a default that grows with
+    the image) but never goes below 0.9x the default, so labels of small parts stay legible.
+    With 22 parts on a bike, detectron2's fixed spot (the box's top-left corner) piles labels
+    on each other; each tag here takes the first of a few spots around its box (inside or
+    outside a corner) that does not cover a tag already placed, else the least covered one.
     """
-    x0, y0, x1, y1 = box
     out = vis.output
-    position = (x0, y0)
-    if (y1 - y0) * (x1 - x0) < _SMALL_OBJECT_AREA_THRESH * out.scale or y1 - y0 < 40 * out.scale:
-        # Small part: label beside the box, not over it.
-        position = (x1, y0) if y1 >= out.height - 5 else (x0, y1)
-    height_ratio = (y1 - y0) / np.sqrt(out.height * out.width)
-    font_size = np.clip((height_ratio - 0.02) / 0.08 + 1, 1.8, 2) * 0.5 * vis._default_font_size
-    # Keep the tag inside the picture: shift it left when it would run off the right edge
-    # (width estimated at 0.6 em per character, in image pixels).
-    text_width = len(text) * 0.6 * font_size * out.dpi / 72
-    x = max(0.0, min(position[0], out.width - text_width))
-    out.ax.text(
-        x, position[1], text, size=font_size * out.scale, family="sans-serif",
-        bbox={"facecolor": color, "alpha": 0.85, "pad": 0.7, "edgecolor": "none"},
-        verticalalignment="top", horizontalalignment="left", color=_text_color(color),
-        zorder=10,
-    )
+    renderer = out.canvas.get_renderer()
+    px_per_pt = out.dpi / 72
+    placed = []
+    for rank, (box, text, color) in enumerate(labels):
+        x0, y0, x1, y1 = (float(v) for v in box)
+        height_ratio = (y1 - y0) / np.sqrt(out.height * out.width)
+        font_size = (np.clip((height_ratio - 0.02) / 0.08 + 1, 1.8, 2) * 0.5
+                     * vis._default_font_size)
+        pad = 0.7  # points, as detectron2's draw_text
+        artist = out.ax.text(
+            0, 0, text, size=font_size * out.scale, family="sans-serif",
+            bbox={"facecolor": color, "alpha": 0.85, "pad": pad, "edgecolor": "none"},
+            verticalalignment="top", horizontalalignment="left", color=_text_color(color),
+            zorder=10 + (len(labels) - rank) / (len(labels) + 1),  # earlier tags on top
+        )
+        extent = artist.get_window_extent(renderer)
+        w = extent.width + 2 * pad * px_per_pt
+        h = extent.height + 2 * pad * px_per_pt
+        small = (y1 - y0) * (x1 - x0) < _SMALL_OBJECT_AREA_THRESH or y1 - y0 < 40
+        inside = [(x0, y0), (x0, y1 - h), (x1 - w, y0)]
+        outside = [(x0, y0 - h), (x0, y1), (x1 - w, y0 - h), (x1 - w, y1)]
+        best = None
+        for x, y in (outside + inside) if small else (inside[:1] + outside + inside[1:]):
+            x = min(max(x, 0.0), max(photo_width - w, 0.0))
+            y = min(max(y, 0.0), max(photo_height - h, 0.0))
+            rect = (x, y, x + w, y + h)
+            cost = sum(_overlap(rect, other) for other in placed)
+            if best is None or cost < best[0]:
+                best = (cost, rect)
+            if cost == 0:
+                break
+        rect = best[1]
+        placed.append(rect)
+        artist.set_position((rect[0] + pad * px_per_pt, rect[1] + pad * px_per_pt))
 
 
 def _draw_legend(vis, top, row_height, width, font, columns):

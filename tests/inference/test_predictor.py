@@ -84,8 +84,22 @@ def test_weights_are_loaded(tmp_path, predictor):
 
 
 def test_missing_weights_file_is_one_line_error(tmp_path):
-    with pytest.raises(WeightsError, match="does not exist"):
+    with pytest.raises(WeightsError, match="not found"):
         BikeStatePredictor(small_cfg(**{"MODEL.WEIGHTS": str(tmp_path / "nope.pth")}))
+
+
+def test_weights_of_another_class_count_are_refused(tmp_path, predictor):
+    # Training may start from such a file; predicting with untrained class layers may not.
+    state = dict(predictor.model.state_dict())
+    state["roi_heads.box_predictor.cls_score.weight"] = state[
+        "roi_heads.box_predictor.cls_score.weight"][:6]
+    state["roi_heads.box_predictor.cls_score.bias"] = state[
+        "roi_heads.box_predictor.cls_score.bias"][:6]
+    path = str(tmp_path / "five_parts.pth")
+    torch.save({"model": state}, path)
+    with pytest.raises(WeightsError, match="does not fit the config") as e:
+        BikeStatePredictor(small_cfg(**{"MODEL.WEIGHTS": path}))
+    assert any("cls_score.weight" in line for line in e.value.details)
 
 
 def test_class_count_must_match_part_names():

@@ -89,3 +89,25 @@ def test_narrow_image_gets_a_two_row_legend():
     font, columns, row_h = _legend_layout(320, 200)
     assert columns == 2 and font >= 6
     assert len(STATE_NAMES) == 4
+
+
+def test_labels_of_overlapping_parts_do_not_cover_each_other():
+    from detectron2.utils.visualizer import Visualizer
+
+    from bikestate.inference.visualizer import _place_labels
+
+    vis = Visualizer(np.full((480, 640, 3), GREY, dtype=np.uint8))
+    box = np.array([200.0, 200.0, 400.0, 350.0])
+    texts = [format_label(name, s, 0.5) for name, s in
+             [("front_wheel", 1), ("front_mudguard", 0), ("front_light", 0), ("dynamo", 3)]]
+    _place_labels(vis, [(box, t, STATE_COLORS[0]) for t in texts], photo_height=480,
+                  photo_width=640)
+    renderer = vis.output.canvas.get_renderer()
+    extents = [t.get_window_extent(renderer) for t in vis.output.ax.texts]
+    assert [t.get_text() for t in vis.output.ax.texts] == texts
+    for i in range(len(extents)):
+        for j in range(i):
+            assert not extents[i].overlaps(extents[j]), (texts[i], texts[j])
+    # The first (most important) label keeps detectron2's spot: the box's top-left corner.
+    x, y = vis.output.ax.texts[0].get_position()
+    assert abs(x - 200) < 3 and abs(y - 200) < 3

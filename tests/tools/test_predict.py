@@ -294,5 +294,5 @@ def test_missing_weights_is_one_line_exit_2(photos, tmp_path, capsys):
                                   *SMALL_OPTS, "MODEL.WEIGHTS", str(tmp_path / "nope.pth"))
     assert code == 2
     errors = [line for line in stderr if "error:" in line]
-    assert len(errors) == 1 and "nope.pth does not exist" in errors[0]
+    assert len(errors) == 1 and "nope.pth" in errors[0] and "not found" in errors[0]
     assert not (tmp_path / "out").exists()
