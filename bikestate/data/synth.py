@@ -38,7 +38,12 @@ from ..constants import PART_NAMES, STATE_ABSENT, STATE_DAMAGED, STATE_NAMES, ST
 from ..utils.errors import ConfigError
 from ..utils.io import atomic_write_bytes, atomic_write_json
 
-__all__ = ["DEFAULT_STATE_PROBS", "render_bike", "generate_synthbikes", "check_state_probs"]
+__all__ = ["DEFAULT_STATE_PROBS", "SYNTH_VERSION", "render_bike", "generate_synthbikes",
+           "check_state_probs"]
+
+# Version of the pictures: bump it whenever a change makes the same seed draw different images,
+# so that cached SynthBikes datasets (bikestate.data.datasets) are regenerated.
+SYNTH_VERSION = 1
 
 # Shares of intact, damaged, absent, occluded parts (STATE_NAMES order), as in DelftBikes.
 DEFAULT_STATE_PROBS = (0.60, 0.06, 0.20, 0.14)
