@@ -22,8 +22,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import detectron2.utils.comm as comm
+from detectron2.engine import hooks as d2_hooks
 from detectron2.engine.hooks import HookBase
 from detectron2.evaluation.testing import flatten_results_dict
+from detectron2.utils.events import EventStorage
 
 __all__ = [
     "is_eval_iteration",
@@ -35,6 +37,7 @@ __all__ = [
     "BestCheckpointHook",
     "EarlyStopHook",
     "WandbPredictionImagesHook",
+    "PeriodicWriter",
 ]
 
 logger = logging.getLogger(__name__)
@@ -111,7 +114,9 @@ def compute_validation_loss(model, data_loader, seed=0):
     module = unwrap_model(model)
     sums = defaultdict(float)
     num_images = 0
-    with preserve_rng_state(), torch.no_grad(), loss_mode(module):
+    # A scratch EventStorage: the model's training-mode statistics (rpn/num_pos_anchors,
+    # fast_rcnn/cls_accuracy, ...) of validation images must not mix with the training ones.
+    with preserve_rng_state(), torch.no_grad(), loss_mode(module), EventStorage():
         torch.manual_seed(seed)
         for batch in data_loader:
             loss_dict = module(batch)
@@ -338,6 +343,23 @@ class EarlyStopHook(_MetricWatcher):
         self.best_value = state["best_value"]
         self.num_bad_evals = state["num_bad_evals"]
         self.stopped = state.get("stopped", False)
+
+
+class PeriodicWriter(d2_hooks.PeriodicWriter):
+    """detectron2's ``PeriodicWriter`` that also writes after every evaluation, so each
+    evaluation's numbers reach ``metrics.json`` and TensorBoard (the writers only see the latest
+    value of each key, and a later evaluation would replace an unwritten one)."""
+
+    def __init__(self, writers, period=20, eval_period=0):
+        super().__init__(writers, period=period)
+        self._eval_period = eval_period
+
+    def after_step(self):
+        if is_eval_iteration(self.trainer.iter, self.trainer.max_iter, self._eval_period):
+            for writer in self._writers:
+                writer.write()
+        else:
+            super().after_step()
 
 
 class WandbPredictionImagesHook(HookBase):

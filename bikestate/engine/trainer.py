@@ -41,6 +41,7 @@ from .hooks import (
     BestCheckpointHook,
     BikeStateEvalHook,
     EarlyStopHook,
+    PeriodicWriter,
     PlateauLRHook,
     WandbPredictionImagesHook,
     compute_validation_loss,
@@ -359,7 +360,7 @@ class BikeStateTrainer(DefaultTrainer):
             if self.wandb_writer is not None and has_val and cfg.WANDB.NUM_VIS_IMAGES > 0:
                 ret.append(WandbPredictionImagesHook(
                     self.wandb_writer, self._vis_inputs, period))
-            ret.append(d2_hooks.PeriodicWriter(writers, period=20))
+            ret.append(PeriodicWriter(writers, period=20, eval_period=period))
         return ret
 
     def build_writers(self):
