@@ -151,6 +151,30 @@ def test_bbox_ap_equals_pycocotools(bike_dataset, model_output):
             assert results["bbox"][key] == pytest.approx(expected, abs=1e-4), key
     assert 0 < results["bbox"]["AP"] < 100  # a case that can fail either way
 
+    # bbox_present: the same with absent ground truth removed and scores rescored by
+    # 1 - P(absent) (make_outputs puts 0.7 on the predicted state, 0.1 on the others).
+    with open(json_file) as f:
+        present = json.load(f)
+    present["annotations"] = [a for a in present["annotations"] if a["state"] != ABSENT]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = present
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes([
+            {"image_id": img, "category_id": d[0] + 1,
+             "score": d[2] * (1 - (0.7 if d[3] == ABSENT else 0.1)),
+             "bbox": [d[1][0], d[1][1], d[1][2] - d[1][0], d[1][3] - d[1][1]]}
+            for img in images for d in dets[img]
+        ])
+        coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    for k, key in enumerate(["AP", "AP50", "AP75"]):
+        assert results["bbox_present"][key] == pytest.approx(coco_eval.stats[k] * 100,
+                                                             abs=1e-4), key
+    assert results["bbox_present"]["AP"] != pytest.approx(results["bbox"]["AP"])
+
 
 def test_perfect_prediction(bike_dataset, model_output):
     name = bike_dataset(PARTS, [1, 2, 3], GT)
