@@ -34,7 +34,8 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        "dev": ["pytest>=7", "pytest-timeout"],
+        # timm too, so the tests of the timm backbone run in CI instead of being skipped.
+        "dev": ["pytest>=7", "pytest-timeout", "timm"],
         "timm": ["timm"],
     },
 )

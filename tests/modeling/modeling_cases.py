@@ -22,6 +22,12 @@ TINY_OPTS = [
     "INPUT.MAX_SIZE_TRAIN", 160,
     "INPUT.MIN_SIZE_TEST", 128,
     "INPUT.MAX_SIZE_TEST", 160,
+    # Fewer proposals and ROIs than the configs' (same architecture, less CPU time).
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 300,
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", 100,
+    "MODEL.RPN.PRE_NMS_TOPK_TEST", 300,
+    "MODEL.RPN.POST_NMS_TOPK_TEST", 100,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 64,
     # Low threshold, so a random model still returns detections to check.
     "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
 ]
