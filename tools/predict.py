@@ -20,12 +20,14 @@ Writes, each file atomically:
                                 damaged, absent, occluded, not_found), its confidence and box,
                                 and per image the parts that need attention.
 
-Exit status: 0 when the run finished (even if some images were unreadable), 2 for bad input
+An output folder used before is reused: its files are replaced, pictures of photos not in
+this run stay. Exit status: 0 when the run finished (even if some images were unreadable), 2 for bad input
 (no images found, bad config or option, output folder not writable, missing weights).
 """
 import argparse
 import logging
 import os
+import re
 import sys
 
 PROGRESS_MIN_IMAGES = 2  # a progress bar for anything longer than a couple of images
@@ -45,7 +47,8 @@ def get_parser():
                         help="folder for vis/, predictions.json and report.json/.csv")
     parser.add_argument("--confidence-threshold", type=float, default=None, metavar="T",
                         help="minimum detection score kept, drawn and used by the report "
-                             "(default: the config's TEST.BIKESTATE.VERIFY_SCORE_THRESH)")
+                             "(default: the config's TEST.BIKESTATE.VERIFY_SCORE_THRESH); to "
+                             "compute COCO AP from predictions.json use a low one, e.g. 0.05")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="images per forward pass (more helps on a GPU; default 1)")
     parser.add_argument("--recursive", action="store_true",
@@ -55,6 +58,25 @@ def get_parser():
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                         help="config overrides")
     return parser
+
+
+# A config key as given on the command line: MODEL.WEIGHTS, INPUT.MIN_SIZE_TEST, ...
+_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+
+
+def split_trailing_opts(args):
+    """Move config overrides that ``--input PATH...`` swallowed back into ``args.opts``.
+
+    ``--output out --input a.jpg MODEL.WEIGHTS m.pth`` parses MODEL.WEIGHTS and m.pth as two
+    more inputs; silently predicting with random weights would be the result. The first input
+    that looks like a config key (and is not a file) starts the overrides.
+    """
+    for i, item in enumerate(args.input):
+        if _CONFIG_KEY.match(item) and not os.path.exists(item):
+            args.opts = args.input[i:] + list(args.opts)
+            args.input = args.input[:i]
+            break
+    return args
 
 
 def setup_cfg(args):
@@ -129,7 +151,7 @@ def vis_names(image_paths):
 
 
 def main(argv=None):
-    args = get_parser().parse_args(argv)
+    args = split_trailing_opts(get_parser().parse_args(argv))
     logging.basicConfig(level=logging.WARNING, format="predict.py: %(levelname)s: %(message)s")
 
     # Imported after parsing so that --help is instant.

@@ -147,7 +147,7 @@ def write_reports(reports, out_dir, errors=(), score_thresh=None, extra=None):
     document = dict(extra or {})
     document.update({
         "score_threshold": score_thresh,
-        "confidence": CONFIDENCE_DEFINITION,
+        "confidence_definition": CONFIDENCE_DEFINITION,
         "num_images": len(reports),
         "images_needing_attention": sum(bool(r["attention"]) for r in reports),
         "images": list(reports),

@@ -296,3 +296,12 @@ def test_missing_weights_is_one_line_exit_2(photos, tmp_path, capsys):
     errors = [line for line in stderr if "error:" in line]
     assert len(errors) == 1 and "nope.pth" in errors[0] and "not found" in errors[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_overrides_after_the_inputs_are_taken_as_overrides(photos, tmp_path, capsys):
+    # --input is last here, so argparse hands it the KEY VALUE pairs; they must still count.
+    code, stderr = run_in_process(capsys, "--config-file", CONFIG, "--output",
+                                  str(tmp_path / "out"), "--input", str(photos / "photo.jpg"),
+                                  "MODEL.NO_SUCH_KEY", "1")
+    assert code == 2
+    assert len(stderr) == 1 and "NO_SUCH_KEY" in stderr[0]
