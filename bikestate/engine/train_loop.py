@@ -106,13 +106,18 @@ class BikeStateTrainLoop(SimpleTrainer):
             with no_sync:
                 autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp
                             else contextlib.nullcontext())
-                with autocast:
-                    loss_dict = self.model(data)
-                    if isinstance(loss_dict, torch.Tensor):
-                        loss_dict = {"total_loss": loss_dict}
-                    losses = sum(loss_dict.values())
-                values = {name: float(v.detach()) for name, v in loss_dict.items()}
-                self._check_finite_and_count(values, skipped)
+                forward_error = None
+                try:
+                    with autocast:
+                        loss_dict = self.model(data)
+                        if isinstance(loss_dict, torch.Tensor):
+                            loss_dict = {"total_loss": loss_dict}
+                        losses = sum(loss_dict.values())
+                    values = {name: float(v.detach()) for name, v in loss_dict.items()}
+                except FloatingPointError as e:
+                    # detectron2's RPN refuses NaN/Inf box predictions before any loss exists
+                    values, forward_error = {}, " ".join(str(e).split())
+                self._check_finite_and_count(values, skipped, forward_error)
                 scaled = losses / self.accum_steps
                 if self.amp:
                     self.grad_scaler.scale(scaled).backward()
@@ -126,11 +131,31 @@ class BikeStateTrainLoop(SimpleTrainer):
         self._write_metrics(mean, data_time)
         storage = get_event_storage()
         storage.put_scalar("data/skipped_images", self.skipped_images, smoothing_hint=False)
-        if self.amp:
+        if self.amp:  # the GradScaler skips steps with inf/NaN gradients by design
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         else:
+            self._check_finite_gradients()
             self.optimizer.step()
+
+    def _check_finite_gradients(self):
+        """Refuse an update with NaN/Inf gradients: it would silently destroy the weights (and
+        every checkpoint after it). Gradients are identical on all processes after DDP's
+        all-reduce, so every process stops here together."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if not params:
+            return
+        finite = torch.stack([torch.isfinite(p.grad).all() for p in params])
+        if bool(finite.all()):
+            return
+        names = {p: n for n, p in self.model.named_parameters()}
+        bad = [names.get(p, "?") for p, ok in zip(params, finite.tolist()) if not ok]
+        raise NonFiniteLossError(
+            f"training stopped at iteration {self.iter}: non-finite gradients in {len(bad)} "
+            f"parameters ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); the weights "
+            "were not updated with them and the last checkpoint is intact. Lower "
+            "SOLVER.BASE_LR, enable SOLVER.CLIP_GRADIENTS or check the annotations."
+        )
 
     @staticmethod
     def _pop_skipped(data):
@@ -139,18 +164,19 @@ class BikeStateTrainLoop(SimpleTrainer):
             names.extend(d.pop(SKIPPED_KEY, []))
         return names
 
-    def _check_finite_and_count(self, values, skipped):
-        """Gather loss values and skipped images from all processes; raise on any problem."""
-        if comm.get_world_size() > 1:
-            everything = comm.all_gather((values, skipped))
-        else:
-            everything = [(values, skipped)]
+    def _check_finite_and_count(self, values, skipped, forward_error=None):
+        """Gather loss values, forward errors and skipped images from all processes (so every
+        process stops together); raise on any problem."""
+        mine = (values, skipped, forward_error)
+        everything = comm.all_gather(mine) if comm.get_world_size() > 1 else [mine]
         bad = {}
         new_skipped = []
-        for rank_values, rank_skipped in everything:
+        for rank_values, rank_skipped, rank_error in everything:
             for name, v in rank_values.items():
                 if not math.isfinite(v):
                     bad[name] = v
+            if rank_error:
+                bad["model outputs"] = rank_error
             new_skipped.extend(rank_skipped)
         if bad:
             terms = ", ".join(f"{n}={v}" for n, v in sorted(bad.items()))
