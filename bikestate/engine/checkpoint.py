@@ -15,6 +15,7 @@ import glob
 import logging
 import os
 import re
+import shutil
 import time
 
 import torch
@@ -72,10 +73,19 @@ class TrainingCheckpointer(_BaseCheckpointer):
                 _debug_save_delay()
             if tag_last:
                 self.tag_last_checkpoint(basename)
-        except OSError as e:
+        except (OSError, RuntimeError) as e:
+            # torch's zip writer reports a failed write (disk full, file size limit) as a
+            # RuntimeError; atomic_open has already removed the temporary file.
+            if isinstance(e, RuntimeError) and not _looks_like_write_failure(e):
+                raise
+            reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+            try:
+                free = f"; {shutil.disk_usage(self.save_dir).free // 2**20} MiB free there"
+            except OSError:
+                free = ""
             previous = self.get_checkpoint_file() if self.has_checkpoint() else ""
             raise CheckpointWriteError(
-                f"could not write checkpoint {save_file}: {e.strerror or e}; "
+                f"could not write checkpoint {save_file}: {reason}{free}; "
                 + (f"the previous checkpoint {previous} is intact"
                    if previous else "no earlier checkpoint exists")
             ) from e
@@ -93,6 +103,11 @@ class TrainingCheckpointer(_BaseCheckpointer):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
                     logger.info("Removed %s left by an interrupted checkpoint write", path)
+
+
+def _looks_like_write_failure(error):
+    text = str(error)
+    return "inline_container" in text or "write" in text.lower() or "file" in text.lower()
 
 
 def _debug_save_delay():

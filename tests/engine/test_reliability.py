@@ -16,9 +16,11 @@ from conftest import REPO, SMALL_CONFIG, TRAIN_NET, run_cli, tiny_opts
 
 
 def _popen(out, synth_dir, *extra, env=None):
+    """train_net.py --resume with a 10-iteration run checkpointed every 2 iterations."""
     full_env = dict(os.environ, **(env or {}))
     return subprocess.Popen(
-        [sys.executable, TRAIN_NET, "--config-file", SMALL_CONFIG, *tiny_opts(synth_dir),
+        [sys.executable, TRAIN_NET, "--config-file", SMALL_CONFIG, "--resume",
+         *tiny_opts(synth_dir),
          "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "10", "SOLVER.CHECKPOINT_PERIOD", "2",
          "TEST.EVAL_PERIOD", "0", "WANDB.MODE", "disabled", "SOLVER.MAX_TO_KEEP", "2", *extra],
         cwd=REPO, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -47,7 +49,7 @@ def _temp_files(out):
 def test_kill_9_mid_iteration_and_during_checkpoint_write_then_resume(tmp_path, synth_dir):
     out = tmp_path / "killed"
     # 1. kill -9 in the middle of training, once a first checkpoint exists
-    proc = _popen(out, synth_dir, "--resume")
+    proc = _popen(out, synth_dir)
     assert _wait_for(lambda: os.path.isfile(out / "last_checkpoint"), proc), "no checkpoint"
     time.sleep(1.0)  # inside a later iteration
     proc.send_signal(signal.SIGKILL)
@@ -57,7 +59,7 @@ def test_kill_9_mid_iteration_and_during_checkpoint_write_then_resume(tmp_path, 
 
     # 2. kill -9 while a checkpoint is being written (the debugging knob holds the write open
     # between writing the bytes and the rename)
-    proc = _popen(out, synth_dir, "--resume", env={"BIKESTATE_DEBUG_SAVE_DELAY": "60"})
+    proc = _popen(out, synth_dir, env={"BIKESTATE_DEBUG_SAVE_DELAY": "60"})
     assert _wait_for(lambda: _temp_files(out), proc), "the checkpoint write never started"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -142,7 +144,19 @@ def test_unreadable_training_images_are_skipped_and_counted(tmp_path, train_net,
         trainer.train()
 
 
-def test_wandb_failure_is_one_warning_and_training_goes_on(tmp_path, caplog):
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def count(self, text):
+        return len([r for r in self.records if text in r.getMessage()])
+
+
+def test_wandb_failure_is_one_warning_and_training_goes_on(tmp_path):
     from bikestate.config import add_bikestate_config
     from bikestate.engine.wandb_writer import WandbWriter, resolve_wandb_mode
     from detectron2.config import get_cfg
@@ -153,30 +167,31 @@ def test_wandb_failure_is_one_warning_and_training_goes_on(tmp_path, caplog):
     # the run cannot even start: OUTPUT_DIR lies under a file
     (tmp_path / "file").write_text("x")
     cfg.OUTPUT_DIR = str(tmp_path / "file" / "out")
-    with caplog.at_level(logging.WARNING):
-        writer = WandbWriter(cfg)
-        with EventStorage(0) as storage:
-            storage.put_scalar("total_loss", 1.0)
-            writer.write()
-        writer.close()
+    records = _Records()
+    logging.getLogger("bikestate.engine.wandb_writer").addHandler(records)
+    writer = WandbWriter(cfg)
+    with EventStorage(0) as storage:
+        storage.put_scalar("total_loss", 1.0)
+        writer.write()
+    writer.close()
     assert not writer.enabled
-    assert len([r for r in caplog.records if "W&B logging is turned off" in r.message]) == 1
+    assert records.count("W&B logging is turned off") == 1
 
     # the run breaks mid-training (finished underneath the writer): one warning, no exception
-    caplog.clear()
+    records.records.clear()
     cfg.OUTPUT_DIR = str(tmp_path / "ok")
-    with caplog.at_level(logging.WARNING):
-        writer = WandbWriter(cfg)
-        assert writer.enabled
-        writer.run.finish()
-        with EventStorage(0) as storage:
-            for it in range(3):
-                storage.iter = it
-                storage.put_scalar("total_loss", 1.0)
-                writer.write()
-        writer.close()
+    writer = WandbWriter(cfg)
+    assert writer.enabled
+    writer.run.finish()
+    with EventStorage(0) as storage:
+        for it in range(3):
+            storage.iter = it
+            storage.put_scalar("total_loss", 1.0)
+            writer.write()
+    writer.close()
+    logging.getLogger("bikestate.engine.wandb_writer").removeHandler(records)
     assert not writer.enabled
-    assert len([r for r in caplog.records if "W&B logging is turned off" in r.message]) == 1
+    assert records.count("W&B logging is turned off") == 1
 
     assert resolve_wandb_mode("auto", {"WANDB_MODE": "disabled"}) == "disabled"
     assert resolve_wandb_mode("auto", {"WANDB_API_KEY": "x" * 40}) == "online"

@@ -60,3 +60,21 @@ def test_resume_of_a_finished_run_does_nothing(tmp_path, train_net, make_args):
     before = os.path.getmtime(out / "model_final.pth")
     train_net.main(make_args(out, *COMMON, "SOLVER.MAX_ITER", "2", resume=True))
     assert os.path.getmtime(out / "model_final.pth") == before
+
+
+def test_early_stopping_keeps_the_best_weights_and_stays_finished(tmp_path, train_net, make_args):
+    out = tmp_path / "early"
+    # "max" on a falling loss: every evaluation after the first is "no improvement"
+    opts = ["SOLVER.MAX_ITER", "10", "TEST.EVAL_PERIOD", "1", "TEST.EARLY_STOP_PATIENCE", "2",
+            "TEST.BEST_CHECKPOINT.MODE", "max", "SOLVER.CHECKPOINT_PERIOD", "100",
+            "WANDB.MODE", "disabled", "SOLVER.BASE_LR", "0.004"]
+    train_net.main(make_args(out, *opts))
+    final = torch.load(out / "model_final.pth", weights_only=True)
+    best = torch.load(out / "model_best.pth", weights_only=True)
+    assert final["iteration"] == 2 and best["iteration"] == 0
+    for k, v in best["model"].items():
+        assert torch.equal(final["model"][k], v), k
+    assert final["trainer"]["hooks"]["EarlyStopHook"]["stopped"]
+    before = os.path.getmtime(out / "model_final.pth")
+    train_net.main(make_args(out, *opts, resume=True))
+    assert os.path.getmtime(out / "model_final.pth") == before
