@@ -72,7 +72,8 @@ def main(args):
 
     if args.eval_only:
         model = BikeStateTrainer.build_model(cfg)
-        TrainingCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        TrainingCheckpointer(model, save_dir=cfg.OUTPUT_DIR,
+                             allow_pickled=cfg.MODEL.ALLOW_PICKLED_WEIGHTS).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume)
         res = BikeStateTrainer.test(cfg, model)
         if comm.is_main_process():

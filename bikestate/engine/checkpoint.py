@@ -24,10 +24,7 @@ from detectron2.engine.hooks import HookBase
 from ..utils.errors import BikeStateError
 from ..utils.io import atomic_open, atomic_write_text
 
-try:  # helper D's safe-loading checkpointer; detectron2's until it exists
-    from ..checkpoint import BikeStateCheckpointer as _BaseCheckpointer
-except ImportError:  # pragma: no cover - only while the modeling side is not there yet
-    from detectron2.checkpoint import DetectionCheckpointer as _BaseCheckpointer
+from ..checkpoint import BikeStateCheckpointer
 
 __all__ = ["CheckpointWriteError", "TrainingCheckpointer", "RetainingPeriodicCheckpointer"]
 
@@ -41,8 +38,9 @@ class CheckpointWriteError(BikeStateError):
     """A checkpoint could not be written (disk full, permissions); the previous one is intact."""
 
 
-class TrainingCheckpointer(_BaseCheckpointer):
-    """The trainer's checkpointer: safe loading from its base class, atomic saving here.
+class TrainingCheckpointer(BikeStateCheckpointer):
+    """The trainer's checkpointer: safe loading from :class:`BikeStateCheckpointer`
+    (``allow_pickled=cfg.MODEL.ALLOW_PICKLED_WEIGHTS``), atomic saving here.
 
     ``save(name, tag_last=True, **extra)`` writes ``<save_dir>/<name>.pth``; with
     ``tag_last=False`` (used for ``model_best``) the ``last_checkpoint`` tag is left alone, so

@@ -221,7 +221,8 @@ class BikeStateTrainer(DefaultTrainer):
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = TrainingCheckpointer(
-            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+            model, cfg.OUTPUT_DIR, allow_pickled=cfg.MODEL.ALLOW_PICKLED_WEIGHTS,
+            trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.stop_reason = None

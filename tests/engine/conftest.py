@@ -1,6 +1,5 @@
 """Fixtures of the training tests: a tiny SynthBikes set and a tiny from-scratch model, so that
 a real training run (real model, data pipeline, evaluator, W&B offline) takes seconds."""
-import argparse
 import importlib.util
 import os
 import subprocess

@@ -3,7 +3,6 @@ import json
 import math
 import os
 
-import pytest
 import torch
 
 from conftest import SMALL_CONFIG, run_cli, tiny_opts

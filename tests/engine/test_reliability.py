@@ -113,7 +113,22 @@ def test_failing_write_keeps_previous_checkpoint(tmp_path):
     assert "model" in torch.load(tmp_path / "model_0000000.pth", weights_only=True)
 
 
-def test_unreadable_training_images_are_skipped_and_counted(tmp_path, train_net, make_args):
+@pytest.fixture
+def own_datasets():
+    """This test registers bike_* from its own SynthBikes copy: unregister around it."""
+    from bikestate.data.datasets import unregister_bike_dataset
+
+    names = ("bike_train", "bike_val", "bike_test")
+    for name in names:
+        unregister_bike_dataset(name)
+    yield
+    for name in names:
+        unregister_bike_dataset(name)
+
+
+def test_unreadable_training_images_are_skipped_and_counted(tmp_path, train_net, make_args,
+                                                            own_datasets):
+    from bikestate.data.datasets import unregister_bike_dataset
     from bikestate.engine import BikeStateTrainer
     from bikestate.utils.errors import DataError
     from detectron2.data import DatasetCatalog
@@ -134,6 +149,8 @@ def test_unreadable_training_images_are_skipped_and_counted(tmp_path, train_net,
     # 4 iterations x 2 images = one pass over the 8 images: both bad ones are met
     assert trainer.storage.latest()["data/skipped_images"][0] >= 2
 
+    for name in ("bike_train", "bike_val"):
+        unregister_bike_dataset(name)
     cfg = train_net.setup(make_args(tmp_path / "limit", *opts,
                                     "BIKESTATE.DATA.MAX_SKIPPED_IMAGES", "0"))
     with open(files[0], "wb") as f:  # registration regenerated nothing: still broken

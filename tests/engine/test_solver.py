@@ -124,8 +124,6 @@ def test_sgd_warmup_multistep_trains(tmp_path, train_net, make_args):
                      "SOLVER.MAX_ITER", "5", "TEST.EVAL_PERIOD", "0",
                      "SOLVER.CHECKPOINT_PERIOD", "100", "WANDB.MODE", "disabled",
                      "TEST.VAL_LOSS", "False")
-    from detectron2.utils.events import EventStorage  # noqa: F401  (metrics come from the run)
-
     train_net.main(args)
     rows = _metrics(out)
     final = rows[-1]
