@@ -1,0 +1,502 @@
+"""Speed of bikestate: the state branch's cost, bikestate against the seed pipeline, data loading.
+
+All in one process, on one synthetic batch of SynthBikes pictures (22 annotated parts each)
+rendered at exactly the input size, so no model resizes anything. Timed functions alternate
+(A B B A ...) and each figure is the median of ``--repeats`` runs after ``--warmup`` runs;
+on CUDA every run ends with ``torch.cuda.synchronize()``.
+
+1. **State branch overhead**: each config in ``--overhead-configs`` as is (``StateROIHeads``)
+   against the same config with detectron2's plain ``StandardROIHeads``, built from the same
+   seed (identical weights except the state head): training step (forward, loss read-out,
+   backward, optimizer step) and inference at batch 2; ``*_overhead_pct`` =
+   100 x (state / plain - 1). Targets (CPU): <= 3 % training, <= 2 % inference.
+2. **bikestate against the seed baseline** (:mod:`benchmarks.seed_baseline`): bikestate's
+   R50-FPN config with ``MODEL.WEIGHTS ""`` against torchvision's ``fasterrcnn_resnet50_fpn``
+   + the seed's state head, both with FrozenBatchNorm and ResNet stages 3-5 trainable (stem and
+   stage 2 frozen), AdamW, same images: training images/s and inference ms/image (detections
+   with states for both) at each ``--batch-sizes``, fp32 and, on CUDA, AMP (float16 autocast +
+   GradScaler). Peak memory of one step: on CUDA ``torch.cuda.max_memory_allocated`` (absolute,
+   weights and optimizer state included); on CPU the growth of the process's peak resident set
+   over the step (``VmHWM`` - ``VmRSS`` before, after resetting ``VmHWM`` through
+   ``/proc/self/clear_refs``; allocator caching makes it approximate).
+   Target (CUDA, AMP, batch 8): bikestate >= 1.3x the seed's training images/s.
+3. **Training data loader**: ``BikeStateTrainer.build_train_loader`` (BikeStateDatasetMapper,
+   augmentations of the R50-FPN config resized to the input size) on SynthBikes JPEGs written
+   to a cache folder, with 0 and 2 workers: images/s over ``--loader-batches`` batches after the
+   first (worker start-up excluded).
+
+    python benchmarks/bench_speed.py                       # CPU: 320x427, batch 2 and 8
+    python benchmarks/bench_speed.py --quick               # smoke run (tiny images, 1 repeat)
+    python benchmarks/bench_speed.py --device cuda         # GPU: 800x1333, 15 repeats
+
+Prints a table and appends a record to ``benchmarks/results/speed.jsonl``.
+"""
+import argparse
+import contextlib
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import RESULTS_DIR, append_record  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+R50_CONFIG = os.path.join(REPO, "configs", "bike_r50_fpn.yaml")
+SMALL_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu.yaml")
+
+
+# ------------------------------------------------------------------------------ inputs
+
+
+def load_cfg(config_file, device, image_size, opts=()):
+    """A bikestate config for ``device`` whose test and training resize keep ``image_size``."""
+    from detectron2.config import get_cfg
+
+    from bikestate.config import add_bikestate_config
+
+    height, width = image_size
+    cfg = get_cfg()
+    add_bikestate_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.DEVICE", device,
+                         "INPUT.MIN_SIZE_TRAIN", (min(height, width),),
+                         "INPUT.MAX_SIZE_TRAIN", max(height, width),
+                         "INPUT.MIN_SIZE_TEST", min(height, width),
+                         "INPUT.MAX_SIZE_TEST", max(height, width),
+                         "WANDB.MODE", "disabled", *opts])
+    return cfg
+
+
+def synthetic_samples(num, image_size, seed=0):
+    """``num`` SynthBikes pictures rendered at ``image_size`` (H, W) with their 22 parts.
+
+    Returns a list of dicts: ``rgb`` (H, W, 3) uint8, ``boxes`` (22, 4) float32 xyxy,
+    ``classes`` (22,) 0-based part ids, ``states`` (22,) int64. Boxes thinner than a pixel (none
+    in practice) are dropped, since torchvision refuses them.
+    """
+    from bikestate.constants import PART_NAMES
+    from bikestate.data.synth import render_bike
+
+    height, width = image_size
+    samples = []
+    for i in range(num):
+        img, parts = render_bike(np.random.default_rng([seed, i]), width, height)
+        boxes, classes, states = [], [], []
+        for k, name in enumerate(PART_NAMES):
+            x, y, w, h = parts[name]["box"]
+            if w >= 1 and h >= 1:
+                boxes.append([x, y, x + w, y + h])
+                classes.append(k)
+                states.append(parts[name]["state"])
+        samples.append({"rgb": img, "boxes": np.asarray(boxes, np.float32),
+                        "classes": np.asarray(classes, np.int64),
+                        "states": np.asarray(states, np.int64)})
+    return samples
+
+
+def d2_inputs(samples, device, image_format="BGR"):
+    """detectron2 model inputs (what BikeStateDatasetMapper gives), already on ``device``."""
+    from detectron2.structures import Boxes, Instances
+
+    batch = []
+    for s in samples:
+        img = s["rgb"][..., ::-1] if image_format == "BGR" else s["rgb"]
+        h, w = img.shape[:2]
+        inst = Instances((h, w))
+        inst.gt_boxes = Boxes(torch.from_numpy(s["boxes"]))
+        inst.gt_classes = torch.from_numpy(s["classes"])
+        inst.gt_states = torch.from_numpy(s["states"])
+        batch.append({"image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+                      .to(device), "height": h, "width": w, "instances": inst.to(device)})
+    return batch
+
+
+def seed_inputs(samples, device):
+    """The seed's ``(images, targets)``: float RGB in [0, 1], labels = category ids (1-based)."""
+    images, targets = [], []
+    for i, s in enumerate(samples):
+        images.append(torch.from_numpy(s["rgb"]).permute(2, 0, 1).float().div(255).to(device))
+        targets.append({"boxes": torch.from_numpy(s["boxes"]).to(device),
+                        "labels": torch.from_numpy(s["classes"] + 1).to(device),
+                        "states": torch.from_numpy(s["states"]).to(device),
+                        "image_id": torch.tensor(i, device=device)})
+    return images, targets
+
+
+# ------------------------------------------------------------------------------ runners
+
+
+def _autocast(device, amp):
+    return torch.autocast("cuda", dtype=torch.float16) if amp and device.startswith("cuda") \
+        else contextlib.nullcontext()
+
+
+class D2Runner:
+    """A bikestate (detectron2) model with the optimizer and step of BikeStateTrainLoop."""
+
+    def __init__(self, cfg, seed=0):
+        from detectron2.modeling import build_model
+
+        import bikestate  # noqa: F401  registers StateROIHeads
+        from bikestate.engine.solver import build_optimizer
+
+        torch.manual_seed(seed)
+        self.device = cfg.MODEL.DEVICE
+        self.model = build_model(cfg)
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.startswith("cuda"))
+        self.image_format = cfg.INPUT.FORMAT
+
+    def inputs(self, samples):
+        return d2_inputs(samples, self.device, self.image_format)
+
+    def train_step(self, batch, amp=False):
+        from detectron2.utils.events import EventStorage
+
+        self.model.train()
+        with EventStorage(0):
+            self.optimizer.zero_grad(set_to_none=True)
+            with _autocast(self.device, amp):
+                loss_dict = self.model(batch)
+                losses = sum(loss_dict.values())
+            # The train loop reads every term (finite check, logging): one sync per step.
+            {k: float(v.detach()) for k, v in loss_dict.items()}
+            if amp:
+                self.scaler.scale(losses).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                losses.backward()
+                self.optimizer.step()
+
+    @torch.no_grad()
+    def infer(self, batch, amp=False):
+        self.model.eval()
+        with _autocast(self.device, amp):
+            return self.model(batch)
+
+
+class SeedRunner:
+    """The seed baseline with its optimizer and step (losses read for logging each step)."""
+
+    def __init__(self, image_size, device, seed=0, frozen_bn=True, trainable_layers=3):
+        from benchmarks.seed_baseline import build_optimizer, build_seed_model
+
+        torch.manual_seed(seed)
+        self.device = device
+        h, w = image_size
+        self.model = build_seed_model(min_size=min(h, w), max_size=max(h, w),
+                                      frozen_bn=frozen_bn,
+                                      trainable_layers=trainable_layers).to(device)
+        self.optimizer = build_optimizer(self.model)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=device.startswith("cuda"))
+
+    def inputs(self, samples):
+        return seed_inputs(samples, self.device)
+
+    def train_step(self, batch, amp=False):
+        images, targets = batch
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with _autocast(self.device, amp):
+            total, losses = self.model(images, targets)
+        {k: float(v.detach()) for k, v in losses.items()}  # the seed logs every term
+        if amp:
+            self.scaler.scale(total).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            total.backward()
+            self.optimizer.step()
+
+    @torch.no_grad()
+    def infer(self, batch, amp=False):
+        self.model.eval()
+        with _autocast(self.device, amp):
+            return self.model.predict(batch[0])
+
+
+# ------------------------------------------------------------------------------ measuring
+
+
+def _sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def alternate(fns, repeats, warmup, device):
+    """Median seconds of each function of ``fns`` (name -> callable), run alternately.
+
+    Order A B ... then reversed, repeat after repeat, so slow drifts of the machine hit every
+    function alike. Returns ``{name: median seconds}`` and ``{name: [seconds]}``.
+    """
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+            _sync(device)
+    times = {name: [] for name in names}
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            start = time.perf_counter()
+            fns[name]()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {n: statistics.median(t) for n, t in times.items()}, times
+
+
+def _proc_status_kib(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def peak_memory_mib(fn, device):
+    """Peak memory of one call of ``fn`` in MiB (see the module docstring for the definition)."""
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS
+    except OSError:
+        return float("nan")
+    before = _proc_status_kib("VmRSS")
+    fn()
+    peak = _proc_status_kib("VmHWM")
+    if before is None or peak is None:
+        return float("nan")
+    return max(peak - before, 0) / 1024
+
+
+# ------------------------------------------------------------------------------ parts
+
+
+def bench_overhead(config_file, samples, args):
+    """Part 1: StateROIHeads against StandardROIHeads on the same config and batch."""
+    cfg_state = load_cfg(config_file, args.device, args.image_size)
+    cfg_plain = load_cfg(config_file, args.device, args.image_size,
+                         ["MODEL.ROI_HEADS.NAME", "StandardROIHeads"])
+    state, plain = D2Runner(cfg_state), D2Runner(cfg_plain)
+    batch = state.inputs(samples[:2])
+    train, _ = alternate({"state": lambda: state.train_step(batch),
+                          "plain": lambda: plain.train_step(batch)},
+                         args.repeats, args.warmup, args.device)
+    infer, _ = alternate({"state": lambda: state.infer(batch),
+                          "plain": lambda: plain.infer(batch)},
+                         args.repeats, args.warmup, args.device)
+    name = os.path.splitext(os.path.basename(config_file))[0]
+    out = {
+        "config": name,
+        "batch": 2,
+        "train_step_state_s": train["state"], "train_step_plain_s": train["plain"],
+        "infer_batch_state_s": infer["state"], "infer_batch_plain_s": infer["plain"],
+        "train_overhead_pct": 100 * (train["state"] / train["plain"] - 1),
+        "infer_overhead_pct": 100 * (infer["state"] / infer["plain"] - 1),
+    }
+    del state, plain
+    gc.collect()
+    return out
+
+
+def bench_vs_seed(samples, args):
+    """Part 2: bikestate R50-FPN against the seed baseline, per batch size and precision."""
+    cfg = load_cfg(args.config, args.device, args.image_size)
+    ours = D2Runner(cfg)
+    seed = SeedRunner(args.image_size, args.device)
+    precisions = ["fp32"] + (["amp"] if args.device.startswith("cuda") else [])
+    rows = []
+    for batch_size in args.batch_sizes:
+        b_ours, b_seed = ours.inputs(samples[:batch_size]), seed.inputs(samples[:batch_size])
+        for precision in precisions:
+            amp = precision == "amp"
+            train, _ = alternate({"bikestate": lambda: ours.train_step(b_ours, amp),
+                                  "seed": lambda: seed.train_step(b_seed, amp)},
+                                 args.repeats, args.warmup, args.device)
+            infer, _ = alternate({"bikestate": lambda: ours.infer(b_ours, amp),
+                                  "seed": lambda: seed.infer(b_seed, amp)},
+                                 args.repeats, args.warmup, args.device)
+            row = {"batch": batch_size, "precision": precision}
+            for who, runner, b in (("bikestate", ours, b_ours), ("seed", seed, b_seed)):
+                row[f"{who}_train_img_s"] = batch_size / train[who]
+                row[f"{who}_train_step_ms"] = 1000 * train[who]
+                row[f"{who}_infer_ms_per_img"] = 1000 * infer[who] / batch_size
+                row[f"{who}_train_peak_mem_mib"] = peak_memory_mib(
+                    lambda: runner.train_step(b, amp), args.device)
+                row[f"{who}_infer_peak_mem_mib"] = peak_memory_mib(
+                    lambda: runner.infer(b, amp), args.device)
+            row["train_speedup"] = row["bikestate_train_img_s"] / row["seed_train_img_s"]
+            row["infer_speedup"] = row["seed_infer_ms_per_img"] / row["bikestate_infer_ms_per_img"]
+            rows.append(row)
+    del ours, seed
+    gc.collect()
+    return rows
+
+
+def bench_loader(args):
+    """Part 3: images/s of bikestate's training loader with 0 and 2 workers."""
+    from bikestate.data.coco import convert_to_coco
+    from bikestate.data.datasets import register_bike_instances, unregister_bike_dataset
+    from bikestate.data.synth import generate_synthbikes
+    from bikestate.engine import BikeStateTrainer
+
+    h, w = args.loader_source_size
+    num = args.loader_images
+    folder = os.path.join(args.cache_dir, f"speed_loader_n{num}_{w}x{h}")
+    coco_json = os.path.join(folder, "coco.json")
+    if not os.path.isfile(coco_json):
+        ann = generate_synthbikes(folder, num, seed=11, image_size=(w, h), show_progress=False)
+        convert_to_coco(ann, os.path.join(folder, "images"), coco_json, verbose=False)
+    name = "bench_speed_loader"
+    register_bike_instances(name, coco_json, os.path.join(folder, "images"), replace=True)
+    rows = []
+    for workers in args.loader_workers:
+        cfg = load_cfg(args.config, args.device, args.image_size,
+                       ["DATASETS.TRAIN", (name,), "DATASETS.TEST", (),
+                        "DATALOADER.NUM_WORKERS", workers, "SOLVER.IMS_PER_BATCH", 2])
+        loader = BikeStateTrainer.build_train_loader(cfg)
+        it = iter(loader)
+        next(it)  # worker start-up and first batch
+        images = 0
+        start = time.perf_counter()
+        for _ in range(args.loader_batches):
+            images += len(next(it))
+        seconds = time.perf_counter() - start
+        rows.append({"workers": workers, "img_s": images / seconds, "images": images,
+                     "source_size": [w, h]})
+        del it, loader
+    unregister_bike_dataset(name)
+    return rows
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def _fmt(v, digits=1):
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def print_tables(fig):
+    from tabulate import tabulate
+
+    if fig.get("overhead"):
+        print("\nState branch overhead (batch 2): StateROIHeads vs StandardROIHeads")
+        print(tabulate([[r["config"], _fmt(1000 * r["train_step_state_s"]),
+                         _fmt(1000 * r["train_step_plain_s"]), _fmt(r["train_overhead_pct"], 2),
+                         _fmt(1000 * r["infer_batch_state_s"]),
+                         _fmt(1000 * r["infer_batch_plain_s"]), _fmt(r["infer_overhead_pct"], 2)]
+                        for r in fig["overhead"]],
+                       headers=["config", "train ms", "plain ms", "train +%", "infer ms",
+                                "plain ms", "infer +%"]))
+    if fig.get("vs_seed"):
+        print("\nbikestate R50-FPN vs seed baseline (torchvision)")
+        print(tabulate([[r["batch"], r["precision"], _fmt(r["bikestate_train_img_s"], 2),
+                         _fmt(r["seed_train_img_s"], 2), _fmt(r["train_speedup"], 2),
+                         _fmt(r["bikestate_infer_ms_per_img"]), _fmt(r["seed_infer_ms_per_img"]),
+                         _fmt(r["bikestate_train_peak_mem_mib"], 0),
+                         _fmt(r["seed_train_peak_mem_mib"], 0)] for r in fig["vs_seed"]],
+                       headers=["batch", "prec", "ours img/s", "seed img/s", "x", "ours ms/img",
+                                "seed ms/img", "ours MiB", "seed MiB"]))
+    if fig.get("loader"):
+        print("\nTraining data loader (BikeStateDatasetMapper)")
+        print(tabulate([[r["workers"], _fmt(r["img_s"])] for r in fig["loader"]],
+                       headers=["workers", "img/s"]))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                        help="input size (default: 320 427 on CPU, 800 1333 on CUDA)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs (CPU 5, CUDA 15)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs (CPU 1, CUDA 3)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[2, 8])
+    parser.add_argument("--config", default=R50_CONFIG, help="bikestate config of part 2 and 3")
+    parser.add_argument("--overhead-configs", nargs="+", default=[SMALL_CONFIG, R50_CONFIG])
+    parser.add_argument("--parts", nargs="+", default=["overhead", "seed", "loader"],
+                        choices=["overhead", "seed", "loader"])
+    parser.add_argument("--loader-workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--loader-images", type=int, default=48)
+    parser.add_argument("--loader-batches", type=int, default=20)
+    parser.add_argument("--loader-source-size", type=int, nargs=2, metavar=("H", "W"),
+                        default=None, help="size of the JPEGs (default 480 640; CUDA 800 1067)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 128x160 images, batch 2, 1 repeat, no warm-up")
+    parser.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(),
+                                                             "bikestate_bench_cache"))
+    parser.add_argument("--results-dir", default=RESULTS_DIR)
+    parser.add_argument("--no-record", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        parser.error("--device cuda but no GPU is available")
+    if args.quick:
+        args.image_size = args.image_size or [128, 160]
+        args.repeats = args.repeats or 1
+        args.warmup = 0 if args.warmup is None else args.warmup
+        args.batch_sizes = [2]
+        args.loader_images = min(args.loader_images, 8)
+        args.loader_batches = min(args.loader_batches, 2)
+        args.loader_source_size = args.loader_source_size or [120, 160]
+    args.image_size = args.image_size or ([800, 1333] if cuda else [320, 427])
+    args.repeats = args.repeats or (15 if cuda else 5)
+    args.warmup = (3 if cuda else 1) if args.warmup is None else args.warmup
+    args.loader_source_size = args.loader_source_size or ([800, 1067] if cuda else [480, 640])
+    if args.repeats < 1 or args.warmup < 0 or min(args.batch_sizes) < 1:
+        parser.error("--repeats and --batch-sizes must be >= 1, --warmup >= 0")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+    start = time.perf_counter()
+    samples = synthetic_samples(max(args.batch_sizes + [2]), args.image_size)
+    figures = {
+        "device": args.device,
+        "image_size": list(args.image_size),
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "batch_sizes": list(args.batch_sizes),
+        "threads": torch.get_num_threads(),
+        "quick": bool(args.quick),
+        "load_average_1min": os.getloadavg()[0],
+        "memory_measure": ("cuda_max_memory_allocated" if args.device.startswith("cuda")
+                           else "cpu_peak_rss_growth"),
+        "seed_setup": "torchvision fasterrcnn_resnet50_fpn, FrozenBN, stages 3-5 trainable",
+        "bikestate_config": os.path.relpath(args.config, REPO),
+    }
+    if "overhead" in args.parts:
+        figures["overhead"] = [bench_overhead(c, samples, args) for c in args.overhead_configs]
+    if "seed" in args.parts:
+        figures["vs_seed"] = bench_vs_seed(samples, args)
+    if "loader" in args.parts:
+        figures["loader"] = bench_loader(args)
+    figures["wall_s"] = time.perf_counter() - start
+    print_tables(figures)
+    if not args.no_record:
+        append_record("speed", figures, results_dir=args.results_dir)
+        print(f"\nrecord appended to {os.path.join(args.results_dir, 'speed.jsonl')}")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
