@@ -1,0 +1,373 @@
+"""Regenerate ``benchmarks/RESULTS.md`` from the JSON records in ``benchmarks/results/*.jsonl``.
+
+RESULTS.md is never edited by hand: every figure in it comes from a record appended by a
+benchmark script (:func:`benchmarks.common.append_record`), and the output depends on the
+records only (no clock, no machine state), so ``--check`` can tell whether the committed file is
+up to date.
+
+Per benchmark, the latest record of each machine comes first (with the machine and the date),
+rendered as tables; targets of the speed and accuracy benchmarks are checked (met, or missed by
+how much). Smoke-test records (``quick`` runs, ``tiny`` settings) are left out. Benchmarks
+without a dedicated renderer (``synth``, ``eval``, ``state_branch``, ...) get a generic one:
+scalars in a two-column table, lists of dicts as tables. All records are listed at the end.
+
+    python benchmarks/make_results.py            # write benchmarks/RESULTS.md
+    python benchmarks/make_results.py --check    # exit 1 if RESULTS.md is out of date
+"""
+import argparse
+import glob
+import json
+import math
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_RESULTS_DIR = os.path.join(HERE, "results")
+DEFAULT_OUTPUT = os.path.join(HERE, "RESULTS.md")
+
+# Targets of issue 8.
+OVERHEAD_TRAIN_MAX_PCT = 3.0
+OVERHEAD_INFER_MAX_PCT = 2.0
+GPU_AMP_B8_MIN_SPEEDUP = 1.3
+ACCURACY_HIGHER = ("bbox/AP", "bbox/AP50", "bbox_present/AP", "state/accuracy", "state/macro_f1")
+ACCURACY_LOWER = ("verify/hallucination_rate",)
+# Column order of the accuracy table (other metrics of a record follow).
+ACCURACY_COLUMNS = ACCURACY_HIGHER + ACCURACY_LOWER + (
+    "bbox_state/AP50", "verify/not_found_rate", "state/num_pairs")
+ORDER = ("speed", "accuracy", "state_branch", "eval", "synth")
+TITLES = {
+    "speed": "Speed: state branch overhead, bikestate vs the seed pipeline, data loading",
+    "accuracy": "Accuracy at equal training budget: bikestate vs the seed pipeline",
+    "state_branch": "State branch overhead (modeling benchmark)",
+    "eval": "Evaluator speed",
+    "synth": "SynthBikes generation speed",
+}
+
+
+# ------------------------------------------------------------------------------ records
+
+
+def load_records(results_dir):
+    """Every record of every ``*.jsonl`` file, sorted by (benchmark, date)."""
+    records = []
+    for path in sorted(glob.glob(os.path.join(results_dir, "*.jsonl"))):
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise SystemExit(f"{path}:{number}: not a JSON record: {e}")
+                record.setdefault("benchmark", os.path.splitext(os.path.basename(path))[0])
+                records.append(record)
+    records.sort(key=lambda r: (r["benchmark"], r.get("date", "")))
+    return records
+
+
+def is_smoke(record):
+    fig = record.get("figures", {})
+    return bool(fig.get("quick")) or fig.get("setting") == "tiny"
+
+
+def machine_label(record):
+    m = record.get("machine", {})
+    if m.get("device") == "cuda":
+        return f"{m.get('device_name', '?')} (CUDA {m.get('cuda', '?')})"
+    return f"CPU {m.get('device_name', '?')}, {m.get('cpu_count', '?')} cores"
+
+
+def machine_details(record):
+    m = record.get("machine", {})
+    parts = [f"host `{m.get('hostname', '?')}`", m.get("platform", ""),
+             f"Python {m.get('python', '?')}", f"torch {m.get('torch', '?')}"]
+    if m.get("detectron2"):
+        parts.append(f"detectron2 {m['detectron2']}")
+    return ", ".join(p for p in parts if p)
+
+
+def latest_per_machine(records, include_smoke=False):
+    """The newest (non-smoke) record per machine label, newest machine first."""
+    latest = {}
+    for r in records:
+        if is_smoke(r) and not include_smoke:
+            continue
+        key = machine_label(r)
+        if key not in latest or r.get("date", "") >= latest[key].get("date", ""):
+            latest[key] = r
+    return sorted(latest.values(), key=lambda r: r.get("date", ""), reverse=True)
+
+
+# ------------------------------------------------------------------------------ formatting
+
+
+def fmt(v):
+    """Compact, stable number formatting."""
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "n/a"
+        if math.isinf(v):
+            return "inf"
+        a = abs(v)
+        if a >= 100:
+            return f"{v:.0f}"
+        if a >= 10:
+            return f"{v:.1f}"
+        if a >= 1:
+            return f"{v:.2f}"
+        if a == 0:
+            return "0"
+        return f"{v:.3g}"
+    if isinstance(v, (list, tuple)):
+        return "x".join(fmt(x) for x in v) if all(isinstance(x, (int, float)) for x in v) \
+            else ", ".join(fmt(x) for x in v)
+    return str(v).replace("|", "\\|")
+
+
+def table(headers, rows):
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in row) + " |"
+            for row in rows]
+    return "\n".join(out)
+
+
+def flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def generic_figures(figures):
+    """Scalars (flattened) as a two-column table; each list of dicts as its own table."""
+    scalars, lists = [], []
+    for k, v in sorted(flatten(figures).items()):
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            lists.append((k, v))
+        else:
+            scalars.append([k, fmt(v)])
+    parts = []
+    if scalars:
+        parts.append(table(["figure", "value"], scalars))
+    for name, rows in lists:
+        headers = []
+        for row in rows:
+            for key in flatten(row):
+                if key not in headers:
+                    headers.append(key)
+        parts.append(f"`{name}`:\n\n" + table(
+            headers, [[fmt(flatten(row).get(h)) for h in headers] for row in rows]))
+    return "\n\n".join(parts)
+
+
+def verdict(ok, how):
+    return f"**met** ({how})" if ok else f"**missed** ({how})"
+
+
+# ------------------------------------------------------------------------------ speed
+
+
+def render_speed(record):
+    fig = record["figures"]
+    cuda = fig.get("device", "cpu").startswith("cuda")
+    lines = [f"Input {fmt(fig.get('image_size'))} (HxW), median of {fig.get('repeats')} "
+             f"alternating runs after {fig.get('warmup')} warm-up, {fig.get('threads')} CPU "
+             f"threads, 1-min load average at start {fmt(fig.get('load_average_1min'))}. "
+             f"Seed baseline: {fig.get('seed_setup', 'torchvision')}. bikestate: "
+             f"`{fig.get('bikestate_config', '?')}` with `MODEL.WEIGHTS \"\"`."]
+    targets = []
+    if fig.get("overhead"):
+        rows = []
+        for r in fig["overhead"]:
+            rows.append([r["config"], 1000 * r["train_step_plain_s"],
+                         1000 * r["train_step_state_s"], f"{r['train_overhead_pct']:+.2f}",
+                         1000 * r["infer_batch_plain_s"], 1000 * r["infer_batch_state_s"],
+                         f"{r['infer_overhead_pct']:+.2f}"])
+            if not cuda:
+                for kind, limit in (("train", OVERHEAD_TRAIN_MAX_PCT),
+                                    ("infer", OVERHEAD_INFER_MAX_PCT)):
+                    pct = r[f"{kind}_overhead_pct"]
+                    targets.append(
+                        f"State branch overhead, {r['config']}, "
+                        f"{'training step' if kind == 'train' else 'inference'} <= {limit:g}%: "
+                        + verdict(pct <= limit, f"{pct:+.2f}%" + (
+                            "" if pct <= limit else f", {pct - limit:.2f} points over")))
+        lines.append("**State branch overhead** (batch 2; StateROIHeads vs the same config with "
+                     "StandardROIHeads, same weights otherwise):\n\n" + table(
+                         ["config", "train plain ms", "train state ms", "train +%",
+                          "infer plain ms", "infer state ms", "infer +%"], rows))
+    if fig.get("vs_seed"):
+        mem = ("CUDA max_memory_allocated, MiB" if fig.get("memory_measure", "").startswith(
+            "cuda") else "growth of peak RSS over one step, MiB (approximate)")
+        rows = [[r["batch"], r["precision"], r["bikestate_train_img_s"], r["seed_train_img_s"],
+                 f"{r['train_speedup']:.2f}x", r["bikestate_infer_ms_per_img"],
+                 r["seed_infer_ms_per_img"], f"{r['infer_speedup']:.2f}x",
+                 r["bikestate_train_peak_mem_mib"], r["seed_train_peak_mem_mib"],
+                 r["bikestate_infer_peak_mem_mib"], r["seed_infer_peak_mem_mib"]]
+                for r in fig["vs_seed"]]
+        lines.append(f"**bikestate R50-FPN vs seed baseline** (peak memory: {mem}):\n\n" + table(
+            ["batch", "precision", "bikestate train img/s", "seed train img/s", "train speed-up",
+             "bikestate infer ms/img", "seed infer ms/img", "infer speed-up",
+             "bikestate train mem", "seed train mem", "bikestate infer mem", "seed infer mem"],
+            rows))
+        amp8 = [r for r in fig["vs_seed"] if r["precision"] == "amp" and r["batch"] == 8]
+        if amp8:
+            s = amp8[0]["train_speedup"]
+            targets.append(
+                f"GPU AMP batch 8 training >= {GPU_AMP_B8_MIN_SPEEDUP}x seed images/s: " + verdict(
+                    s >= GPU_AMP_B8_MIN_SPEEDUP, f"{s:.2f}x" + (
+                        "" if s >= GPU_AMP_B8_MIN_SPEEDUP
+                        else f", {100 * (1 - s / GPU_AMP_B8_MIN_SPEEDUP):.0f}% short")))
+        elif not cuda:
+            targets.append(f"GPU AMP batch 8 training >= {GPU_AMP_B8_MIN_SPEEDUP}x seed "
+                           "images/s: not measured on this machine (CPU, no AMP)")
+    if fig.get("loader"):
+        rows = [[r["workers"], r["img_s"], fmt(r.get("source_size"))] for r in fig["loader"]]
+        lines.append("**Training data loader** (BikeStateTrainer.build_train_loader, "
+                     "BikeStateDatasetMapper on SynthBikes JPEGs):\n\n"
+                     + table(["workers", "images/s", "JPEG size (WxH)"], rows))
+        amp8 = [r for r in fig.get("vs_seed", []) if r["precision"] == "amp" and r["batch"] == 8]
+        if amp8:
+            need = amp8[0]["bikestate_train_img_s"]
+            have = max(r["img_s"] for r in fig["loader"])
+            targets.append(f"Data loader keeps up with AMP batch 8 training ({need:.1f} img/s): "
+                           + verdict(have >= need, f"{have:.1f} img/s"))
+    if targets:
+        lines.append("Targets:\n\n" + "\n".join(f"- {t}" for t in targets))
+    return "\n\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ accuracy
+
+
+def render_accuracy(record):
+    fig = record["figures"]
+    models = fig.get("models", {})
+    metric_keys = [k for k in ACCURACY_COLUMNS if any(k in m for m in models.values())]
+    for m in models.values():
+        for k in m:
+            if "/" in k and k not in metric_keys:
+                metric_keys.append(k)
+    lines = [f"Setting `{fig.get('setting')}` on {fig.get('device')}: SynthBikes "
+             f"{fig.get('train_images')} training / {fig.get('val_images')} validation images "
+             f"at {fmt(fig.get('image_size'))} (WxH), {fig.get('epochs')} epoch(s) = "
+             f"{fig.get('images_seen')} images seen by every model, batch 2, all from scratch. "
+             "AP in percent, rates in [0, 1]; wall time includes the evaluations."]
+    rows = [[name] + [m.get(k) for k in metric_keys] + [m.get("wall_s"), m.get("iterations")]
+            for name, m in models.items()]
+    lines.append(table(["model"] + metric_keys + ["wall s", "iterations"], rows))
+    seed = models.get("seed_r50")
+    if seed:
+        targets = []
+        for name, m in models.items():
+            if name == "seed_r50":
+                continue
+            misses, na = [], []
+            for key in ACCURACY_HIGHER + ACCURACY_LOWER:
+                a, b = m.get(key), seed.get(key)
+                if a is None or b is None:
+                    na.append(key)
+                    continue
+                if key in ACCURACY_HIGHER and a < b:
+                    misses.append(f"{key} {fmt(a)} vs {fmt(b)} ({a - b:+.3g})")
+                elif key in ACCURACY_LOWER and a >= b:
+                    misses.append(f"{key} {fmt(a)} vs {fmt(b)} (not lower)")
+            how = "all metrics at least the seed's, lower hallucination rate" if not misses \
+                else "; ".join(misses)
+            if na:
+                how += "; undefined: " + ", ".join(na)
+            targets.append(f"{name} >= seed_r50 on every metric and lower hallucination rate: "
+                           + verdict(not misses and not na, how))
+        lines.append("Targets:\n\n" + "\n".join(f"- {t}" for t in targets))
+    return "\n\n".join(lines)
+
+
+RENDERERS = {"speed": render_speed, "accuracy": render_accuracy}
+
+
+# ------------------------------------------------------------------------------ document
+
+
+def render(records, include_smoke=False):
+    """The whole RESULTS.md text for ``records`` (as :func:`load_records` returns them);
+    ``include_smoke`` renders smoke-test records too (to check the rendering)."""
+    by_bench = {}
+    for r in records:
+        by_bench.setdefault(r["benchmark"], []).append(r)
+    names = [b for b in ORDER if b in by_bench] + sorted(b for b in by_bench if b not in ORDER)
+    out = ["# Benchmark results", "",
+           "Generated by `python benchmarks/make_results.py` from the records in "
+           "`benchmarks/results/*.jsonl`; do not edit by hand. Each section shows the latest "
+           "record of each machine; smoke-test records (quick/tiny runs) are left out. The "
+           "scripts and what they measure are described in their docstrings "
+           "(`benchmarks/bench_*.py`).", ""]
+    for name in names:
+        out += [f"## {TITLES.get(name, name)}", ""]
+        latest = latest_per_machine(by_bench[name], include_smoke)
+        if not latest:
+            out += ["Only smoke-test records so far.", ""]
+        for r in latest:
+            out += [f"### {machine_label(r)}, {r.get('date', '?')}", "",
+                    f"Machine: {machine_details(r)}.", ""]
+            renderer = RENDERERS.get(name)
+            body = renderer(r) if renderer else generic_figures(r.get("figures", {}))
+            out += [body, ""]
+    out += ["## All records", "",
+            table(["benchmark", "date", "machine", "smoke test"],
+                  [[r["benchmark"], r.get("date", "?"), machine_label(r),
+                    "yes" if is_smoke(r) else ""] for r in records]), ""]
+    return "\n".join(out)
+
+
+def _atomic_io():
+    """``bikestate.utils.io`` loaded by path: importing the ``bikestate`` package would pull in
+    torch and detectron2, which this script does not need."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(HERE), "bikestate", "utils", "io.py")
+    spec = importlib.util.spec_from_file_location("_bikestate_io", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR)
+    parser.add_argument("--output", default=DEFAULT_OUTPUT)
+    parser.add_argument("--check", action="store_true",
+                        help="do not write; exit 1 if the output file differs")
+    parser.add_argument("--include-smoke", action="store_true",
+                        help="render smoke-test records too (for checking the rendering)")
+    args = parser.parse_args(argv)
+    text = render(load_records(args.results_dir), include_smoke=args.include_smoke)
+    if args.check:
+        try:
+            with open(args.output, encoding="utf-8") as f:
+                current = f.read()
+        except OSError:
+            current = None
+        if current != text:
+            print(f"{args.output} is out of date: run python benchmarks/make_results.py",
+                  file=sys.stderr)
+            return 1
+        print(f"{args.output} is up to date")
+        return 0
+    _atomic_io().atomic_write_text(text, args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Benchmarks: every script runs end to end in a tiny setting and writes a valid record;
+RESULTS.md is what make_results.py produces from the committed records.
+
+No speed is asserted here (targets are checked by the benchmarks themselves, in RESULTS.md).
+The scripts run as subprocesses on one CPU thread (faster than two on a shared machine).
+"""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(REPO, "benchmarks")
+sys.path.insert(0, REPO)
+
+from benchmarks import make_results  # noqa: E402
+
+
+def _run(args, tmp_path, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", WANDB_MODE="disabled")
+    proc = subprocess.run([sys.executable, *args], cwd=str(tmp_path), env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _single_record(results_dir, name):
+    with open(os.path.join(results_dir, f"{name}.jsonl")) as f:
+        lines = [line for line in f if line.strip()]
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["benchmark"] == name
+    assert {"date", "machine", "figures"} <= set(record)
+    assert record["machine"]["torch"] == torch.__version__
+    return record
+
+
+def _finite_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("bench_results"))
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("bench_cache"))
+
+
+@pytest.fixture(scope="module")
+def speed_record(results_dir, cache_dir, tmp_path_factory):
+    _run([os.path.join(BENCH, "bench_speed.py"), "--quick", "--threads", "1",
+          "--overhead-configs", os.path.join(REPO, "configs", "bike_small_cpu.yaml"),
+          "--loader-workers", "0", "--results-dir", results_dir, "--cache-dir", cache_dir],
+         tmp_path_factory.mktemp("speed_cwd"))
+    return _single_record(results_dir, "speed")
+
+
+@pytest.fixture(scope="module")
+def accuracy_record(results_dir, cache_dir, tmp_path_factory):
+    work = tmp_path_factory.mktemp("accuracy_work")
+    _run([os.path.join(BENCH, "bench_accuracy.py"), "--setting", "tiny", "--threads", "1",
+          "--results-dir", results_dir, "--cache-dir", cache_dir, "--work-dir", str(work)],
+         tmp_path_factory.mktemp("accuracy_cwd"))
+    return _single_record(results_dir, "accuracy")
+
+
+def test_speed_record(speed_record):
+    fig = speed_record["figures"]
+    assert fig["quick"] is True and fig["device"] == "cpu"
+    (overhead,) = fig["overhead"]
+    assert overhead["config"] == "bike_small_cpu"
+    for key in ("train_step_state_s", "train_step_plain_s", "infer_batch_state_s",
+                "infer_batch_plain_s"):
+        assert _finite_number(overhead[key]) and overhead[key] > 0, key
+    assert overhead["train_overhead_pct"] == pytest.approx(
+        100 * (overhead["train_step_state_s"] / overhead["train_step_plain_s"] - 1))
+    (row,) = fig["vs_seed"]
+    assert (row["batch"], row["precision"]) == (2, "fp32")
+    for who in ("bikestate", "seed"):
+        for key in ("train_img_s", "train_step_ms", "infer_ms_per_img", "train_peak_mem_mib",
+                    "infer_peak_mem_mib"):
+            assert _finite_number(row[f"{who}_{key}"]) and row[f"{who}_{key}"] >= 0, key
+        assert row[f"{who}_train_img_s"] == pytest.approx(2000 / row[f"{who}_train_step_ms"])
+    assert row["train_speedup"] == pytest.approx(row["bikestate_train_img_s"]
+                                                 / row["seed_train_img_s"])
+    (loader,) = fig["loader"]
+    assert loader["workers"] == 0 and loader["images"] > 0 and loader["img_s"] > 0
+
+
+def test_accuracy_record(accuracy_record):
+    fig = accuracy_record["figures"]
+    assert fig["setting"] == "tiny"
+    assert set(fig["models"]) == {"bikestate_small", "bikestate_r50", "seed_r50"}
+    for name, m in fig["models"].items():
+        # Same budget for every model: same number of images seen.
+        assert m["images_seen"] == fig["images_seen"] == fig["epochs"] * fig["train_images"]
+        assert _finite_number(m["wall_s"]) and m["wall_s"] > 0
+        for key in ("bbox/AP", "bbox/AP50", "bbox_present/AP"):
+            assert _finite_number(m[key]) and 0 <= m[key] <= 100, (name, key)
+        for key in ("state/accuracy", "state/macro_f1", "verify/hallucination_rate"):
+            # null where undefined (a barely trained model may match no part)
+            assert m[key] is None or (_finite_number(m[key]) and 0 <= m[key] <= 1), (name, key)
+
+
+def test_make_results_renders_the_records(speed_record, accuracy_record, results_dir, tmp_path):
+    records_dir = tmp_path / "results"
+    shutil.copytree(os.path.join(BENCH, "results"), records_dir)
+    for name in ("speed", "accuracy"):
+        shutil.copy(os.path.join(results_dir, f"{name}.jsonl"), records_dir / f"{name}.jsonl")
+    out = tmp_path / "RESULTS.md"
+    args = ["--results-dir", str(records_dir), "--output", str(out)]
+
+    # Smoke records are listed but not shown as results ...
+    assert make_results.main(args) == 0
+    text = out.read_text()
+    assert "Only smoke-test records so far." in text
+    assert speed_record["date"] in text and accuracy_record["date"] in text
+    assert make_results.main(args + ["--check"]) == 0
+    out.write_text(text + "edited by hand\n")
+    assert make_results.main(args + ["--check"]) == 1
+
+    # ... and rendered with --include-smoke: tables and target verdicts.
+    assert make_results.main(args + ["--include-smoke"]) == 0
+    text = out.read_text()
+    assert "| bike_small_cpu |" in text
+    assert "| 2 | fp32 |" in text
+    assert "| bikestate_r50 |" in text and "| seed_r50 |" in text
+    assert "State branch overhead, bike_small_cpu, training step <= 3%" in text
+    assert ">= seed_r50 on every metric" in text
+    for record in make_results.load_records(str(records_dir)):
+        assert record["date"] in text
+
+
+def test_committed_results_md_is_generated():
+    """RESULTS.md is never hand-edited: it equals make_results' output for the committed
+    records (after appending a record, run ``python benchmarks/make_results.py``)."""
+    expected = make_results.render(make_results.load_records(os.path.join(BENCH, "results")))
+    with open(os.path.join(BENCH, "RESULTS.md"), encoding="utf-8") as f:
+        assert f.read() == expected, "benchmarks/RESULTS.md is stale: run benchmarks/make_results.py"
+
+
+def test_seed_dataset_and_instances(tmp_path):
+    """The seed's dataset converts xywh boxes and keeps ids and states; its predictions become
+    Instances with 0-based classes and state scores that sum to 1."""
+    from PIL import Image
+
+    from benchmarks import seed_baseline as S
+
+    Image.new("RGB", (64, 48), (90, 120, 30)).save(tmp_path / "a.jpg")
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(tmp_path / "b.jpg")
+    coco = {"images": [{"id": 7, "file_name": "a.jpg", "width": 64, "height": 48},
+                       {"id": 9, "file_name": "b.jpg", "width": 64, "height": 48}],
+            "categories": [{"id": 1, "name": "bell"}, {"id": 2, "name": "saddle"}],
+            "annotations": [{"id": 1, "image_id": 7, "category_id": 2, "bbox": [4, 5, 10, 20],
+                             "area": 200, "iscrowd": 0, "state": 3}]}
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    ds = S.BikePartsDataset(str(tmp_path / "coco.json"), str(tmp_path))
+    image, target = ds[0]
+    assert image.shape == (3, 48, 64) and 0 <= float(image.min()) <= float(image.max()) <= 1
+    assert target["boxes"].tolist() == [[4.0, 5.0, 14.0, 25.0]]
+    assert target["labels"].tolist() == [2] and target["states"].tolist() == [3]
+    assert int(target["image_id"]) == 7
+    _, empty = ds[1]
+    assert empty["boxes"].shape == (0, 4) and empty["states"].numel() == 0
+    images, targets = S.collate_fn([ds[0], ds[1]])
+    assert len(images) == len(targets) == 2
+
+    torch.manual_seed(0)
+    model = S.build_seed_model(num_parts=2, min_size=48, max_size=64)
+    # Training: detection + 0.5 x state; a batch without annotated parts has a zero state loss.
+    total, losses = model(list(images), list(targets))
+    assert float(total) == pytest.approx(
+        sum(float(losses[k]) for k in S.DETECTION_LOSSES) + 0.5 * float(losses["loss_state"]))
+    total, losses = model([images[1]], [targets[1]])
+    assert float(losses["loss_state"]) == 0 and math.isfinite(float(total))
+    model.eval()
+    (pred,) = model.predict([image])
+    n = len(pred["boxes"])
+    assert pred["state_scores"].shape == (n, 4) and pred["states"].shape == (n,)
+    # Force a known prediction through the conversion.
+    pred = {"boxes": torch.tensor([[1.0, 2.0, 30.0, 40.0]]), "labels": torch.tensor([2]),
+            "scores": torch.tensor([0.9]), "states": torch.tensor([1]),
+            "state_scores": torch.tensor([[0.1, 0.6, 0.2, 0.1]])}
+    inst = S.to_instances(pred, (48, 64), {1: 0, 2: 1})
+    assert inst.image_size == (48, 64)
+    assert inst.pred_classes.tolist() == [1] and inst.pred_states.tolist() == [1]
+    assert float(inst.state_scores.sum()) == pytest.approx(1.0)
