@@ -9,7 +9,8 @@ on CUDA every run ends with ``torch.cuda.synchronize()``.
    against the same config with detectron2's plain ``StandardROIHeads``, built from the same
    seed (identical weights except the state head): training step (forward, loss read-out,
    backward, optimizer step) and inference at batch 2; ``*_overhead_pct`` =
-   100 x (state / plain - 1). Targets (CPU): <= 3 % training, <= 2 % inference.
+   100 x (state / plain - 1) of the medians (``*_paired``: median of the per-round ratios).
+   Targets (CPU): <= 3 % training, <= 2 % inference.
 2. **bikestate against the seed baseline** (:mod:`benchmarks.seed_baseline`): bikestate's
    R50-FPN config with ``MODEL.WEIGHTS ""`` against torchvision's ``fasterrcnn_resnet50_fpn``
    + the seed's state head, both with FrozenBatchNorm and ResNet stages 3-5 trainable (stem and
@@ -231,17 +232,22 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def alternate(fns, repeats, warmup, device):
+def alternate(fns, repeats, warmup, device, desc=""):
     """Median seconds of each function of ``fns`` (name -> callable), run alternately.
 
     Order A B ... then reversed, repeat after repeat, so slow drifts of the machine hit every
     function alike. Returns ``{name: median seconds}`` and ``{name: [seconds]}``.
     """
+    from tqdm import tqdm
+
     names = list(fns)
+    bar = tqdm(total=warmup + repeats, desc=desc or " vs ".join(names), unit="round",
+               leave=False, file=sys.stderr)
     for _ in range(warmup):
         for name in names:
             fns[name]()
             _sync(device)
+        bar.update()
     times = {name: [] for name in names}
     for r in range(repeats):
         for name in (names if r % 2 == 0 else names[::-1]):
@@ -249,6 +255,8 @@ def alternate(fns, repeats, warmup, device):
             fns[name]()
             _sync(device)
             times[name].append(time.perf_counter() - start)
+        bar.update()
+    bar.close()
     return {n: statistics.median(t) for n, t in times.items()}, times
 
 
@@ -285,6 +293,10 @@ def peak_memory_mib(fn, device):
 # ------------------------------------------------------------------------------ parts
 
 
+def _paired_pct(runs):
+    return 100 * statistics.median(a / b - 1 for a, b in zip(runs["state"], runs["plain"]))
+
+
 def bench_overhead(config_file, samples, args):
     """Part 1: StateROIHeads against StandardROIHeads on the same config and batch."""
     cfg_state = load_cfg(config_file, args.device, args.image_size)
@@ -292,13 +304,13 @@ def bench_overhead(config_file, samples, args):
                          ["MODEL.ROI_HEADS.NAME", "StandardROIHeads"])
     state, plain = D2Runner(cfg_state), D2Runner(cfg_plain)
     batch = state.inputs(samples[:2])
-    train, _ = alternate({"state": lambda: state.train_step(batch),
-                          "plain": lambda: plain.train_step(batch)},
-                         args.repeats, args.warmup, args.device)
-    infer, _ = alternate({"state": lambda: state.infer(batch),
-                          "plain": lambda: plain.infer(batch)},
-                         args.repeats, args.warmup, args.device)
     name = os.path.splitext(os.path.basename(config_file))[0]
+    train, train_runs = alternate({"state": lambda: state.train_step(batch),
+                                   "plain": lambda: plain.train_step(batch)},
+                                  args.repeats, args.warmup, args.device, f"{name} train")
+    infer, infer_runs = alternate({"state": lambda: state.infer(batch),
+                                   "plain": lambda: plain.infer(batch)},
+                                  args.repeats, args.warmup, args.device, f"{name} inference")
     out = {
         "config": name,
         "batch": 2,
@@ -306,6 +318,10 @@ def bench_overhead(config_file, samples, args):
         "infer_batch_state_s": infer["state"], "infer_batch_plain_s": infer["plain"],
         "train_overhead_pct": 100 * (train["state"] / train["plain"] - 1),
         "infer_overhead_pct": 100 * (infer["state"] / infer["plain"] - 1),
+        # Median of the per-round ratios (each round runs both back to back): less sensitive
+        # to load changes of a shared machine than the ratio of the medians.
+        "train_overhead_pct_paired": _paired_pct(train_runs),
+        "infer_overhead_pct_paired": _paired_pct(infer_runs),
     }
     del state, plain
     gc.collect()
@@ -323,12 +339,13 @@ def bench_vs_seed(samples, args):
         b_ours, b_seed = ours.inputs(samples[:batch_size]), seed.inputs(samples[:batch_size])
         for precision in precisions:
             amp = precision == "amp"
+            what = f"batch {batch_size} {precision}"
             train, _ = alternate({"bikestate": lambda: ours.train_step(b_ours, amp),
                                   "seed": lambda: seed.train_step(b_seed, amp)},
-                                 args.repeats, args.warmup, args.device)
+                                 args.repeats, args.warmup, args.device, f"{what} train")
             infer, _ = alternate({"bikestate": lambda: ours.infer(b_ours, amp),
                                   "seed": lambda: seed.infer(b_seed, amp)},
-                                 args.repeats, args.warmup, args.device)
+                                 args.repeats, args.warmup, args.device, f"{what} inference")
             row = {"batch": batch_size, "precision": precision}
             for who, runner, b in (("bikestate", ours, b_ours), ("seed", seed, b_seed)):
                 row[f"{who}_train_img_s"] = batch_size / train[who]

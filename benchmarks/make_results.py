@@ -190,10 +190,13 @@ def render_speed(record):
     if fig.get("overhead"):
         rows = []
         for r in fig["overhead"]:
+            paired = {k: (f"{r[k]:+.2f}" if k in r else "n/a")
+                      for k in ("train_overhead_pct_paired", "infer_overhead_pct_paired")}
             rows.append([r["config"], 1000 * r["train_step_plain_s"],
                          1000 * r["train_step_state_s"], f"{r['train_overhead_pct']:+.2f}",
+                         paired["train_overhead_pct_paired"],
                          1000 * r["infer_batch_plain_s"], 1000 * r["infer_batch_state_s"],
-                         f"{r['infer_overhead_pct']:+.2f}"])
+                         f"{r['infer_overhead_pct']:+.2f}", paired["infer_overhead_pct_paired"]])
             if not cuda:
                 for kind, limit in (("train", OVERHEAD_TRAIN_MAX_PCT),
                                     ("infer", OVERHEAD_INFER_MAX_PCT)):
@@ -204,9 +207,11 @@ def render_speed(record):
                         + verdict(pct <= limit, f"{pct:+.2f}%" + (
                             "" if pct <= limit else f", {pct - limit:.2f} points over")))
         lines.append("**State branch overhead** (batch 2; StateROIHeads vs the same config with "
-                     "StandardROIHeads, same weights otherwise):\n\n" + table(
+                     "StandardROIHeads, same weights otherwise; +% from the medians, paired: "
+                     "median of per-round ratios; targets judged on the medians):\n\n" + table(
                          ["config", "train plain ms", "train state ms", "train +%",
-                          "infer plain ms", "infer state ms", "infer +%"], rows))
+                          "train +% (paired)", "infer plain ms", "infer state ms", "infer +%",
+                          "infer +% (paired)"], rows))
     if fig.get("vs_seed"):
         mem = ("CUDA max_memory_allocated, MiB" if fig.get("memory_measure", "").startswith(
             "cuda") else "growth of peak RSS over one step, MiB (approximate)")

@@ -82,6 +82,9 @@ def test_speed_record(speed_record):
         assert _finite_number(overhead[key]) and overhead[key] > 0, key
     assert overhead["train_overhead_pct"] == pytest.approx(
         100 * (overhead["train_step_state_s"] / overhead["train_step_plain_s"] - 1))
+    # one repeat in a quick run: the per-round ratio is the ratio of the medians
+    assert overhead["train_overhead_pct_paired"] == pytest.approx(overhead["train_overhead_pct"])
+    assert overhead["infer_overhead_pct_paired"] == pytest.approx(overhead["infer_overhead_pct"])
     (row,) = fig["vs_seed"]
     assert (row["batch"], row["precision"]) == (2, "fp32")
     for who in ("bikestate", "seed"):
