@@ -4,6 +4,8 @@ Call it before ``merge_from_file``: detectron2 rejects keys it does not know, wh
 catches a typo in a user's YAML. Every key has a one-line comment; defaults follow the seed
 pipeline (AdamW 1e-4, ReduceLROnPlateau 0.5/3, 20 epochs at batch 2, state loss weight 0.5).
 """
+import os
+
 from detectron2.config import CfgNode as CN
 
 from .constants import STATE_NAMES
@@ -155,4 +157,34 @@ def add_bikestate_config(cfg):
     _C.WANDB.NUM_VIS_IMAGES = 4
     # Upload model_best.pth as a W&B artifact at the end of training.
     _C.WANDB.LOG_CHECKPOINT = False
+    return cfg
+
+
+def merge_config_file(cfg, path):
+    """``cfg.merge_from_file(path)`` with every way a user's YAML can be wrong as one
+    :class:`~bikestate.utils.errors.ConfigError` naming the file (missing file or ``_BASE_``,
+    not YAML, not a mapping, unknown key, wrong value type), instead of a yacs/yaml traceback.
+    """
+    import yaml
+
+    from .utils.errors import ConfigError
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            content = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(e).split())}")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} cannot be read: {e}")
+    if not isinstance(content, dict):
+        raise ConfigError(f"config file {path} must hold KEY: value lines, found "
+                          f"{'nothing' if content is None else type(content).__name__}")
+    try:
+        cfg.merge_from_file(path)
+    except (KeyError, ValueError, AssertionError, TypeError, AttributeError, OSError,
+            yaml.YAMLError) as e:  # a _BASE_ file can be wrong in all the same ways
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ConfigError(f"config file {path}: {' '.join(str(message).split())}")
     return cfg

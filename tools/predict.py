@@ -83,17 +83,15 @@ def setup_cfg(args):
     """The frozen config: file + overrides, with the score threshold and a usable device."""
     from detectron2.config import get_cfg
 
-    from bikestate import add_bikestate_config
+    from bikestate.config import add_bikestate_config, merge_config_file
     from bikestate.utils.errors import ConfigError
 
-    if not os.path.isfile(args.config_file):
-        raise ConfigError(f"config file {args.config_file} does not exist")
     if len(args.opts) % 2:
         raise ConfigError(f"config overrides come in KEY VALUE pairs; got {' '.join(args.opts)}")
     cfg = get_cfg()
     add_bikestate_config(cfg)
+    merge_config_file(cfg, args.config_file)
     try:
-        cfg.merge_from_file(args.config_file)
         cfg.merge_from_list(args.opts)
     except (KeyError, ValueError, AssertionError, TypeError) as e:
         raise ConfigError(f"{args.config_file}: {' '.join(str(e).split())}") from e
