@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import posixpath
+import warnings
 from urllib.parse import urlparse
 
 import torch
@@ -27,7 +28,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from .utils.errors import WeightsError
 
-__all__ = ["BikeStateCheckpointer", "is_model_zoo_url", "TRUSTED_PICKLE_PREFIXES"]
+__all__ = ["BikeStateCheckpointer", "check_weights", "is_model_zoo_url",
+           "TRUSTED_PICKLE_PREFIXES"]
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +200,10 @@ class BikeStateCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint):
         """Load matching tensors; refuse a file that matches none of the model's tensors."""
+        # Counted before loading: the parents rename (model-zoo heuristics) but keep every key.
+        # pixel_mean/std come from the config whatever the file says: they do not count.
+        file_tensors = len([k for k in checkpoint.get("model") or {}
+                            if k.rsplit("module.", 1)[-1] not in _CONFIG_BUFFERS])
         incompatible = super()._load_model(checkpoint)
         model_keys = [k for k in self.model.state_dict() if k not in _CONFIG_BUFFERS]
         missing = set(incompatible.missing_keys)
@@ -211,7 +217,11 @@ class BikeStateCheckpointer(DetectionCheckpointer):
             "missing": sorted(missing - {k for k, _, _ in incompatible.incorrect_shapes}),
             "unexpected": sorted(incompatible.unexpected_keys),
         }
-        if not loaded:
+        # FrozenBatchNorm fills in running statistics a file lacks, so "loaded" alone can be
+        # non-zero for a file of another network: also require that the file gave a tensor.
+        used = (file_tensors - len(incompatible.unexpected_keys)
+                - len(incompatible.incorrect_shapes))
+        if not loaded or used <= 0:
             raise WeightsError(
                 f"weights file {source} matches none of the model's {len(model_keys)} tensors: "
                 f"it is a checkpoint of another architecture (e.g. another backbone or "
@@ -246,6 +256,48 @@ class BikeStateCheckpointer(DetectionCheckpointer):
                          f"model: " + _abbreviate(report["unexpected"]))
         level = logging.WARNING if len(lines) > 1 else logging.INFO
         self.logger.log(level, "\n".join(lines))
+
+
+class _QuietCheckpointer(BikeStateCheckpointer):
+    """For :func:`check_weights`: the real load logs its report later, once."""
+
+    def _log_incompatible_keys(self, incompatible):
+        pass
+
+
+def check_weights(cfg, path=None):
+    """Raise the :class:`WeightsError` that loading ``path`` (default ``cfg.MODEL.WEIGHTS``)
+    into the model of ``cfg`` would raise: missing file, refused pickle, unreadable file,
+    another architecture. Tools call it before they write anything.
+
+    The weights are loaded into a shape-only copy of the model on PyTorch's ``meta`` device: no
+    memory for parameters, no computation, the very checks of a real load. If the model cannot
+    be built there, nothing is checked (the real load still is).
+
+    Returns:
+        dict or None: the load report (see :attr:`BikeStateCheckpointer.last_load_report`), or
+        None when there is nothing to check.
+    """
+    path = cfg.MODEL.WEIGHTS if path is None else path
+    if not path:
+        return None
+    from detectron2.modeling import build_model
+
+    meta_cfg = cfg.clone()
+    meta_cfg.defrost()
+    meta_cfg.MODEL.DEVICE = "meta"
+    try:
+        with torch.device("meta"):
+            model = build_model(meta_cfg)
+    except Exception as e:  # noqa: BLE001  an optional early check; the real load follows
+        logger.debug("check_weights: cannot build the model on the meta device (%s)", e)
+        return None
+    checkpointer = _QuietCheckpointer(model, allow_pickled=cfg.MODEL.ALLOW_PICKLED_WEIGHTS,
+                                      save_to_disk=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # copying into meta tensors does nothing, as meant here
+        checkpointer.load(path)
+    return checkpointer.last_load_report
 
 
 def _abbreviate(keys, limit=8):

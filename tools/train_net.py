@@ -37,27 +37,34 @@ def setup(args):
     """Config: defaults + bikestate keys, the YAML file, the data environment (.env), the
     command-line options; datasets registered; machine-dependent values filled in."""
     import bikestate  # noqa: F401  registers the model parts, datasets loaders, evaluator
-    from bikestate.config import add_bikestate_config
+    from detectron2.data import DatasetCatalog
+
+    from bikestate.checkpoint import check_weights
+    from bikestate.config import add_bikestate_config, merge_config_file
     from bikestate.data.datasets import apply_data_environment, register_bike_datasets
     from bikestate.engine import prepare_training_config
 
     cfg = get_cfg()
     add_bikestate_config(cfg)
     if args.config_file:
-        if not os.path.isfile(args.config_file):
-            raise ConfigError(f"config file {args.config_file} does not exist")
-        try:
-            cfg.merge_from_file(args.config_file)
-        except KeyError as e:
-            raise ConfigError(f"config file {args.config_file}: {e.args[0] if e.args else e}")
+        merge_config_file(cfg, args.config_file)
     apply_data_environment(cfg)
     try:
         cfg.merge_from_list(args.opts)
     except (KeyError, ValueError, AssertionError) as e:
         raise ConfigError(f"command-line options: {e.args[0] if e.args else e}")
-    register_bike_datasets(cfg)
+    registered = register_bike_datasets(cfg)
+    unknown = [d for d in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)
+               if d not in DatasetCatalog.list()]
+    if unknown:
+        raise ConfigError(f"DATASETS names {', '.join(map(repr, unknown))}: not registered "
+                          f"(the bike datasets are {', '.join(sorted(registered))})")
     notices = prepare_training_config(cfg)
     cfg.freeze()
+    # Weights that cannot be used fail here, before default_setup writes into OUTPUT_DIR;
+    # a resumed run loads its last checkpoint instead.
+    if not (args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))):
+        check_weights(cfg)
     default_setup(cfg, args)
     # bikestate's own loggers go to the console and OUTPUT_DIR/log.txt like detectron2's.
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="bikestate")
