@@ -40,15 +40,19 @@ def setup_cfg(args):
     """Config in the users' precedence: options > env / .env > config file > defaults."""
     from detectron2.config import get_cfg
 
-    from bikestate import add_bikestate_config
+    from bikestate.config import add_bikestate_config, merge_config_file
     from bikestate.data import apply_data_environment
+    from bikestate.utils.errors import ConfigError
 
     cfg = get_cfg()
     add_bikestate_config(cfg)
     if args.config_file:
-        cfg.merge_from_file(args.config_file)
+        merge_config_file(cfg, args.config_file)
     apply_data_environment(cfg)
-    cfg.merge_from_list(args.opts)
+    try:
+        cfg.merge_from_list(args.opts)
+    except (KeyError, ValueError, AssertionError) as e:
+        raise ConfigError(f"command-line options: {' '.join(str(e).split())}")
     cfg.freeze()
     return cfg
 
@@ -105,7 +109,7 @@ def main(argv=None):
         from detectron2.structures import BoxMode
 
         from bikestate.data import BikeStateDatasetMapper, register_bike_datasets
-        from bikestate.utils.errors import ConfigError
+        from bikestate.utils.errors import ConfigError, DataError
         from bikestate.utils.io import atomic_write_bytes
 
         cfg = setup_cfg(args)
@@ -119,18 +123,29 @@ def main(argv=None):
             dicts = dicts[: args.num]
         mapper = BikeStateDatasetMapper(cfg, is_train=True) if args.source == "dataloader" \
             else None
-        os.makedirs(args.output, exist_ok=True)
+        existing = os.path.abspath(args.output)  # fail before drawing if it cannot be made
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise ConfigError(f"--output {args.output}: cannot create it, {existing} is not a "
+                              "folder")
 
         for d in tqdm(dicts, desc=f"drawing {args.dataset}", unit="img"):
+            try:
+                if mapper is None:
+                    image = utils.read_image(d["file_name"], format="RGB")
+                else:
+                    out = mapper(d)
+            except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for broken files
+                raise DataError(f"{d['file_name']}: unreadable image ({' '.join(str(e).split())})"
+                                f" in dataset {args.dataset} ({metadata.json_file})") from e
             if mapper is None:
-                image = utils.read_image(d["file_name"], format="RGB")
                 annos = d.get("annotations", [])
                 boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
                                   for a in annos], dtype=np.float32).reshape(-1, 4)
                 classes = [a["category_id"] for a in annos]
                 states = [a["state"] for a in annos]
             else:
-                out = mapper(d)
                 image = utils.convert_image_to_rgb(out["image"].permute(1, 2, 0).numpy(),
                                                    cfg.INPUT.FORMAT)
                 inst = out["instances"]
@@ -141,7 +156,12 @@ def main(argv=None):
             buffer = io.BytesIO()
             Image.fromarray(drawing).save(buffer, format="JPEG", quality=92)
             stem = os.path.splitext(os.path.basename(d["file_name"]))[0]
-            atomic_write_bytes(buffer.getvalue(), os.path.join(args.output, stem + ".jpg"))
+            try:  # created with the first picture: a run that draws nothing leaves nothing
+                os.makedirs(args.output, exist_ok=True)
+                atomic_write_bytes(buffer.getvalue(), os.path.join(args.output, stem + ".jpg"))
+            except OSError as e:
+                raise ConfigError(f"--output {args.output}: cannot write the drawings "
+                                  f"({e.strerror or e})") from e
         print(f"{len(dicts)} images drawn into {args.output}")
         return 0
 
