@@ -493,7 +493,7 @@ class _FileSource:
         from .coco import convert_to_coco
 
         logger.info(f"{self.split}: converting {self.json_file} -> {self.converted_path}")
-        os.makedirs(self.output_dir, exist_ok=True)
+        # convert_to_coco creates OUTPUT_DIR itself, only once the input proved valid.
         convert_to_coco(self.json_file, self.images_dir, self.converted_path,
                         on_invalid=self.on_invalid, categories=categories)
         record = self._source_record(hash_input=True, categories=categories)
