@@ -302,6 +302,9 @@ CASES = [
     # --- convert_to_coco: options and output ----------------------------------------------
     Case("convert-unknown-on-invalid", "convert_to_coco", convert("--on-invalid", "ignore"),
          ["--on-invalid", "invalid choice", "'ignore'"]),
+    Case("convert-categories-from-missing", "convert_to_coco",
+         convert("--categories-from", "{ws}/nope_coco.json", json_file="{ws}/ann.json"),
+         ["{ws}/nope_coco.json", "not found"]),
     Case("convert-output-under-a-file", "convert_to_coco",
          convert(json_file="{ws}/ann.json", out="{ws}/a_file/coco.json"),
          ["{ws}/a_file/coco.json", "cannot write"]),
@@ -314,6 +317,8 @@ CASES = [
     Case("split-record-without-parts", "split_dataset", split(json_file="{ws}/bad.json"),
          ["{ws}/bad.json", "malformed image records"],
          annotations_with(lambda a: a["a.jpg"].pop("parts"))),
+    Case("split-annotation-file-missing", "split_dataset", split(json_file="{ws}/nope.json"),
+         ["{ws}/nope.json", "not found"]),
     Case("split-val-fraction-above-1", "split_dataset", split("--val-fraction", "1.5"),
          ["val fraction", "[0, 1)", "1.5"]),
     Case("split-negative-test-fraction", "split_dataset", split("--test-fraction", "-0.1"),
@@ -556,3 +561,20 @@ def test_end_to_end_in_a_subprocess(case_id, subprocess_runs):
     case, ws, before, code, stderr = subprocess_runs[case_id]
     check_answer(case, ws, code, stderr)
     assert snapshot(ws) == before, "files were written, changed or removed"
+
+
+def test_debug_shows_the_real_exception(workspace, monkeypatch, capfd):
+    """The one-line answer hides the traceback only by default: --debug and BIKESTATE_DEBUG=1
+    let the exception through (a developer's traceback)."""
+    from bikestate.utils.errors import DataError
+
+    case = next(c for c in CASES if c.id == "convert-truncated-json")
+    case.setup(workspace)
+    debug_case = dataclasses.replace(case, argv=[*case.argv, "--debug"])
+    with pytest.raises(DataError, match="unparsable JSON"):
+        run_in_process(debug_case, workspace, monkeypatch, capfd)
+    argv = [fill(a, workspace) for a in case.argv]  # no --debug this time: the environment
+    monkeypatch.setattr(sys, "argv", [os.path.join(TOOLS_DIR, "convert_to_coco.py"), *argv])
+    monkeypatch.setenv("BIKESTATE_DEBUG", "1")
+    with pytest.raises(DataError, match="unparsable JSON"):
+        load_tool("convert_to_coco").main(argv)
