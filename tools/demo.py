@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 
+from detectron2.evaluation.testing import flatten_results_dict
 from tabulate import tabulate
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
@@ -99,10 +100,11 @@ def main():
                               os.path.join(data, "heldout", "images"), "--output", predict_dir,
                               *args.opts, "MODEL.WEIGHTS", weights])
 
-    results_file = os.path.join(eval_dir, "eval_results.json")
+    # Written by BikeStateEvaluator (nested by task, as detectron2 returns results).
+    results_file = os.path.join(eval_dir, "inference", "bikestate_metrics.json")
     if os.path.exists(results_file):
         with open(results_file, encoding="utf-8") as f:
-            results = json.load(f)
+            results = flatten_results_dict(json.load(f))
         rows = [(k, f"{results[k]:.4f}") for k in HEADLINE_METRICS if k in results]
         print("\nValidation metrics of the best checkpoint:")
         print(tabulate(rows, headers=["metric", "value"], tablefmt="github"))
