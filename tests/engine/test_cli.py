@@ -5,7 +5,7 @@ import os
 
 import torch
 
-from conftest import SMALL_CONFIG, run_cli, tiny_opts
+from engine_helpers import SMALL_CONFIG, run_cli, tiny_opts
 from wandb_files import offline_runs, read_run
 
 

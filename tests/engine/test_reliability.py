@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, SMALL_CONFIG, TRAIN_NET, run_cli, tiny_opts
+from engine_helpers import REPO, SMALL_CONFIG, TRAIN_NET, run_cli, tiny_opts
 
 
 def _popen(out, synth_dir, *extra, env=None):

@@ -21,7 +21,7 @@ def read_metrics(output_dir):
 @pytest.fixture(scope="module")
 def adamw_plateau_run(tmp_path_factory, train_net, synth_dir):
     """8 iterations, AdamW + ReduceLROnPlateau, evaluation every 4 iterations."""
-    from conftest import SMALL_CONFIG, tiny_opts
+    from engine_helpers import SMALL_CONFIG, tiny_opts
     from detectron2.engine import default_argument_parser
 
     out = tmp_path_factory.mktemp("adamw_plateau")

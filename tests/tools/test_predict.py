@@ -147,7 +147,9 @@ def test_detections_are_in_upright_original_pixels(run):
         by_image.setdefault(os.path.basename(det["file_name"]), []).append(det)
         assert set(det["state_scores"]) == set(STATE_NAMES)
         assert sum(det["state_scores"].values()) == pytest.approx(1.0, abs=1e-3)
-        assert det["state"] == max(det["state_scores"], key=det["state_scores"].get)
+        # The state is the most likely one (the file rounds probabilities to 5 decimals, so a
+        # near-tie of the random-init model may round to equal values).
+        assert det["state_scores"][det["state"]] >= max(det["state_scores"].values()) - 1e-5
         assert det["score"] >= float(THRESHOLD)
         assert det["part"] == PART_NAMES[det["category_id"] - 1]
     assert set(by_image) == set(READABLE)
