@@ -18,7 +18,7 @@ Two estimates of the overhead are recorded:
   kept detections) relative to the baseline step: a low-noise check of the same quantity.
 
     python benchmarks/bench_state_branch.py [--config configs/bike_small_cpu.yaml]
-        [--size 320] [--repeats 15] [--threads 2] [--batch 2]
+        [--size 320] [--repeats 15] [--threads 2] [--batch 2] [--opts KEY VALUE ...]
 """
 import argparse
 import os
@@ -36,7 +36,7 @@ TRAIN_TARGET_PCT = 3.0
 INFER_TARGET_PCT = 2.0
 
 
-def make_cfg(config_file, size, roi_heads_name):
+def make_cfg(config_file, size, roi_heads_name, opts=()):
     from detectron2.config import get_cfg
 
     from bikestate import add_bikestate_config
@@ -47,7 +47,11 @@ def make_cfg(config_file, size, roi_heads_name):
     cfg.merge_from_list([
         "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.TIMM.PRETRAINED", False,
         "INPUT.MIN_SIZE_TEST", size, "MODEL.ROI_HEADS.NAME", roi_heads_name,
+        # Every image keeps its 100 best detections (TEST.DETECTIONS_PER_IMAGE), even with
+        # random weights: the state head's worst case at inference.
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
     ])
+    cfg.merge_from_list(list(opts))
     return cfg
 
 
@@ -114,12 +118,12 @@ def state_head_fn(model, num_rows, train):
     return run
 
 
-def bench(config_file, size, repeats, batch, seed=0):
+def bench(config_file, size, repeats, batch, seed=0, opts=()):
     from detectron2.modeling import build_model
 
     torch.manual_seed(seed)
-    state_model = build_model(make_cfg(config_file, size, "StateROIHeads"))
-    base_model = build_model(make_cfg(config_file, size, "StandardROIHeads"))
+    state_model = build_model(make_cfg(config_file, size, "StateROIHeads", opts))
+    base_model = build_model(make_cfg(config_file, size, "StandardROIHeads", opts))
     missing = base_model.load_state_dict(state_model.state_dict(), strict=False)
     assert not missing.missing_keys, missing.missing_keys  # every shared tensor is equal
     height, width = size, int(round(size * 4 / 3))
@@ -193,6 +197,9 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--no-record", action="store_true", help="print only")
+    parser.add_argument("--opts", nargs="*", default=[],
+                        help="config overrides for every config, e.g. MODEL.RESNETS.NORM GN "
+                        "(random FrozenBN ResNet-50 weights overflow: no detections to time)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     configs = args.config or [os.path.join(repo, "configs", "bike_small_cpu.yaml")]
@@ -205,7 +212,9 @@ def main(argv=None):
     runs = []
     for config_file, size in zip(configs, sizes):
         start = time.perf_counter()
-        run = bench(config_file, size, args.repeats, args.batch)
+        run = bench(config_file, size, args.repeats, args.batch, opts=args.opts)
+        if args.opts:
+            run["opts"] = " ".join(str(o) for o in args.opts)
         run["wall_s"] = round(time.perf_counter() - start, 1)
         runs.append(run)
         print(" ".join(f"{k}={v}" for k, v in run.items()), flush=True)
