@@ -6,7 +6,8 @@
 2. train the small CPU config from scratch with tools/train_net.py, the DelftBikes files given
    through the seed's environment variables (TRAIN_JSON, VAL_JSON, TRAIN_CLEANED, VAL_CLEANED,
    OUTPUT_DIR), so they are converted to OUTPUT_DIR/train_coco.json and val_coco.json;
-3. evaluate the best checkpoint on val (COCO mAP, state and verification metrics, as a table);
+3. evaluate on val at the end of training (COCO mAP, state and verification metrics, printed
+   as a table; the evaluator's files, confusion matrix and per-part table, under train/inference);
 4. run tools/predict.py on the held-out images;
 5. print where the pictures, the inspection report and the training outputs are.
 
@@ -86,13 +87,11 @@ def main():
                            [py, os.path.join(TOOLS, "train_net.py"), "--config-file",
                             args.config_file, *args.opts], env=env)
 
+    # The config evaluates once, at the end of training (TEST.EVAL_PERIOD = MAX_ITER): that
+    # evaluation scores the final weights, which are therefore also model_best.pth.
     best = os.path.join(train_dir, "model_best.pth")
     weights = best if os.path.exists(best) else os.path.join(train_dir, "model_final.pth")
-    eval_dir = os.path.join(out, "eval")
-    timings["evaluate"] = run("evaluate the best checkpoint on val",
-                              [py, os.path.join(TOOLS, "train_net.py"), "--config-file",
-                               args.config_file, "--eval-only", *args.opts,
-                               "MODEL.WEIGHTS", weights, "OUTPUT_DIR", eval_dir], env=env)
+    eval_dir = os.path.join(train_dir, "inference")
 
     timings["predict"] = run("predict on held-out photos",
                              [py, os.path.join(TOOLS, "predict.py"), "--config-file",
@@ -101,12 +100,12 @@ def main():
                               *args.opts, "MODEL.WEIGHTS", weights])
 
     # Written by BikeStateEvaluator (nested by task, as detectron2 returns results).
-    results_file = os.path.join(eval_dir, "inference", "bikestate_metrics.json")
+    results_file = os.path.join(eval_dir, "bikestate_metrics.json")
     if os.path.exists(results_file):
         with open(results_file, encoding="utf-8") as f:
             results = flatten_results_dict(json.load(f))
         rows = [(k, f"{results[k]:.4f}") for k in HEADLINE_METRICS if k in results]
-        print("\nValidation metrics of the best checkpoint:")
+        print("\nValidation metrics (SynthBikes val) of model_best.pth:")
         print(tabulate(rows, headers=["metric", "value"], tablefmt="github"))
     total = time.time() - start
     print("\nTime per step: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) +
