@@ -104,8 +104,10 @@ def main():
     if os.path.exists(results_file):
         with open(results_file, encoding="utf-8") as f:
             results = flatten_results_dict(json.load(f))
-        rows = [(k, f"{results[k]:.4f}") for k in HEADLINE_METRICS if k in results]
-        print("\nValidation metrics (SynthBikes val) of model_best.pth:")
+        # An undefined rate (nothing to count) is NaN, stored as null in the JSON file.
+        rows = [(k, "n/a" if results[k] is None else f"{results[k]:.4f}")
+                for k in HEADLINE_METRICS if k in results]
+        print("\nValidation metrics (SynthBikes val) of model_best.pth (AP in %):")
         print(tabulate(rows, headers=["metric", "value"], tablefmt="github"))
     total = time.time() - start
     print("\nTime per step: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) +
