@@ -188,3 +188,24 @@ def merge_config_file(cfg, path):
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         raise ConfigError(f"config file {path}: {' '.join(str(message).split())}")
     return cfg
+
+
+def get_user_config(config_file, opts):
+    """A config in the precedence users get from every tool: command-line ``opts`` (KEY VALUE
+    list) > environment variables / ``.env`` (the seed's TRAIN_JSON, ...) > ``config_file`` >
+    defaults. Returns an unfrozen cfg; bad input is one :class:`ConfigError`."""
+    from detectron2.config import get_cfg
+
+    from .data.datasets import apply_data_environment
+    from .utils.errors import ConfigError
+
+    cfg = add_bikestate_config(get_cfg())
+    if config_file:
+        merge_config_file(cfg, config_file)
+    apply_data_environment(cfg)
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, ValueError, AssertionError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ConfigError(f"command-line options: {' '.join(str(message).split())}")
+    return cfg

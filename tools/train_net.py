@@ -22,7 +22,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import detectron2.utils.comm as comm  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
 from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
 from detectron2.evaluation import verify_results  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
@@ -40,19 +39,11 @@ def setup(args):
     from detectron2.data import DatasetCatalog
 
     from bikestate.checkpoint import check_weights
-    from bikestate.config import add_bikestate_config, merge_config_file
-    from bikestate.data.datasets import apply_data_environment, register_bike_datasets
+    from bikestate.config import get_user_config
+    from bikestate.data.datasets import register_bike_datasets
     from bikestate.engine import prepare_training_config
 
-    cfg = get_cfg()
-    add_bikestate_config(cfg)
-    if args.config_file:
-        merge_config_file(cfg, args.config_file)
-    apply_data_environment(cfg)
-    try:
-        cfg.merge_from_list(args.opts)
-    except (KeyError, ValueError, AssertionError) as e:
-        raise ConfigError(f"command-line options: {e.args[0] if e.args else e}")
+    cfg = get_user_config(args.config_file, args.opts)
     registered = register_bike_datasets(cfg)
     unknown = [d for d in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)
                if d not in DatasetCatalog.list()]

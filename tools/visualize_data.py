@@ -38,21 +38,9 @@ def get_parser():
 
 def setup_cfg(args):
     """Config in the users' precedence: options > env / .env > config file > defaults."""
-    from detectron2.config import get_cfg
+    from bikestate.config import get_user_config
 
-    from bikestate.config import add_bikestate_config, merge_config_file
-    from bikestate.data import apply_data_environment
-    from bikestate.utils.errors import ConfigError
-
-    cfg = get_cfg()
-    add_bikestate_config(cfg)
-    if args.config_file:
-        merge_config_file(cfg, args.config_file)
-    apply_data_environment(cfg)
-    try:
-        cfg.merge_from_list(args.opts)
-    except (KeyError, ValueError, AssertionError) as e:
-        raise ConfigError(f"command-line options: {' '.join(str(e).split())}")
+    cfg = get_user_config(args.config_file, args.opts)
     cfg.freeze()
     return cfg
 
