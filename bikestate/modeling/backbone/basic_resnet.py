@@ -7,11 +7,11 @@ takes the same ``MODEL.RESNETS`` keys (``DEPTH`` 18 or 34, ``STEM_OUT_CHANNELS``
 ``RES2_OUT_CHANNELS``, ``NORM``, ``OUT_FEATURES``) without that restriction.
 """
 from detectron2.layers import ShapeSpec
-from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, ResNet
-from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+from detectron2.modeling.backbone import BACKBONE_REGISTRY, ResNet
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem
 
 from ...utils.errors import ConfigError
+from .fpn import build_fpn_with_max_pool_level
 
 __all__ = ["build_basic_resnet_backbone", "build_basic_resnet_fpn_backbone"]
 
@@ -47,15 +47,4 @@ def build_basic_resnet_backbone(cfg, input_shape: ShapeSpec):
 @BACKBONE_REGISTRY.register()
 def build_basic_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
     """:func:`build_basic_resnet_backbone` behind an FPN with a max-pooled extra level."""
-    bottom_up = build_basic_resnet_backbone(cfg, input_shape)
-    in_features = list(cfg.MODEL.FPN.IN_FEATURES)
-    top_block = LastLevelMaxPool()
-    top_block.in_feature = "p" + in_features[-1][len("res"):]  # pooled from the coarsest level
-    return FPN(
-        bottom_up=bottom_up,
-        in_features=in_features,
-        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
-        norm=cfg.MODEL.FPN.NORM,
-        top_block=top_block,
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-    )
+    return build_fpn_with_max_pool_level(cfg, build_basic_resnet_backbone(cfg, input_shape))

@@ -17,10 +17,10 @@ from typing import Dict
 import torch
 
 from detectron2.layers import ShapeSpec
-from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
-from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone
 
 from ...utils.errors import ConfigError, WeightsError
+from .fpn import build_fpn_with_max_pool_level
 
 __all__ = ["TimmBackbone", "build_timm_backbone", "build_timm_fpn_backbone"]
 
@@ -109,14 +109,4 @@ def build_timm_fpn_backbone(cfg, input_shape: ShapeSpec):
             f"{cfg.MODEL.TIMM.NAME!r} with OUT_INDICES {list(cfg.MODEL.TIMM.OUT_INDICES)}; "
             f"it gives {list(bottom_up.output_shape())}"
         )
-    top_block = LastLevelMaxPool()
-    # P6 is pooled from the coarsest FPN level, whatever its stride.
-    top_block.in_feature = "p" + in_features[-1][len("res"):]
-    return FPN(
-        bottom_up=bottom_up,
-        in_features=in_features,
-        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
-        norm=cfg.MODEL.FPN.NORM,
-        top_block=top_block,
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-    )
+    return build_fpn_with_max_pool_level(cfg, bottom_up)
