@@ -5,10 +5,23 @@ rendered at exactly the input size, so no model resizes anything. Timed function
 (A B B A ...) and each figure is the median of ``--repeats`` runs after ``--warmup`` runs;
 on CUDA every run ends with ``torch.cuda.synchronize()``.
 
+The cost of a step depends on the weights: as the RPN learns, its proposals spread out and
+non-maximum suppression and matching do more work (on this CPU a free-running R50-FPN step went
+from 4 s to 7 s within its first five steps from random initialisation, while restoring the
+weights before each step kept it at 3.5 s). A free-running A/B comparison therefore measures
+two models at different points of their own trajectories. So every model first trains
+``--settle-steps`` steps on the batch, its weights and optimizer state are snapshotted, and the
+snapshot is restored (untimed) before every warm-up and timed run, training and inference:
+each figure is the cost of the same step at the same weights.
+
 1. **State branch overhead**: each config in ``--overhead-configs`` as is (``StateROIHeads``)
-   against the same config with detectron2's plain ``StandardROIHeads``, built from the same
-   seed (identical weights except the state head): training step (forward, loss read-out,
-   backward, optimizer step) and inference at batch 2; ``*_overhead_pct`` =
+   against the same config with detectron2's plain ``StandardROIHeads``: after the state
+   model's settling steps the plain model takes over its weights and optimizer state (all but
+   the state head's), and the random seed is reset before every run, so both propose and
+   sample the same boxes; training step (forward, loss read-out, backward, optimizer step) and
+   inference at batch 2, with every image keeping 100 detections (``SCORE_THRESH_TEST 0``, the
+   state head's worst case); ``--overhead-repeats`` training rounds (default 3x ``--repeats``)
+   and four times as many inference rounds, since differences of 2 % need many; ``*_overhead_pct`` =
    100 x (state / plain - 1) of the medians (``*_paired``: median of the per-round ratios).
    Targets (CPU): <= 3 % training, <= 2 % inference.
 2. **bikestate against the seed baseline** (:mod:`benchmarks.seed_baseline`): bikestate's
@@ -16,10 +29,14 @@ on CUDA every run ends with ``torch.cuda.synchronize()``.
    + the seed's state head, both with FrozenBatchNorm and ResNet stages 3-5 trainable (stem and
    stage 2 frozen), AdamW, same images: training images/s and inference ms/image (detections
    with states for both) at each ``--batch-sizes``, fp32 and, on CUDA, AMP (float16 autocast +
-   GradScaler). Peak memory of one step: on CUDA ``torch.cuda.max_memory_allocated`` (absolute,
-   weights and optimizer state included); on CPU the growth of the process's peak resident set
-   over the step (``VmHWM`` - ``VmRSS`` before, after resetting ``VmHWM`` through
-   ``/proc/self/clear_refs``; allocator caching makes it approximate).
+   GradScaler). Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over one step
+   (absolute: weights, optimizer state and activations); on CPU the peak resident set
+   (``VmHWM``) of a fresh process (``spawn``) that builds only that model and runs two training
+   steps (the second with the optimizer state allocated) or one inference: weights, optimizer
+   state, activations and the framework the pipeline imports (torch + detectron2 for bikestate,
+   torch + torchvision for the seed). Measuring inside the benchmark's own process cannot
+   work on CPU: the allocator keeps freed memory, so a step's growth over the resident set of
+   earlier steps is often zero.
    Target (CUDA, AMP, batch 8): bikestate >= 1.3x the seed's training images/s.
 3. **Training data loader**: ``BikeStateTrainer.build_train_loader`` (BikeStateDatasetMapper,
    augmentations of the R50-FPN config resized to the input size) on SynthBikes JPEGs written
@@ -34,6 +51,7 @@ Prints a table and appends a record to ``benchmarks/results/speed.jsonl``.
 """
 import argparse
 import contextlib
+import copy
 import gc
 import os
 import statistics
@@ -51,6 +69,9 @@ from benchmarks.common import RESULTS_DIR, append_record  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 R50_CONFIG = os.path.join(REPO, "configs", "bike_r50_fpn.yaml")
 SMALL_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu.yaml")
+# Part 1 times inference this many times more often than training: a step is ~4x cheaper, and
+# a 2 % difference needs many rounds on a shared machine.
+INFER_REPEATS_FACTOR = 4
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -139,7 +160,27 @@ def _autocast(device, amp):
         else contextlib.nullcontext()
 
 
-class D2Runner:
+class _Snapshots:
+    """Snapshot and restore of a runner's weights, optimizer and grad-scaler state."""
+
+    def settle(self, batch, steps, amp=False):
+        """Train ``steps`` steps on ``batch``, then snapshot (see the module docstring)."""
+        for _ in range(steps):
+            self.train_step(batch, amp)
+        self.snapshot()
+
+    def snapshot(self):
+        self._snapshot = copy.deepcopy((self.model.state_dict(), self.optimizer.state_dict(),
+                                        self.scaler.state_dict()))
+
+    def restore(self):
+        model, optimizer, scaler = self._snapshot
+        self.model.load_state_dict(model)
+        self.optimizer.load_state_dict(optimizer)
+        self.scaler.load_state_dict(scaler)
+
+
+class D2Runner(_Snapshots):
     """A bikestate (detectron2) model with the optimizer and step of BikeStateTrainLoop."""
 
     def __init__(self, cfg, seed=0):
@@ -184,7 +225,7 @@ class D2Runner:
             return self.model(batch)
 
 
-class SeedRunner:
+class SeedRunner(_Snapshots):
     """The seed baseline with its optimizer and step (losses read for logging each step)."""
 
     def __init__(self, image_size, device, seed=0, frozen_bn=True, trainable_layers=3):
@@ -224,6 +265,24 @@ class SeedRunner:
             return self.model.predict(batch[0])
 
 
+def take_over(plain, state):
+    """Give D2Runner ``plain`` the weights and optimizer state of ``state`` (all but its state
+    head, which ``plain`` lacks), matched by parameter name."""
+    result = plain.model.load_state_dict(state.model.state_dict(), strict=False)
+    if result.missing_keys or any(not k.startswith("roi_heads.state_head.")
+                                  for k in result.unexpected_keys):
+        raise RuntimeError(f"models differ beyond the state head: {result}")
+    state_params = dict(state.model.named_parameters())
+    plain.optimizer.state.clear()
+    for name, param in plain.model.named_parameters():
+        moments = state.optimizer.state.get(state_params[name])
+        if moments:
+            plain.optimizer.state[param] = {k: v.clone() if torch.is_tensor(v) else v
+                                            for k, v in moments.items()}
+    plain.scaler.load_state_dict(state.scaler.state_dict())
+    plain.snapshot()
+
+
 # ------------------------------------------------------------------------------ measuring
 
 
@@ -232,12 +291,14 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def alternate(fns, repeats, warmup, device, desc=""):
+def alternate(fns, repeats, warmup, device, desc="", setup=None):
     """Median seconds of each function of ``fns`` (name -> callable), run alternately.
 
     Order A B ... then reversed, repeat after repeat, so slow drifts of the machine hit every
-    function alike. Returns ``{name: median seconds}`` and ``{name: [seconds]}``.
+    function alike. ``setup`` (name -> callable) runs untimed before each run of that
+    function. Returns ``{name: median seconds}`` and ``{name: [seconds]}``.
     """
+    setup = setup or {}
     from tqdm import tqdm
 
     names = list(fns)
@@ -245,12 +306,17 @@ def alternate(fns, repeats, warmup, device, desc=""):
                leave=False, file=sys.stderr)
     for _ in range(warmup):
         for name in names:
+            if name in setup:
+                setup[name]()
             fns[name]()
             _sync(device)
         bar.update()
     times = {name: [] for name in names}
     for r in range(repeats):
         for name in (names if r % 2 == 0 else names[::-1]):
+            if name in setup:
+                setup[name]()
+                _sync(device)
             start = time.perf_counter()
             fns[name]()
             _sync(device)
@@ -268,26 +334,37 @@ def _proc_status_kib(key):
     return None
 
 
-def peak_memory_mib(fn, device):
-    """Peak memory of one call of ``fn`` in MiB (see the module docstring for the definition)."""
+def cuda_peak_memory_mib(fn):
+    """``torch.cuda.max_memory_allocated`` over one call of ``fn``, in MiB."""
     gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() / 2**20
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS
-    except OSError:
-        return float("nan")
-    before = _proc_status_kib("VmRSS")
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
     fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def _process_peak_rss_child(who, cfg_args, samples, train, threads):
+    """In a fresh process: build ``who``'s model, run it, return the peak resident set (MiB)."""
+    torch.set_num_threads(threads)
+    if who == "bikestate":
+        runner = D2Runner(load_cfg(*cfg_args))
+    else:
+        runner = SeedRunner(cfg_args[2], "cpu")
+    batch = runner.inputs(samples)
+    for _ in range(2 if train else 1):
+        runner.train_step(batch) if train else runner.infer(batch)
     peak = _proc_status_kib("VmHWM")
-    if before is None or peak is None:
-        return float("nan")
-    return max(peak - before, 0) / 1024
+    return float("nan") if peak is None else peak / 1024
+
+
+def process_peak_rss_mib(who, cfg_args, samples, train, threads):
+    """Peak resident set of a fresh process running only ``who``'s model (module docstring)."""
+    import multiprocessing
+
+    # spawn, not fork: a forked child would inherit this process's memory and OpenMP threads.
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_process_peak_rss_child, (who, cfg_args, samples, train, threads))
 
 
 # ------------------------------------------------------------------------------ parts
@@ -299,18 +376,33 @@ def _paired_pct(runs):
 
 def bench_overhead(config_file, samples, args):
     """Part 1: StateROIHeads against StandardROIHeads on the same config and batch."""
-    cfg_state = load_cfg(config_file, args.device, args.image_size)
+    # Every image keeps its 100 best detections, even at barely trained weights: the state
+    # head's worst case at inference.
+    keep_all = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0]
+    cfg_state = load_cfg(config_file, args.device, args.image_size, keep_all)
     cfg_plain = load_cfg(config_file, args.device, args.image_size,
-                         ["MODEL.ROI_HEADS.NAME", "StandardROIHeads"])
+                         keep_all + ["MODEL.ROI_HEADS.NAME", "StandardROIHeads"])
     state, plain = D2Runner(cfg_state), D2Runner(cfg_plain)
     batch = state.inputs(samples[:2])
     name = os.path.splitext(os.path.basename(config_file))[0]
+    state.settle(batch, args.settle_steps)
+    take_over(plain, state)
+
+    def reset(runner):
+        def run():
+            runner.restore()
+            torch.manual_seed(0)  # same proposal sampling in both models
+        return run
+
+    setup = {"state": reset(state), "plain": reset(plain)}
     train, train_runs = alternate({"state": lambda: state.train_step(batch),
                                    "plain": lambda: plain.train_step(batch)},
-                                  args.repeats, args.warmup, args.device, f"{name} train")
+                                  args.overhead_repeats, args.warmup, args.device,
+                                  f"{name} train", setup)
     infer, infer_runs = alternate({"state": lambda: state.infer(batch),
                                    "plain": lambda: plain.infer(batch)},
-                                  args.repeats, args.warmup, args.device, f"{name} inference")
+                                  INFER_REPEATS_FACTOR * args.overhead_repeats, args.warmup,
+                                  args.device, f"{name} inference", setup)
     out = {
         "config": name,
         "batch": 2,
@@ -322,6 +414,10 @@ def bench_overhead(config_file, samples, args):
         # to load changes of a shared machine than the ratio of the medians.
         "train_overhead_pct_paired": _paired_pct(train_runs),
         "infer_overhead_pct_paired": _paired_pct(infer_runs),
+        # Every timed run in seconds, in order (rounds alternate state/plain and plain/state).
+        "runs_s": {f"{kind}_{who}": runs[who] for kind, runs in (("train", train_runs),
+                                                                  ("infer", infer_runs))
+                   for who in ("state", "plain")},
     }
     del state, plain
     gc.collect()
@@ -330,31 +426,44 @@ def bench_overhead(config_file, samples, args):
 
 def bench_vs_seed(samples, args):
     """Part 2: bikestate R50-FPN against the seed baseline, per batch size and precision."""
-    cfg = load_cfg(args.config, args.device, args.image_size)
+    cfg = load_cfg(args.config, args.device, args.image_size, args.opts)
     ours = D2Runner(cfg)
     seed = SeedRunner(args.image_size, args.device)
+    initial = {runner: copy.deepcopy(runner.model.state_dict()) for runner in (ours, seed)}
     precisions = ["fp32"] + (["amp"] if args.device.startswith("cuda") else [])
     rows = []
+    setup = {"bikestate": ours.restore, "seed": seed.restore}
     for batch_size in args.batch_sizes:
         b_ours, b_seed = ours.inputs(samples[:batch_size]), seed.inputs(samples[:batch_size])
         for precision in precisions:
             amp = precision == "amp"
             what = f"batch {batch_size} {precision}"
+            # Each batch size and precision settles from the same initial weights.
+            for runner, b in ((ours, b_ours), (seed, b_seed)):
+                runner.model.load_state_dict(initial[runner])
+                runner.optimizer.state.clear()
+                runner.settle(b, args.settle_steps, amp)
             train, _ = alternate({"bikestate": lambda: ours.train_step(b_ours, amp),
                                   "seed": lambda: seed.train_step(b_seed, amp)},
-                                 args.repeats, args.warmup, args.device, f"{what} train")
+                                 args.repeats, args.warmup, args.device, f"{what} train", setup)
             infer, _ = alternate({"bikestate": lambda: ours.infer(b_ours, amp),
                                   "seed": lambda: seed.infer(b_seed, amp)},
-                                 args.repeats, args.warmup, args.device, f"{what} inference")
+                                 args.repeats, args.warmup, args.device, f"{what} inference",
+                                 setup)
             row = {"batch": batch_size, "precision": precision}
             for who, runner, b in (("bikestate", ours, b_ours), ("seed", seed, b_seed)):
                 row[f"{who}_train_img_s"] = batch_size / train[who]
                 row[f"{who}_train_step_ms"] = 1000 * train[who]
                 row[f"{who}_infer_ms_per_img"] = 1000 * infer[who] / batch_size
-                row[f"{who}_train_peak_mem_mib"] = peak_memory_mib(
-                    lambda: runner.train_step(b, amp), args.device)
-                row[f"{who}_infer_peak_mem_mib"] = peak_memory_mib(
-                    lambda: runner.infer(b, amp), args.device)
+                for kind, step in (("train", runner.train_step), ("infer", runner.infer)):
+                    if args.device.startswith("cuda"):
+                        runner.restore()
+                        mib = cuda_peak_memory_mib(lambda: step(b, amp))
+                    else:
+                        mib = process_peak_rss_mib(
+                            who, (args.config, "cpu", args.image_size, args.opts),
+                            samples[:batch_size], kind == "train", torch.get_num_threads())
+                    row[f"{who}_{kind}_peak_mem_mib"] = mib
             row["train_speedup"] = row["bikestate_train_img_s"] / row["seed_train_img_s"]
             row["infer_speedup"] = row["seed_infer_ms_per_img"] / row["bikestate_infer_ms_per_img"]
             rows.append(row)
@@ -439,9 +548,16 @@ def parse_args(argv=None):
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="input size (default: 320 427 on CPU, 800 1333 on CUDA)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (CPU 5, CUDA 15)")
+    parser.add_argument("--overhead-repeats", type=int, default=None,
+                        help="timed training runs of part 1, whose differences are small "
+                             "(default 3x --repeats; inference 4x this)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed runs (CPU 1, CUDA 3)")
+    parser.add_argument("--settle-steps", type=int, default=None,
+                        help="training steps before the weights are snapshotted (CPU 4, CUDA 10)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[2, 8])
     parser.add_argument("--config", default=R50_CONFIG, help="bikestate config of part 2 and 3")
+    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
+                        help="config options for the part-2 bikestate model")
     parser.add_argument("--overhead-configs", nargs="+", default=[SMALL_CONFIG, R50_CONFIG])
     parser.add_argument("--parts", nargs="+", default=["overhead", "seed", "loader"],
                         choices=["overhead", "seed", "loader"])
@@ -466,16 +582,23 @@ def parse_args(argv=None):
         args.image_size = args.image_size or [128, 160]
         args.repeats = args.repeats or 1
         args.warmup = 0 if args.warmup is None else args.warmup
+        args.settle_steps = 1 if args.settle_steps is None else args.settle_steps
         args.batch_sizes = [2]
         args.loader_images = min(args.loader_images, 8)
         args.loader_batches = min(args.loader_batches, 2)
         args.loader_source_size = args.loader_source_size or [120, 160]
     args.image_size = args.image_size or ([800, 1333] if cuda else [320, 427])
     args.repeats = args.repeats or (15 if cuda else 5)
+    args.overhead_repeats = args.overhead_repeats or 3 * args.repeats
     args.warmup = (3 if cuda else 1) if args.warmup is None else args.warmup
+    args.settle_steps = (10 if cuda else 4) if args.settle_steps is None else args.settle_steps
     args.loader_source_size = args.loader_source_size or ([800, 1067] if cuda else [480, 640])
-    if args.repeats < 1 or args.warmup < 0 or min(args.batch_sizes) < 1:
-        parser.error("--repeats and --batch-sizes must be >= 1, --warmup >= 0")
+    if len(args.opts) % 2:
+        parser.error("--opts takes KEY VALUE pairs")
+    if min(args.repeats, args.overhead_repeats, *args.batch_sizes) < 1 \
+            or min(args.warmup, args.settle_steps) < 0:
+        parser.error("--repeats, --overhead-repeats and --batch-sizes must be >= 1, "
+                     "--warmup and --settle-steps >= 0")
     return args
 
 
@@ -491,13 +614,16 @@ def main(argv=None):
         "device": args.device,
         "image_size": list(args.image_size),
         "repeats": args.repeats,
+        "overhead_repeats": args.overhead_repeats,
+        "opts": list(args.opts),
         "warmup": args.warmup,
+        "settle_steps": args.settle_steps,
         "batch_sizes": list(args.batch_sizes),
         "threads": torch.get_num_threads(),
         "quick": bool(args.quick),
         "load_average_1min": os.getloadavg()[0],
         "memory_measure": ("cuda_max_memory_allocated" if args.device.startswith("cuda")
-                           else "cpu_peak_rss_growth"),
+                           else "cpu_process_peak_rss"),
         "seed_setup": "torchvision fasterrcnn_resnet50_fpn, FrozenBN, stages 3-5 trainable",
         "bikestate_config": os.path.relpath(args.config, REPO),
     }

@@ -185,7 +185,15 @@ def render_speed(record):
              f"alternating runs after {fig.get('warmup')} warm-up, {fig.get('threads')} CPU "
              f"threads, 1-min load average at start {fmt(fig.get('load_average_1min'))}. "
              f"Seed baseline: {fig.get('seed_setup', 'torchvision')}. bikestate: "
-             f"`{fig.get('bikestate_config', '?')}` with `MODEL.WEIGHTS \"\"`."]
+             f"`{fig.get('bikestate_config', '?')}` with `MODEL.WEIGHTS \"\"`"
+             + (f" {' '.join(map(str, fig['opts']))}" if fig.get("opts") else "") + "."
+             + (f" Every model first trains {fig['settle_steps']} steps on the batch; its "
+                "weights and optimizer state are restored before every timed run (a step's "
+                "cost changes as the RPN learns)." if "settle_steps" in fig else "")
+             + (f" State branch overhead: {len(fig['overhead'][0]['runs_s']['train_state'])} "
+                f"training and {len(fig['overhead'][0]['runs_s']['infer_state'])} inference "
+                "rounds, 100 detections per image."
+                if fig.get("overhead") and "runs_s" in fig["overhead"][0] else "")]
     targets = []
     if fig.get("overhead"):
         rows = []
@@ -207,14 +215,16 @@ def render_speed(record):
                         + verdict(pct <= limit, f"{pct:+.2f}%" + (
                             "" if pct <= limit else f", {pct - limit:.2f} points over")))
         lines.append("**State branch overhead** (batch 2; StateROIHeads vs the same config with "
-                     "StandardROIHeads, same weights otherwise; +% from the medians, paired: "
+                     "StandardROIHeads at the same weights; +% from the medians, paired: "
                      "median of per-round ratios; targets judged on the medians):\n\n" + table(
                          ["config", "train plain ms", "train state ms", "train +%",
                           "train +% (paired)", "infer plain ms", "infer state ms", "infer +%",
                           "infer +% (paired)"], rows))
     if fig.get("vs_seed"):
         mem = ("CUDA max_memory_allocated, MiB" if fig.get("memory_measure", "").startswith(
-            "cuda") else "growth of peak RSS over one step, MiB (approximate)")
+            "cuda") else ("peak resident set of a process running only that model, MiB"
+                           if fig.get("memory_measure") == "cpu_process_peak_rss"
+                           else "growth of peak RSS over one step, MiB (approximate)"))
         rows = [[r["batch"], r["precision"], r["bikestate_train_img_s"], r["seed_train_img_s"],
                  f"{r['train_speedup']:.2f}x", r["bikestate_infer_ms_per_img"],
                  r["seed_infer_ms_per_img"], f"{r['infer_speedup']:.2f}x",
