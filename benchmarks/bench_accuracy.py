@@ -33,8 +33,9 @@ Undefined metrics (NaN, e.g. no matched detection) are written as null.
 Settings (``--setting``):
 
 * ``tiny``: 4 + 2 images at 128x96, 1 epoch: a smoke test (about a minute);
-* ``cpu``: 128 + 32 images at 256x192, 3 epochs (384 images seen, 192 steps per model): about
-  20 minutes on a quiet 2-core CPU (the two R50 models take ~2 s per step);
+* ``cpu``: 128 + 32 images at 256x192, 3 epochs (384 images seen, 192 steps per model):
+  32 minutes on the project's idle 2-core CPU (measured 2026-11-26: small 77 s, R50 937 s,
+  seed 902 s, plus data generation; the two R50 models take ~4.7 s per step);
 * ``gpu``: 500 + 100 images at 640x480, 12 epochs (6,000 images seen, 3,000 steps per model),
   AMP on both sides: about 10 minutes on one H100.
 
