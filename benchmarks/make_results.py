@@ -178,6 +178,14 @@ def verdict(ok, how):
 # ------------------------------------------------------------------------------ speed
 
 
+# bench_speed's "memory_measure" -> how the tables name it (older records: RSS growth).
+MEMORY_MEASURES = {
+    "cuda_max_memory_allocated": "CUDA max_memory_allocated, MiB",
+    "cpu_process_peak_rss": "peak resident set of a process running only that model, MiB",
+    "cpu_peak_rss_growth": "growth of peak RSS over one step, MiB (approximate)",
+}
+
+
 def render_speed(record):
     fig = record["figures"]
     cuda = fig.get("device", "cpu").startswith("cuda")
@@ -221,10 +229,7 @@ def render_speed(record):
                           "train +% (paired)", "infer plain ms", "infer state ms", "infer +%",
                           "infer +% (paired)"], rows))
     if fig.get("vs_seed"):
-        mem = ("CUDA max_memory_allocated, MiB" if fig.get("memory_measure", "").startswith(
-            "cuda") else ("peak resident set of a process running only that model, MiB"
-                           if fig.get("memory_measure") == "cpu_process_peak_rss"
-                           else "growth of peak RSS over one step, MiB (approximate)"))
+        mem = MEMORY_MEASURES.get(fig.get("memory_measure"), MEMORY_MEASURES["cpu_peak_rss_growth"])
         rows = [[r["batch"], r["precision"], r["bikestate_train_img_s"], r["seed_train_img_s"],
                  f"{r['train_speedup']:.2f}x", r["bikestate_infer_ms_per_img"],
                  r["seed_infer_ms_per_img"], f"{r['infer_speedup']:.2f}x",

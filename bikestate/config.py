@@ -185,9 +185,14 @@ def merge_config_file(cfg, path):
         cfg.merge_from_file(path)
     except (KeyError, ValueError, AssertionError, TypeError, AttributeError, OSError,
             yaml.YAMLError) as e:  # a _BASE_ file can be wrong in all the same ways
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        raise ConfigError(f"config file {path}: {' '.join(str(message).split())}")
+        raise ConfigError(f"config file {path}: {_merge_error_line(e)}")
     return cfg
+
+
+def _merge_error_line(error):
+    """yacs' merge error as one line (a KeyError's str() would add quotes around its message)."""
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    return " ".join(str(message).split())
 
 
 def get_user_config(config_file, opts):
@@ -206,6 +211,5 @@ def get_user_config(config_file, opts):
     try:
         cfg.merge_from_list(list(opts))
     except (KeyError, ValueError, AssertionError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        raise ConfigError(f"command-line options: {' '.join(str(message).split())}")
+        raise ConfigError(f"command-line options: {_merge_error_line(e)}")
     return cfg
