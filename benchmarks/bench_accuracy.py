@@ -28,19 +28,27 @@ Reported per model: ``bbox/AP``, ``bbox/AP50``, ``bbox_present/AP``, ``state/acc
 ``state/macro_f1``, ``verify/hallucination_rate`` (plus ``bbox_state/AP50``,
 ``verify/not_found_rate``: an untrained detector that finds nothing "hallucinates" nothing),
 ``wall_s`` (training, its periodic evaluations and the final evaluation) and iterations.
+The state branch is also scored alone, apart from what the detector finds: ``state_gt/accuracy``
+and ``state_gt/macro_f1`` classify every ground-truth box of the validation set with the final
+weights (``state_gt_predicted_shares``: how often each state is predicted; ``state_gt_auc``: per
+state, the one-vs-rest AUC of its probability, which shows a head that ranks states well but
+whose argmax never leaves the majority state; not in ``wall_s``).
 Undefined metrics (NaN, e.g. no matched detection) are written as null.
 
 Settings (``--setting``):
 
 * ``tiny``: 4 + 2 images at 128x96, 1 epoch: a smoke test (about a minute);
-* ``cpu``: 128 + 32 images at 256x192, 3 epochs (384 images seen, 192 steps per model):
-  32 minutes on the project's idle 2-core CPU (measured 2026-11-26: small 77 s, R50 937 s,
-  seed 902 s, plus data generation; the two R50 models take ~4.7 s per step);
-* ``gpu``: 500 + 100 images at 640x480, 12 epochs (6,000 images seen, 3,000 steps per model),
-  AMP on both sides: about 10 minutes on one H100.
+* ``cpu``: 128 + 32 images at 256x192, 2 epochs (256 images seen, 128 steps per model), sized
+  for 30 minutes on the project's idle 2-core CPU, where the two R50 models take ~4.7 s per
+  step (3 epochs took 32 minutes on 2026-11-26: small 77 s, R50 937 s, seed 902 s);
+* ``gpu``: 400 + 80 images at 640x480, 3 epochs (1,200 images seen, 600 steps per model),
+  AMP on both sides, 8 loader workers (4 left the small model waiting on data): about 4
+  minutes on one H100 (2026-11-26: small 36 s, R50 108 s with its per-epoch evaluations, the
+  seed's 3 epochs 45 s, then its final evaluation; allow 5 minutes).
 
 Every number can be overridden (``--train-images``, ``--val-images``, ``--epochs``,
-``--image-size``, ``--models``). Appends a record to ``benchmarks/results/accuracy.jsonl``.
+``--image-size``, ``--models``); ``--opts KEY VALUE ...`` changes both bikestate configs for an
+ablation (recorded with the figures). Appends a record to ``benchmarks/results/accuracy.jsonl``.
 
     python benchmarks/bench_accuracy.py --setting cpu
 """
@@ -65,10 +73,11 @@ SETTINGS = {
     # image_size is (width, height) of the generated pictures; the input size is the same.
     "tiny": {"train_images": 4, "val_images": 2, "image_size": (128, 96), "epochs": 1,
              "workers": 0},
-    "cpu": {"train_images": 128, "val_images": 32, "image_size": (256, 192), "epochs": 3,
+    "cpu": {"train_images": 128, "val_images": 32, "image_size": (256, 192), "epochs": 2,
             "workers": 2},
-    "gpu": {"train_images": 500, "val_images": 100, "image_size": (640, 480), "epochs": 12,
-            "workers": 2},
+    # Sized for the 15 minutes of device time a session may be lent (shared with bench_speed).
+    "gpu": {"train_images": 400, "val_images": 80, "image_size": (640, 480), "epochs": 3,
+            "workers": 8},
 }
 MODELS = ("bikestate_small", "bikestate_r50", "seed_r50")
 CONFIGS = {"bikestate_small": "configs/bike_small_cpu.yaml",
@@ -118,6 +127,113 @@ def register_data(cache_dir, setting):
     return {"train": train, "val": val}
 
 
+# ------------------------------------------------------------------------------ state head alone
+
+
+def _one_vs_rest_auc(scores, positive):
+    """P(score of a positive > score of a negative), ties counting half; None if a side is
+    empty. ``scores`` (N,) float, ``positive`` (N,) bool."""
+    pos, neg = scores[positive], scores[~positive]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    greater = (pos[:, None] > neg[None, :]).mean()
+    ties = (pos[:, None] == neg[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def _gt_state_figures(gt_states, state_probs):
+    """Figures of a state head on ground-truth boxes.
+
+    Args:
+        gt_states: (N,) ground-truth states; state_probs: (N, S) predicted probabilities.
+    Returns:
+        ``state_gt/accuracy`` and ``state_gt/macro_f1`` of the argmax (null if N = 0),
+        ``state_gt_predicted_shares`` (how often each state is the argmax) and
+        ``state_gt_auc`` (per state, one-vs-rest AUC of its probability: how well the head
+        ranks that state's boxes above the others, whether or not the argmax ever picks it).
+    """
+    import numpy as np
+
+    from bikestate.constants import STATE_NAMES
+    from bikestate.evaluation.metrics import state_metrics
+
+    gt = np.asarray(gt_states, dtype=np.int64)
+    probs = np.asarray(state_probs, dtype=np.float64).reshape(len(gt), len(STATE_NAMES))
+    pred = probs.argmax(axis=1)
+    metrics, cm = state_metrics(gt, pred, STATE_NAMES)
+    total = max(int(cm.sum()), 1)
+
+    def finite(v):
+        return float(v) if math.isfinite(float(v)) else None
+
+    return {"state_gt/accuracy": finite(metrics["accuracy"]),
+            "state_gt/macro_f1": finite(metrics["macro_f1"]),
+            "state_gt_predicted_shares": {name: int(n) / total
+                                          for name, n in zip(STATE_NAMES, cm.sum(axis=0))},
+            "state_gt_auc": {name: _one_vs_rest_auc(probs[:, s], gt == s)
+                             for s, name in enumerate(STATE_NAMES)}}
+
+
+@torch.no_grad()
+def bikestate_states_on_gt(model, cfg, dataset_name):
+    """The state head of a trained bikestate model on every ground-truth box of the dataset.
+
+    This scores the state branch alone, apart from what the detector finds: each annotated box
+    is pooled from the test-size image and classified (``forward_with_given_boxes``), as the
+    seed's head sees boxes while it trains. Returns :func:`_gt_state_figures`.
+    """
+    import numpy as np
+    from detectron2.data import DatasetCatalog, detection_utils as utils, transforms as T
+    from detectron2.structures import Boxes, BoxMode, Instances
+
+    model.eval()
+    resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    gt, probs = [], []
+    for record in DatasetCatalog.get(dataset_name):
+        anns = [a for a in record.get("annotations", []) if a.get("state") is not None]
+        if not anns:
+            continue
+        image = utils.read_image(record["file_name"], format=cfg.INPUT.FORMAT)
+        transform = resize.get_transform(image)
+        image = transform.apply_image(image)
+        boxes = transform.apply_box(np.array(
+            [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns],
+            dtype=np.float32))
+        h, w = image.shape[:2]
+        inputs = [{"image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
+                   "height": h, "width": w}]
+        features = model.backbone(model.preprocess_image(inputs).tensor)
+        given = Instances((h, w))
+        given.pred_boxes = Boxes(torch.as_tensor(boxes, device=model.device))
+        given.pred_classes = torch.tensor([a["category_id"] for a in anns], device=model.device)
+        out = model.roi_heads.forward_with_given_boxes(features, [given])[0]
+        probs += out.state_scores.tolist()
+        gt += [int(a["state"]) for a in anns]
+    return _gt_state_figures(gt, probs)
+
+
+@torch.no_grad()
+def seed_states_on_gt(model, loader, device):
+    """:func:`bikestate_states_on_gt` for the seed model (its transform, features and head)."""
+    model.eval()
+    base = model.base_model
+    gt, probs = [], []
+    for images, targets in loader:
+        keep = [i for i, t in enumerate(targets) if len(t["boxes"])]
+        if not keep:
+            continue
+        gt += [int(s) for i in keep for s in targets[i]["states"]]
+        images = [images[i].to(device) for i in keep]
+        targets = [{"boxes": targets[i]["boxes"].to(device),
+                    "labels": targets[i]["labels"].to(device)} for i in keep]
+        image_list, resized = base.transform(images, targets)  # boxes resized with the images
+        features = base.backbone(image_list.tensors)
+        logits = model._state_logits(features, [t["boxes"] for t in resized],
+                                     image_list.image_sizes)
+        probs += logits.float().softmax(dim=1).tolist()
+    return _gt_state_figures(gt, probs)
+
+
 # ------------------------------------------------------------------------------ models
 
 
@@ -159,7 +275,7 @@ def bikestate_cfg(model, setting, args, output_dir):
         opts += R50_SCRATCH_OPTS + ["TEST.EVAL_PERIOD", iters_per_epoch]
     else:
         opts += ["MODEL.WEIGHTS", "", "TEST.EVAL_PERIOD", max_iter]
-    cfg.merge_from_list(opts)
+    cfg.merge_from_list(opts + list(args.opts))
     return cfg
 
 
@@ -179,6 +295,7 @@ def run_bikestate(model, setting, args, work_dir):
     results = trainer.train()
     wall = time.perf_counter() - start
     out = _flat(results or {})
+    out.update(bikestate_states_on_gt(trainer.model, cfg, VAL_NAME))
     out.update({"wall_s": wall, "iterations": cfg.SOLVER.MAX_ITER,
                 "images_seen": cfg.SOLVER.MAX_ITER * cfg.SOLVER.IMS_PER_BATCH,
                 "config": CONFIGS[model], "amp": bool(cfg.SOLVER.AMP.ENABLED)})
@@ -204,7 +321,10 @@ def run_seed(setting, args, data, work_dir):
                                         output_dir=os.path.join(work_dir, "seed_r50", "eval"),
                                         amp=amp)
     wall = time.perf_counter() - start
+    os.makedirs(os.path.join(work_dir, "seed_r50"), exist_ok=True)
+    torch.save(model.state_dict(), os.path.join(work_dir, "seed_r50", "model_final.pth"))
     out = _flat(results)
+    out.update(seed_states_on_gt(model, val_loader, args.device))
     out.update({"wall_s": wall, "iterations": setting["epochs"] * len(train_loader),
                 "images_seen": setting["epochs"] * len(train_loader.dataset),
                 "config": "benchmarks/seed_baseline.py", "amp": amp,
@@ -233,9 +353,14 @@ def parse_args(argv=None):
                                                              "bikestate_bench_cache"))
     parser.add_argument("--work-dir", default=None,
                         help="checkpoints and evaluation files (default: a temporary folder)")
+    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
+                        help="config options for the bikestate models (an ablation: e.g. "
+                             "MODEL.ROI_STATE_HEAD.LOSS_WEIGHT 1.0); recorded with the figures")
     parser.add_argument("--results-dir", default=RESULTS_DIR)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args(argv)
+    if len(args.opts) % 2:
+        parser.error("--opts takes KEY VALUE pairs")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda but no GPU is available")
@@ -280,6 +405,7 @@ def main(argv=None):
         "epochs": setting["epochs"],
         "images_seen": setting["epochs"] * setting["train_images"],
         "workers": setting["workers"],
+        "opts": list(args.opts),
         "threads": torch.get_num_threads(),
         "load_average_1min": os.getloadavg()[0],
         "models": models,
@@ -295,7 +421,7 @@ def main(argv=None):
 def print_table(figures):
     from tabulate import tabulate
 
-    keys = list(METRICS) + ["wall_s"]
+    keys = list(METRICS) + ["state_gt/accuracy", "state_gt/macro_f1", "wall_s"]
     rows = [[name] + ["-" if m.get(k) is None else f"{m[k]:.3f}" for k in keys]
             for name, m in figures["models"].items()]
     print(f"\nAccuracy, {figures['setting']} setting: {figures['images_seen']} images seen, "

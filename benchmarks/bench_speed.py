@@ -40,12 +40,17 @@ each figure is the cost of the same step at the same weights.
    Target (CUDA, AMP, batch 8): bikestate >= 1.3x the seed's training images/s.
 3. **Training data loader**: ``BikeStateTrainer.build_train_loader`` (BikeStateDatasetMapper,
    augmentations of the R50-FPN config resized to the input size) on SynthBikes JPEGs written
-   to a cache folder, with 0 and 2 workers: images/s over ``--loader-batches`` batches after the
-   first (worker start-up excluded).
+   to a cache folder, with 0 and 2 workers (``--loader-workers``; a GPU host needs more):
+   images/s over ``--loader-batches`` batches after the first (worker start-up excluded).
+
+``--profile-dir DIR`` also profiles one training step of each part-2 model per batch size and
+precision (:func:`profile_step`): where a step's time goes, and on CUDA whether it waits on the
+GPU or on the host.
 
     python benchmarks/bench_speed.py                       # CPU: 320x427, batch 2 and 8
     python benchmarks/bench_speed.py --quick               # smoke run (tiny images, 1 repeat)
     python benchmarks/bench_speed.py --device cuda         # GPU: 800x1333, 15 repeats
+    python benchmarks/bench_speed.py --device cuda --loader-workers 0 2 8 --profile-dir prof
 
 Prints a table and appends a record to ``benchmarks/results/speed.jsonl``.
 """
@@ -334,6 +339,41 @@ def _proc_status_kib(key):
     return None
 
 
+def profile_step(fn, device, path, rows=40):
+    """Profile one call of ``fn`` with torch.profiler; write where its time goes to ``path``.
+
+    The file starts with the step's wall time and, on CUDA, the time the GPU was busy (sum of
+    kernel and copy times): a ratio well below 1 means the step waits on the CPU (Python,
+    kernel launches, host syncs), not on GPU compute. Then the ``rows`` most expensive
+    operators by self time (device time on CUDA, CPU time otherwise).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    _sync(device)
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    lines = [f"step wall time (profiled): {1000 * wall:.1f} ms"]
+    sort_by = "self_cpu_time_total"
+    if cuda:
+        busy_us = sum(e.self_device_time_total for e in events
+                      if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA)
+        lines.append(f"GPU busy (kernels + copies): {busy_us / 1000:.1f} ms "
+                     f"({100 * busy_us / 1e6 / wall:.0f} % of the step)")
+        sort_by = "self_device_time_total"
+    lines.append(events.table(sort_by=sort_by, row_limit=rows))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
 def cuda_peak_memory_mib(fn):
     """``torch.cuda.max_memory_allocated`` over one call of ``fn``, in MiB."""
     gc.collect()
@@ -464,6 +504,12 @@ def bench_vs_seed(samples, args):
                             who, (args.config, "cpu", args.image_size, args.opts),
                             samples[:batch_size], kind == "train", torch.get_num_threads())
                     row[f"{who}_{kind}_peak_mem_mib"] = mib
+            if args.profile_dir:
+                for who, runner, b in (("bikestate", ours, b_ours), ("seed", seed, b_seed)):
+                    runner.restore()
+                    profile_step(lambda: runner.train_step(b, amp), args.device,
+                                 os.path.join(args.profile_dir,
+                                              f"train_{who}_b{batch_size}_{precision}.txt"))
             row["train_speedup"] = row["bikestate_train_img_s"] / row["seed_train_img_s"]
             row["infer_speedup"] = row["seed_infer_ms_per_img"] / row["bikestate_infer_ms_per_img"]
             rows.append(row)
@@ -572,6 +618,9 @@ def parse_args(argv=None):
     parser.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(),
                                                              "bikestate_bench_cache"))
     parser.add_argument("--results-dir", default=RESULTS_DIR)
+    parser.add_argument("--profile-dir", default=None,
+                        help="also profile one training step of each part-2 model per batch "
+                             "size and precision (torch.profiler tables written here)")
     parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args(argv)
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

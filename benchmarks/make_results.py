@@ -5,7 +5,8 @@ benchmark script (:func:`benchmarks.common.append_record`), and the output depen
 records only (no clock, no machine state), so ``--check`` can tell whether the committed file is
 up to date.
 
-Per benchmark, the latest record of each machine comes first (with the machine and the date),
+Per benchmark, the latest record of each machine and scope (parts and batch sizes of a speed run,
+setting and budget of an accuracy run, config options) comes first, with the machine and the date,
 rendered as tables; targets of the speed and accuracy benchmarks are checked (met, or missed by
 how much). Smoke-test records (``quick`` runs, ``tiny`` settings) are left out. Benchmarks
 without a dedicated renderer (``synth``, ``eval``, ``state_branch``, ...) get a generic one:
@@ -87,13 +88,32 @@ def machine_details(record):
     return ", ".join(p for p in parts if p)
 
 
+def options_text(opts):
+    """Config options as typed on a command line (an empty value shows as ``""``)."""
+    return " ".join(str(o) if str(o) else '""' for o in opts)
+
+
+def scope(record):
+    """What a record measured, beyond its machine: a run of some parts or batch sizes only, of
+    another accuracy setting or budget, or with config options (an ablation) does not hide the
+    latest default run on the same machine."""
+    fig = record.get("figures", {})
+    options = f"; options {options_text(fig['opts'])}" if fig.get("opts") else ""
+    if "setting" in fig:
+        return f"setting {fig['setting']}, {fig.get('images_seen')} images seen{options}"
+    parts = [p for p in ("overhead", "vs_seed", "loader") if fig.get(p)]
+    if not parts:
+        return ""
+    return f"parts {', '.join(parts)}; batch {fmt(fig.get('batch_sizes'))}{options}"
+
+
 def latest_per_machine(records, include_smoke=False):
-    """The newest (non-smoke) record per machine label, newest machine first."""
+    """The newest (non-smoke) record per machine label and :func:`scope`, newest first."""
     latest = {}
     for r in records:
         if is_smoke(r) and not include_smoke:
             continue
-        key = machine_label(r)
+        key = (machine_label(r), scope(r))
         if key not in latest or r.get("date", "") >= latest[key].get("date", ""):
             latest[key] = r
     return sorted(latest.values(), key=lambda r: r.get("date", ""), reverse=True)
@@ -194,7 +214,7 @@ def render_speed(record):
              f"threads, 1-min load average at start {fmt(fig.get('load_average_1min'))}. "
              f"Seed baseline: {fig.get('seed_setup', 'torchvision')}. bikestate: "
              f"`{fig.get('bikestate_config', '?')}` with `MODEL.WEIGHTS \"\"`"
-             + (f" {' '.join(map(str, fig['opts']))}" if fig.get("opts") else "") + "."
+             + (f" {options_text(fig['opts'])}" if fig.get("opts") else "") + "."
              + (f" Every model first trains {fig['settle_steps']} steps on the batch; its "
                 "weights and optimizer state are restored before every timed run (a step's "
                 "cost changes as the RPN learns)." if "settle_steps" in fig else "")
@@ -271,6 +291,10 @@ def render_speed(record):
 # ------------------------------------------------------------------------------ accuracy
 
 
+# bikestate.constants.STATE_NAMES; records store dicts with sorted keys.
+STATE_ORDER = ("intact", "damaged", "absent", "occluded")
+
+
 def render_accuracy(record):
     fig = record["figures"]
     models = fig.get("models", {})
@@ -283,10 +307,23 @@ def render_accuracy(record):
              f"{fig.get('train_images')} training / {fig.get('val_images')} validation images "
              f"at {fmt(fig.get('image_size'))} (WxH), {fig.get('epochs')} epoch(s) = "
              f"{fig.get('images_seen')} images seen by every model, batch 2, all from scratch. "
-             "AP in percent, rates in [0, 1]; wall time includes the evaluations."]
+             "AP in percent, rates in [0, 1]; wall time includes the evaluations."
+             + (f" bikestate config options: `{options_text(fig['opts'])}`."
+                if fig.get("opts") else "")]
     rows = [[name] + [m.get(k) for k in metric_keys] + [m.get("wall_s"), m.get("iterations")]
             for name, m in models.items()]
     lines.append(table(["model"] + metric_keys + ["wall s", "iterations"], rows))
+    probed = {name: m for name, m in models.items() if m.get("state_gt_auc")}
+    if probed:
+        found = next(iter(probed.values()))["state_gt_auc"]
+        states = [s for s in STATE_ORDER if s in found] + sorted(set(found) - set(STATE_ORDER))
+        rows = [[name] + [f"{fmt(m.get('state_gt_predicted_shares', {}).get(s))} / "
+                          f"{fmt(m['state_gt_auc'].get(s))}" for s in states]
+                for name, m in probed.items()]
+        lines.append("**State head alone** on every ground-truth box of the validation set "
+                     "(final weights): share of boxes given each state / one-vs-rest AUC of "
+                     "that state's probability (0.5: no ranking):\n\n"
+                     + table(["model"] + states, rows))
     seed = models.get("seed_r50")
     if seed:
         targets = []
@@ -329,8 +366,8 @@ def render(records, include_smoke=False):
     out = ["# Benchmark results", "",
            "Generated by `python benchmarks/make_results.py` from the records in "
            "`benchmarks/results/*.jsonl`; do not edit by hand. Each section shows the latest "
-           "record of each machine; smoke-test records (quick/tiny runs) are left out. The "
-           "scripts and what they measure are described in their docstrings "
+           "record of each machine and scope; smoke-test records (quick/tiny runs) are left "
+           "out. The scripts and what they measure are described in their docstrings "
            "(`benchmarks/bench_*.py`).", ""]
     for name in names:
         out += [f"## {TITLES.get(name, name)}", ""]
@@ -338,7 +375,8 @@ def render(records, include_smoke=False):
         if not latest:
             out += ["Only smoke-test records so far.", ""]
         for r in latest:
-            out += [f"### {machine_label(r)}, {r.get('date', '?')}", "",
+            what = f" ({scope(r)})" if scope(r) else ""
+            out += [f"### {machine_label(r)}, {r.get('date', '?')}{what}", "",
                     f"Machine: {machine_details(r)}.", ""]
             renderer = RENDERERS.get(name)
             body = renderer(r) if renderer else generic_figures(r.get("figures", {}))

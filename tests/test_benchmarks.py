@@ -56,10 +56,16 @@ def cache_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def speed_record(results_dir, cache_dir, tmp_path_factory):
+def profile_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("bench_profiles"))
+
+
+@pytest.fixture(scope="module")
+def speed_record(results_dir, cache_dir, profile_dir, tmp_path_factory):
     _run([os.path.join(BENCH, "bench_speed.py"), "--quick", "--threads", "1",
           "--overhead-configs", os.path.join(REPO, "configs", "bike_small_cpu.yaml"),
-          "--loader-workers", "0", "--results-dir", results_dir, "--cache-dir", cache_dir],
+          "--loader-workers", "0", "--results-dir", results_dir, "--cache-dir", cache_dir,
+          "--profile-dir", profile_dir],
          tmp_path_factory.mktemp("speed_cwd"))
     return _single_record(results_dir, "speed")
 
@@ -112,6 +118,20 @@ def test_speed_record(speed_record):
     assert loader["workers"] == 0 and loader["images"] > 0 and loader["img_s"] > 0
 
 
+def test_speed_profiles(speed_record, profile_dir):
+    """--profile-dir: one profiled training step per part-2 model, batch size and precision."""
+    assert sorted(os.listdir(profile_dir)) == ["train_bikestate_b2_fp32.txt",
+                                               "train_seed_b2_fp32.txt"]
+    for name in os.listdir(profile_dir):
+        with open(os.path.join(profile_dir, name), encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        assert lines[0].startswith("step wall time (profiled): ")
+        assert float(lines[0].split(": ")[1].split()[0]) > 0
+        # The operator table: convolutions run in the backbone of both models.
+        assert any("Self CPU" in line for line in lines)
+        assert any("convolution" in line for line in lines), name
+
+
 def test_speed_models_compared_at_the_same_weights():
     """bench_speed's A/B premise: after take_over the plain model holds the state model's
     weights and optimizer state, so both detect the same boxes; restore undoes a step."""
@@ -162,6 +182,47 @@ def test_accuracy_record(accuracy_record):
         for key in ("state/accuracy", "state/macro_f1", "verify/hallucination_rate"):
             # null where undefined (a barely trained model may match no part)
             assert m[key] is None or (_finite_number(m[key]) and 0 <= m[key] <= 1), (name, key)
+        # The state head alone, on every ground-truth box: always defined.
+        for key in ("state_gt/accuracy", "state_gt/macro_f1"):
+            assert _finite_number(m[key]) and 0 <= m[key] <= 1, (name, key)
+        shares = m["state_gt_predicted_shares"]
+        assert set(shares) == {"intact", "damaged", "absent", "occluded"}
+        assert sum(shares.values()) == pytest.approx(1.0)
+        assert set(m["state_gt_auc"]) == set(shares)
+        for state, auc in m["state_gt_auc"].items():
+            # null only for a state the validation boxes lack (or all have)
+            assert auc is None or 0 <= auc <= 1, (name, state)
+
+
+def test_one_vs_rest_auc():
+    """The AUC that tells a ranking head from a majority-only one (ties count half)."""
+    import numpy as np
+    from benchmarks.bench_accuracy import _one_vs_rest_auc
+
+    positive = np.array([True, True, False, False])
+    assert _one_vs_rest_auc(np.array([0.9, 0.8, 0.1, 0.2]), positive) == 1.0
+    assert _one_vs_rest_auc(np.array([0.1, 0.2, 0.9, 0.8]), positive) == 0.0
+    assert _one_vs_rest_auc(np.full(4, 0.5), positive) == 0.5
+    assert _one_vs_rest_auc(np.array([0.9, 0.1, 0.5, 0.5]), positive) == 0.5
+    assert _one_vs_rest_auc(np.array([0.3, 0.4]), np.array([True, True])) is None
+
+
+def test_make_results_keeps_the_latest_record_per_machine_and_scope(speed_record):
+    """A later run of fewer parts or batch sizes on the same machine does not hide the latest
+    full run; a later run of the same scope does."""
+    full, later_full, batch8 = (json.loads(json.dumps(speed_record)) for _ in range(3))
+    full["date"] = "2026-01-01T00:00:00+00:00"
+    later_full["date"] = "2026-01-02T00:00:00+00:00"
+    batch8["date"] = "2026-01-03T00:00:00+00:00"
+    batch8["figures"]["batch_sizes"] = [8]
+    del batch8["figures"]["overhead"]
+    for r in (full, later_full, batch8):
+        r["figures"]["quick"] = False
+    latest = make_results.latest_per_machine([full, later_full, batch8])
+    assert [r["date"] for r in latest] == [batch8["date"], later_full["date"]]
+    assert make_results.scope(batch8) == "parts vs_seed, loader; batch 8"
+    text = make_results.render([full, later_full, batch8])
+    assert f"{later_full['date']} (parts overhead, vs_seed, loader; batch 2)" in text
 
 
 def test_make_results_renders_the_records(speed_record, accuracy_record, results_dir, tmp_path):
@@ -187,6 +248,7 @@ def test_make_results_renders_the_records(speed_record, accuracy_record, results
     assert "| bike_small_cpu |" in text
     assert "| 2 | fp32 |" in text
     assert "| bikestate_r50 |" in text and "| seed_r50 |" in text
+    assert "**State head alone**" in text
     assert "State branch overhead, bike_small_cpu, training step <= 3%" in text
     assert ">= seed_r50 on every metric" in text
     for record in make_results.load_records(str(records_dir)):
