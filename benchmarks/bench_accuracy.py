@@ -127,6 +127,11 @@ def register_data(cache_dir, setting):
     return {"train": train, "val": val}
 
 
+def _finite_or_none(v):
+    """A metric as a float, or None where it is undefined (None, NaN): JSON null."""
+    return None if v is None or not math.isfinite(float(v)) else float(v)
+
+
 # ------------------------------------------------------------------------------ state head alone
 
 
@@ -163,11 +168,8 @@ def _gt_state_figures(gt_states, state_probs):
     metrics, cm = state_metrics(gt, pred, STATE_NAMES)
     total = max(int(cm.sum()), 1)
 
-    def finite(v):
-        return float(v) if math.isfinite(float(v)) else None
-
-    return {"state_gt/accuracy": finite(metrics["accuracy"]),
-            "state_gt/macro_f1": finite(metrics["macro_f1"]),
+    return {"state_gt/accuracy": _finite_or_none(metrics["accuracy"]),
+            "state_gt/macro_f1": _finite_or_none(metrics["macro_f1"]),
             "state_gt_predicted_shares": {name: int(n) / total
                                           for name, n in zip(STATE_NAMES, cm.sum(axis=0))},
             "state_gt_auc": {name: _one_vs_rest_auc(probs[:, s], gt == s)
@@ -187,18 +189,19 @@ def bikestate_states_on_gt(model, cfg, dataset_name):
     from detectron2.structures import Boxes, BoxMode, Instances
 
     model.eval()
-    resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    # The test-time resize evaluation and BikeStatePredictor use, applied to the boxes too.
+    augmentations = T.AugmentationList(utils.build_augmentation(cfg, is_train=False))
     gt, probs = [], []
     for record in DatasetCatalog.get(dataset_name):
         anns = [a for a in record.get("annotations", []) if a.get("state") is not None]
         if not anns:
             continue
-        image = utils.read_image(record["file_name"], format=cfg.INPUT.FORMAT)
-        transform = resize.get_transform(image)
-        image = transform.apply_image(image)
-        boxes = transform.apply_box(np.array(
-            [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns],
-            dtype=np.float32))
+        aug_input = T.AugInput(
+            utils.read_image(record["file_name"], format=cfg.INPUT.FORMAT),
+            boxes=np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+                            for a in anns], dtype=np.float32))
+        augmentations(aug_input)
+        image, boxes = aug_input.image, aug_input.boxes
         h, w = image.shape[:2]
         inputs = [{"image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
                    "height": h, "width": w}]
@@ -242,8 +245,7 @@ def _flat(results):
     out = {}
     for key in METRICS:
         task, name = key.split("/")
-        v = results.get(task, {}).get(name)
-        out[key] = None if v is None or not math.isfinite(float(v)) else float(v)
+        out[key] = _finite_or_none(results.get(task, {}).get(name))
     return out
 
 

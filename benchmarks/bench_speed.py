@@ -349,6 +349,8 @@ def profile_step(fn, device, path, rows=40):
     """
     from torch.profiler import ProfilerActivity, profile
 
+    from bikestate.utils.io import atomic_write_text
+
     cuda = device.startswith("cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     _sync(device)
@@ -368,10 +370,7 @@ def profile_step(fn, device, path, rows=40):
         sort_by = "self_device_time_total"
     lines.append(events.table(sort_by=sort_by, row_limit=rows))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text("\n".join(lines) + "\n", path)
 
 
 def cuda_peak_memory_mib(fn):
