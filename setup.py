@@ -34,8 +34,9 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        # timm too, so the tests of the timm backbone run in CI instead of being skipped.
-        "dev": ["pytest>=7", "pytest-timeout", "timm"],
+        # timm too, so the tests of the timm backbone run in CI instead of being skipped;
+        # scikit-learn is the reference the verification metrics (AUROC, AP) are tested against.
+        "dev": ["pytest>=7", "pytest-timeout", "timm", "scikit-learn"],
         "timm": ["timm"],
     },
 )

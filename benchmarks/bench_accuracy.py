@@ -24,10 +24,12 @@ handling: bikestate's training augmentations (horizontal flip, colour jitter) ar
 is compared; the seed has none (ToTensor only). Warm-up iterations of the bikestate
 configs are capped at 5% of the run (a 500-iteration warm-up would eat short budgets).
 
-Reported per model: ``bbox/AP``, ``bbox/AP50``, ``bbox_present/AP``, ``state/accuracy``,
-``state/macro_f1``, ``verify/hallucination_rate`` (plus ``bbox_state/AP50``,
-``verify/not_found_rate``: an untrained detector that finds nothing "hallucinates" nothing),
-``wall_s`` (training, its periodic evaluations and the final evaluation) and iterations.
+Reported per model: ``bbox/AP``, ``bbox/AP50``, ``bbox_present/AP``, the verdicts'
+threshold-free figures ``verify/auroc_present``, ``verify/halluc_at_95r``, ``verify/damage_ap``,
+their ``verify/macro_f1`` beside the majority baseline, the operating-point rates in pairs
+(``present_recall`` with ``hallucination_rate`` and ``not_found_rate``, damage precision with
+recall), ``bbox_state/AP50``, ``state/macro_f1``, ``wall_s`` (training, its periodic
+evaluations and the final evaluation) and iterations.
 The state branch is also scored alone, apart from what the detector finds: ``state_gt/accuracy``
 and ``state_gt/macro_f1`` classify every ground-truth box of the validation set with the final
 weights (``state_gt_predicted_shares``: how often each state is predicted; ``state_gt_auc``: per
@@ -86,9 +88,11 @@ CONFIGS = {"bikestate_small": "configs/bike_small_cpu.yaml",
 R50_SCRATCH_OPTS = ["MODEL.WEIGHTS", "", "MODEL.BACKBONE.FREEZE_AT", 0,
                     "MODEL.RESNETS.NORM", "GN", "MODEL.RESNETS.STRIDE_IN_1X1", False,
                     "MODEL.FPN.NORM", "GN"]
-METRICS = ("bbox/AP", "bbox/AP50", "bbox_present/AP", "state/accuracy", "state/macro_f1",
-           "verify/hallucination_rate", "bbox_state/AP50", "verify/not_found_rate",
-           "state/num_pairs")
+METRICS = ("bbox/AP", "bbox/AP50", "bbox_present/AP", "verify/auroc_present",
+           "verify/halluc_at_95r", "verify/damage_ap", "verify/macro_f1",
+           "verify/macro_f1_majority", "verify/present_recall", "verify/hallucination_rate",
+           "verify/not_found_rate", "verify/damage_precision", "verify/damage_recall",
+           "bbox_state/AP50", "state/macro_f1")
 TRAIN_NAME, VAL_NAME = "bench_accuracy_train", "bench_accuracy_val"
 
 logger = logging.getLogger("bench_accuracy")

@@ -131,12 +131,21 @@ def add_bikestate_config(cfg):
 
     # ---------------------------------------------------------------- evaluation
     _C.TEST.BIKESTATE = CN()
-    # IoU at which a detection matches a ground-truth part (state and verification metrics).
+    # IoU at which a detection matches a ground-truth part (state/* metrics).
     _C.TEST.BIKESTATE.MATCH_IOU = 0.5
-    # Minimum detection score for a detection to give a part its verdict.
+    # Detection score below which a part is "not found" (default rule, without thresholds.json).
     _C.TEST.BIKESTATE.VERIFY_SCORE_THRESH = 0.5
-    # bbox_present/*: multiply each score by the probability that the part is not absent.
-    _C.TEST.BIKESTATE.PRESENT_RESCORE = True
+    # Operating point of the verdict rule; "" = thresholds.json beside MODEL.WEIGHTS if present.
+    _C.TEST.BIKESTATE.THRESHOLDS_FILE = ""
+    # Classify every ground-truth box with the state head during evaluation (state_gt/*).
+    _C.TEST.BIKESTATE.STATE_ON_GT_BOXES = True
+    _C.TEST.BIKESTATE.CALIBRATION = CN()
+    # Choose the operating point on DATASETS.TEST[0] at the end of training (thresholds.json).
+    _C.TEST.BIKESTATE.CALIBRATION.AFTER_TRAINING = True
+    # Share of present parts the presence threshold must keep reported present.
+    _C.TEST.BIKESTATE.CALIBRATION.PRESENT_RECALL = 0.95
+    # What the state biases maximize on validation data: "macro_f1" or "damage_f1".
+    _C.TEST.BIKESTATE.CALIBRATION.OBJECTIVE = "macro_f1"
 
     # ---------------------------------------------------------------- weights loading
     # Accept pickled (.pkl) weight files from local paths or other URLs (they run code on load).

@@ -179,9 +179,13 @@ def test_accuracy_record(accuracy_record):
         assert _finite_number(m["wall_s"]) and m["wall_s"] > 0
         for key in ("bbox/AP", "bbox/AP50", "bbox_present/AP"):
             assert _finite_number(m[key]) and 0 <= m[key] <= 100, (name, key)
-        for key in ("state/accuracy", "state/macro_f1", "verify/hallucination_rate"):
+        for key in ("state/macro_f1", "verify/hallucination_rate", "verify/damage_precision"):
             # null where undefined (a barely trained model may match no part)
             assert m[key] is None or (_finite_number(m[key]) and 0 <= m[key] <= 1), (name, key)
+        # Threshold-free verification figures: always defined on SynthBikes val.
+        for key in ("verify/auroc_present", "verify/halluc_at_95r", "verify/damage_ap",
+                    "verify/macro_f1", "verify/present_recall"):
+            assert _finite_number(m[key]) and 0 <= m[key] <= 1, (name, key)
         # The state head alone, on every ground-truth box: always defined.
         for key in ("state_gt/accuracy", "state_gt/macro_f1"):
             assert _finite_number(m[key]) and 0 <= m[key] <= 1, (name, key)
@@ -231,7 +235,7 @@ def test_make_results_renders_the_records(speed_record, accuracy_record, results
     for name in ("speed", "accuracy"):
         shutil.copy(os.path.join(results_dir, f"{name}.jsonl"), records_dir / f"{name}.jsonl")
     out = tmp_path / "RESULTS.md"
-    args = ["--results-dir", str(records_dir), "--output", str(out)]
+    args = ["--results-dir", str(records_dir), "--output", str(out), "--readme", ""]
 
     # Smoke records are listed but not shown as results ...
     assert make_results.main(args) == 0
@@ -255,12 +259,48 @@ def test_make_results_renders_the_records(speed_record, accuracy_record, results
         assert record["date"] in text
 
 
+def test_demo_record_regenerates_the_readme_table(tmp_path):
+    """The README's demo table comes from the demo's own record, between two markers."""
+    records_dir = tmp_path / "results"
+    records_dir.mkdir()
+    record = {"benchmark": "demo", "date": "2026-11-30T15:00:00",
+              "machine": {"device": "cpu", "device_name": "x86_64", "cpu_count": 2},
+              "figures": {"config": "configs/bike_small_cpu.yaml", "opts": [],
+                          "train_images": 400, "val_images": 60, "image_size": "640x480",
+                          "total_min": 13.5,
+                          "metrics": {"bbox/AP50": 77.25, "verify/halluc_at_95r": 0.125,
+                                      "verify/present_recall": 0.9,
+                                      "verify/hallucination_rate": 0.2},
+                          "calibrated": {"present_recall": 0.95, "hallucination_rate": 0.3,
+                                         "macro_f1": None}}}
+    (records_dir / "demo.jsonl").write_text(json.dumps(record) + "\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{make_results.README_BEGIN}\nold table\n"
+                      f"{make_results.README_END}\nrest\n")
+    args = ["--results-dir", str(records_dir), "--output", str(tmp_path / "RESULTS.md"),
+            "--readme", str(readme)]
+    assert make_results.main(args + ["--check"]) == 1
+    assert make_results.main(args) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "old table" not in text
+    assert "| present recall / hallucination | 0.9 / 0.2 |" in text
+    assert "| hallucination at 95 % / 90 % present recall | 0.125 / n/a |" in text
+    assert "| calibrated on val: verdict macro-F1 | n/a |" in text
+    assert "on CPU x86_64, 2 cores, 2026-11-30T15:00:00" in text
+    assert make_results.main(args + ["--check"]) == 0
+
+
 def test_committed_results_md_is_generated():
     """RESULTS.md is never hand-edited: it equals make_results' output for the committed
     records (after appending a record, run ``python benchmarks/make_results.py``)."""
     expected = make_results.render(make_results.load_records(os.path.join(BENCH, "results")))
     with open(os.path.join(BENCH, "RESULTS.md"), encoding="utf-8") as f:
         assert f.read() == expected, "benchmarks/RESULTS.md is stale: run benchmarks/make_results.py"
+    with open(make_results.DEFAULT_README, encoding="utf-8") as f:
+        readme = f.read()
+    assert make_results.update_readme(readme, make_results.readme_demo_block(
+        make_results.load_records(os.path.join(BENCH, "results")))) == readme, \
+        "README.md's demo table is stale: run benchmarks/make_results.py"
 
 
 def test_seed_dataset_and_instances(tmp_path):

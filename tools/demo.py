@@ -6,10 +6,13 @@
 2. train the small CPU config from scratch with tools/train_net.py, the DelftBikes files given
    through the seed's environment variables (TRAIN_JSON, VAL_JSON, TRAIN_CLEANED, VAL_CLEANED,
    OUTPUT_DIR), so they are converted to OUTPUT_DIR/train_coco.json and val_coco.json;
-3. evaluate on val at the end of training (COCO mAP, state and verification metrics, printed
-   as a table; the evaluator's files, confusion matrix and per-part table, under train/inference);
-4. run tools/predict.py on the held-out images;
-5. print where the pictures, the inspection report and the training outputs are.
+3. evaluate on val at the end of training (COCO mAP, state and verification metrics; the
+   evaluator's files, confusion matrices, curves and per-part table under train/inference),
+   then choose the verdict rule's operating point on val (train/thresholds.json);
+4. run tools/predict.py on the held-out images (with that operating point);
+5. print the headline table and where the pictures, the inspection report and the training
+   outputs are. ``--record`` also appends the figures to benchmarks/results/demo.jsonl, from
+   which ``benchmarks/make_results.py`` regenerates the README's demo table.
 
 Every step is one of the project's own tools run as a user would run it.
 """
@@ -26,12 +29,11 @@ from tabulate import tabulate
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TOOLS)
 
-# Metrics shown at the end, in this order (missing ones are left out).
-HEADLINE_METRICS = (
-    "bbox/AP", "bbox/AP50", "bbox_present/AP", "bbox_present/AP50", "bbox_state/AP50",
-    "state/accuracy", "state/macro_f1", "verify/accuracy", "verify/missing_part_recall",
-    "verify/hallucination_rate", "verify/damage_recall", "verify/damage_precision",
-)
+# Detection metrics shown at the end, before the verification table.
+DETECTION_METRICS = ("bbox/AP", "bbox/AP50", "bbox_present/AP", "bbox_state/AP50")
+# Recorded with --record: the evaluator's figures that the README's demo table shows.
+RECORDED_PREFIXES = ("bbox/AP", "bbox_present/AP", "bbox_state/", "verify/", "verify_loc/",
+                     "state_gt/", "state/macro_f1")
 
 
 def run(step, cmd, env=None):
@@ -54,6 +56,8 @@ def main():
     parser.add_argument("--num-val", type=int, default=60)
     parser.add_argument("--num-heldout", type=int, default=12)
     parser.add_argument("--image-size", default="640x480")
+    parser.add_argument("--record", action="store_true",
+                        help="append the figures to benchmarks/results/demo.jsonl (developers)")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="extra config options for training, as KEY VALUE pairs")
     args = parser.parse_args()
@@ -101,17 +105,47 @@ def main():
 
     # Written by BikeStateEvaluator (nested by task, as detectron2 returns results).
     results_file = os.path.join(eval_dir, "bikestate_metrics.json")
+    total = time.time() - start
+    results = {}
     if os.path.exists(results_file):
+        from bikestate.evaluation import verification_table
+
         with open(results_file, encoding="utf-8") as f:
             results = flatten_results_dict(json.load(f))
-        # An undefined rate (nothing to count) is NaN, stored as null in the JSON file.
-        rows = [(k, "n/a" if results[k] is None else f"{results[k]:.4f}")
-                for k in HEADLINE_METRICS if k in results]
-        print("\nValidation metrics (SynthBikes val) of model_best.pth (AP in %):")
-        print(tabulate(rows, headers=["metric", "value"], tablefmt="github"))
-    total = time.time() - start
+        # An undefined figure (nothing to count) is NaN, stored as null in the JSON file.
+        rows = [(k, "n/a" if results[k] is None else f"{results[k]:.2f}")
+                for k in DETECTION_METRICS if k in results]
+        print("\nValidation metrics (SynthBikes val) of model_best.pth, default operating point "
+              "(AP in %):")
+        print(tabulate(rows, headers=["detection", "value"], tablefmt="github"))
+        print()
+        print(verification_table({k: (float("nan") if v is None else v)
+                                  for k, v in results.items()}))
+    calibrated = {}
+    thresholds = os.path.join(train_dir, "thresholds.json")
+    if os.path.exists(thresholds):
+        with open(thresholds, encoding="utf-8") as f:
+            point = json.load(f)
+        calibrated = point["chosen_on"]["figures"]
+        fig = {k: "n/a" if v is None else f"{v:.3f}" for k, v in calibrated.items()}
+        print(f"\nOperating point chosen on val (train/thresholds.json): presence threshold "
+              f"{point['presence_thresh']:.3f}, state biases {point['state_bias']}; on val "
+              f"itself: present recall {fig['present_recall']} / hallucination "
+              f"{fig['hallucination_rate']}, damage precision {fig['damage_precision']} / "
+              f"recall {fig['damage_recall']}, verdict macro-F1 {fig['macro_f1']}")
     print("\nTime per step: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) +
           f"; total {total / 60:.1f} min")
+    if args.record:
+        sys.path.insert(0, REPO)
+        from benchmarks.common import append_record
+
+        append_record("demo", {
+            "config": os.path.relpath(args.config_file, REPO),
+            "opts": list(args.opts), "train_images": args.num_train,
+            "val_images": args.num_val, "image_size": args.image_size,
+            "metrics": {k: v for k, v in results.items() if k.startswith(RECORDED_PREFIXES)},
+            "calibrated": calibrated, "timings_s": timings, "total_min": total / 60})
+        print("Recorded in benchmarks/results/demo.jsonl; run benchmarks/make_results.py")
     print(f"\nPictures with predictions: {os.path.join(predict_dir, 'vis')}")
     print(f"Inspection report:         {os.path.join(predict_dir, 'report.csv')} (and .json)")
     print(f"Training outputs:          {train_dir} (metrics.json, model_best.pth, wandb/)")

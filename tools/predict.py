@@ -47,7 +47,8 @@ def get_parser():
                         help="folder for vis/, predictions.json and report.json/.csv")
     parser.add_argument("--confidence-threshold", type=float, default=None, metavar="T",
                         help="minimum detection score kept, drawn and used by the report "
-                             "(default: the config's TEST.BIKESTATE.VERIFY_SCORE_THRESH); to "
+                             "(default: the score_thresh of thresholds.json beside the weights, "
+                             "else the config's TEST.BIKESTATE.VERIFY_SCORE_THRESH); to "
                              "compute COCO AP from predictions.json use a low one, e.g. 0.05")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="images per forward pass (more helps on a GPU; default 1)")
@@ -80,11 +81,14 @@ def split_trailing_opts(args):
 
 
 def setup_cfg(args):
-    """The frozen config: file + overrides, with the score threshold and a usable device."""
+    """The frozen config (file + overrides, a usable device) and the verdict rule's operating
+    point (thresholds.json beside the weights, else the default; ``--confidence-threshold``
+    overrides its score threshold)."""
     from detectron2.config import get_cfg
 
     from bikestate.config import add_bikestate_config, merge_config_file
     from bikestate.utils.errors import ConfigError
+    from bikestate.verdict import load_operating_point
 
     if len(args.opts) % 2:
         raise ConfigError(f"config overrides come in KEY VALUE pairs; got {' '.join(args.opts)}")
@@ -95,14 +99,15 @@ def setup_cfg(args):
         cfg.merge_from_list(args.opts)
     except (KeyError, ValueError, AssertionError, TypeError) as e:
         raise ConfigError(f"{args.config_file}: {' '.join(str(e).split())}") from e
-    if args.confidence_threshold is not None:
-        cfg.TEST.BIKESTATE.VERIFY_SCORE_THRESH = args.confidence_threshold
-    threshold = cfg.TEST.BIKESTATE.VERIFY_SCORE_THRESH
-    if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"the confidence threshold must be in [0, 1], got {threshold}")
+    if args.confidence_threshold is not None and not 0.0 <= args.confidence_threshold <= 1.0:
+        raise ConfigError(f"the confidence threshold must be in [0, 1], got "
+                          f"{args.confidence_threshold}")
+    point = load_operating_point(cfg.TEST.BIKESTATE.THRESHOLDS_FILE, cfg.MODEL.WEIGHTS,
+                                 default_score_thresh=cfg.TEST.BIKESTATE.VERIFY_SCORE_THRESH,
+                                 score_thresh=args.confidence_threshold)
     # The detector itself drops boxes below the threshold, as detectron2's demo does.
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = threshold
-    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = threshold
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = point.score_thresh
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = point.score_thresh
     import torch
 
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
@@ -110,7 +115,7 @@ def setup_cfg(args):
             "MODEL.DEVICE is %s but there is no CUDA GPU: running on the CPU", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
-    return cfg
+    return cfg, point
 
 
 def prepare_output(out_dir):
@@ -195,10 +200,10 @@ def predict(args):
     if not images:
         raise DataError(f"no images found in {' '.join(args.input)}")
 
-    cfg = setup_cfg(args)
-    threshold = cfg.TEST.BIKESTATE.VERIFY_SCORE_THRESH
+    cfg, point = setup_cfg(args)
+    threshold = point.score_thresh
     # Model and weights before the output folder: a bad weights file leaves nothing behind.
-    predictor = BikeStatePredictor(cfg)
+    predictor = BikeStatePredictor(cfg, operating_point=point)
     prepare_output(args.output)
     names = vis_names(images)
 
@@ -220,7 +225,7 @@ def predict(args):
                                           batch_size=args.batch_size)
         for (path, image_bgr), instances in zip(batch, outputs):
             detections.extend(instances_to_records(path, instances, predictor.part_names))
-            reports.append(build_report(path, instances, predictor.part_names, threshold))
+            reports.append(build_report(path, instances, predictor.part_names, point))
             info = {"file_name": path, "height": image_bgr.shape[0],
                     "width": image_bgr.shape[1], "num_detections": len(instances)}
             if not args.no_vis:
@@ -241,7 +246,7 @@ def predict(args):
     atomic_write_json({**run_info, "score_threshold": threshold, "images": image_infos,
                        "detections": detections, "errors": errors},
                       os.path.join(args.output, "predictions.json"), indent=1)
-    write_reports(reports, args.output, errors=errors, score_thresh=threshold, extra=run_info)
+    write_reports(reports, args.output, errors=errors, operating_point=point, extra=run_info)
 
     attention = sum(bool(r["attention"]) for r in reports)
     print(f"Inspected {len(reports)} image(s): {attention} with damaged or absent parts"

@@ -6,6 +6,8 @@ validation loss, best checkpoint, early stopping, W&B, and ``--resume`` that res
 piece of state (iteration, optimizer, schedulers including the plateau state, best value,
 early-stopping counter, random number generators, position in the data order).
 """
+import contextlib
+import io
 import logging
 import math
 import os
@@ -30,11 +32,13 @@ from detectron2.data.samplers import InferenceSampler, TrainingSampler
 from detectron2.engine import DefaultTrainer, hooks as d2_hooks
 from detectron2.engine.defaults import default_writers
 from detectron2.engine.train_loop import TrainerBase
-from detectron2.evaluation import COCOEvaluator, verify_results
+from detectron2.evaluation import COCOEvaluator, inference_on_dataset, verify_results
 from detectron2.utils.events import EventStorage
 from fvcore.nn.precise_bn import get_bn_modules
 
+from ..checkpoint import BikeStateCheckpointer
 from ..constants import STATE_NAMES
+from ..utils.io import atomic_open
 from ..utils.errors import BikeStateError, ConfigError, DataError
 from .checkpoint import RetainingPeriodicCheckpointer, TrainingCheckpointer
 from .hooks import (
@@ -298,23 +302,77 @@ class BikeStateTrainer(DefaultTrainer):
             num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
-    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        """``BikeStateEvaluator`` for datasets of evaluator_type "bikestate", COCO for "coco"."""
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None, model=None):
+        """``BikeStateEvaluator`` for datasets of evaluator_type "bikestate", COCO for "coco".
+
+        With ``model`` (and ``TEST.BIKESTATE.STATE_ON_GT_BOXES``) the bikestate evaluator also
+        scores the state head alone on the ground-truth boxes (``state_gt/*``).
+        """
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
         evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
         if evaluator_type == "bikestate":
-            try:
-                from ..evaluation import BikeStateEvaluator
-            except ImportError:  # pragma: no cover - until the evaluation side exists
-                BikeStateEvaluator = None
-            if BikeStateEvaluator is not None:
-                return BikeStateEvaluator(dataset_name, cfg=cfg, distributed=True,
-                                          output_dir=output_folder)
-            return COCOEvaluator(dataset_name, output_dir=output_folder)
+            from ..evaluation import BikeStateEvaluator
+
+            probe = model if cfg.TEST.BIKESTATE.STATE_ON_GT_BOXES else None
+            return BikeStateEvaluator(dataset_name, cfg=cfg, distributed=True,
+                                      output_dir=output_folder, model=probe)
         if evaluator_type == "coco":
             return COCOEvaluator(dataset_name, output_dir=output_folder)
         raise NotImplementedError(f"no evaluator for dataset {dataset_name!r} "
                                   f"(evaluator_type {evaluator_type!r})")
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """``DefaultTrainer.test`` whose default evaluators also get the model (``state_gt``)."""
+        if evaluators is None:
+            evaluators = [cls.build_evaluator(cfg, name, model=model)
+                          for name in cfg.DATASETS.TEST]
+        return super().test(cfg, model, evaluators)
+
+    @classmethod
+    def calibrate(cls, cfg, model, output_file, dataset_name=None):
+        """Choose the verdict rule's operating point on a dataset and save it as JSON.
+
+        Runs ``model`` on ``dataset_name`` (default ``DATASETS.TEST[0]``), collects the
+        (image, part) verdict pairs and chooses the presence threshold and state biases
+        (:func:`bikestate.evaluation.choose_operating_point`, settings under
+        ``TEST.BIKESTATE.CALIBRATION``). Every process runs the model on its shard; the main
+        process writes ``output_file`` (thresholds.json) and, beside it, the ROC and
+        precision-recall curves at the chosen point (``calibration_curves.png``).
+
+        Returns:
+            (OperatingPoint, dict) on the main process (the point and its figures on the
+            dataset); None on the others.
+        """
+        from ..evaluation import BikeStateEvaluator, choose_operating_point
+        from ..evaluation.calibration import apply_operating_point
+        from ..evaluation.plots import plot_verification_curves
+        from ..verdict import OperatingPoint
+
+        dataset_name = dataset_name or cfg.DATASETS.TEST[0]
+        settings = cfg.TEST.BIKESTATE
+        evaluator = BikeStateEvaluator(
+            dataset_name, cfg=cfg, distributed=True,
+            operating_point=OperatingPoint(settings.VERIFY_SCORE_THRESH))
+        # COCOEvaluator's summary tables are about boxes, not this; keep them off the console.
+        with contextlib.redirect_stdout(io.StringIO()):
+            inference_on_dataset(model, cls.build_test_loader(cfg, dataset_name), evaluator)
+        if not comm.is_main_process():
+            return None
+        state_names = list(MetadataCatalog.get(dataset_name).get("state_classes", STATE_NAMES))
+        point, figures = choose_operating_point(
+            evaluator.pairs, state_names, present_recall=settings.CALIBRATION.PRESENT_RECALL,
+            objective=settings.CALIBRATION.OBJECTIVE, score_thresh=settings.VERIFY_SCORE_THRESH)
+        point.chosen_on["dataset"] = dataset_name
+        point.save(output_file, state_names)
+        point = OperatingPoint.load(output_file, state_names)
+        with atomic_open(os.path.join(os.path.dirname(os.path.abspath(output_file)),
+                                      "calibration_curves.png"), "wb") as f:
+            plot_verification_curves(apply_operating_point(evaluator.pairs, point, state_names),
+                                     state_names, point, f)
+        logger.info("Operating point chosen on %s, saved to %s: %s", dataset_name, output_file,
+                    point.describe(state_names))
+        return point, figures
 
     # ------------------------------------------------------------------ hooks and writers
     def _compute_val_loss(self):
@@ -324,6 +382,13 @@ class BikeStateTrainer(DefaultTrainer):
 
     def _test_and_save_results(self):
         self._last_eval_results = self.test(self.cfg, self.model)
+        if self.wandb_writer is not None and comm.is_main_process():
+            from ..evaluation.evaluator import FIGURES
+
+            folder = os.path.join(self.cfg.OUTPUT_DIR, "inference")
+            self.wandb_writer.log_figures(self.iter, {
+                f"eval/{os.path.splitext(name)[0]}": os.path.join(folder, name)
+                for name in FIGURES if os.path.isfile(os.path.join(folder, name))})
         return self._last_eval_results
 
     def build_hooks(self):
@@ -444,9 +509,30 @@ class BikeStateTrainer(DefaultTrainer):
             with preserve_rng_state():
                 self.wandb_writer.start()
         self._run_loop(self.start_iter, self.max_iter)
+        if self.cfg.TEST.BIKESTATE.CALIBRATION.AFTER_TRAINING and len(self.cfg.DATASETS.TEST):
+            self.calibrate_best_model()
         if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
             verify_results(self.cfg, self._last_eval_results)
         return self._last_eval_results
+
+    def calibrate_best_model(self):
+        """Choose the operating point of ``model_best.pth`` (else ``model_final.pth``) on the
+        validation set and save it beside the weights as thresholds.json, where the predictor,
+        the report and ``--eval-only`` find it."""
+        from ..verdict import THRESHOLDS_FILE
+
+        comm.synchronize()
+        best = os.path.join(self.cfg.OUTPUT_DIR, "model_best.pth")
+        weights = best if os.path.isfile(best) else os.path.join(self.cfg.OUTPUT_DIR,
+                                                                "model_final.pth")
+        if not os.path.isfile(weights):
+            logger.warning("No model_best.pth or model_final.pth in %s: not calibrated",
+                           self.cfg.OUTPUT_DIR)
+            return None
+        model = self.build_model(self.cfg)
+        BikeStateCheckpointer(model).load(weights)
+        return self.calibrate(self.cfg, model, os.path.join(self.cfg.OUTPUT_DIR,
+                                                            THRESHOLDS_FILE))
 
     def _run_loop(self, start_iter, max_iter):
         """``TrainerBase.train`` plus early stopping and a clean, single-message failure."""

@@ -237,6 +237,17 @@ class WandbWriter(EventWriter):
         images = [self._to_image(img, dd, out) for (img, dd), out in zip(originals, outputs)]
         self._pending[int(iteration)]["val_predictions"] = images
 
+    def log_figures(self, iteration, paths):
+        """Queue PNG files as W&B images for ``iteration`` (logged by the next :meth:`write`).
+
+        Args:
+            paths (dict[str, str]): W&B key -> PNG path (e.g. the evaluator's ROC curves).
+        """
+        if self._run is None:
+            return
+        for key, path in paths.items():
+            self._pending[int(iteration)][key] = self._wandb.Image(path)
+
     def _label(self, class_id):
         return (self._class_names[class_id] if 0 <= class_id < len(self._class_names)
                 else f"class {class_id}")

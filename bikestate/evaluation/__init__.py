@@ -1,40 +1,36 @@
 """State-aware evaluation: COCO AP per part, part-state metrics and part verification."""
-from .evaluator import BikeStateEvaluator
+from .calibration import choose_operating_point
+from .evaluator import BikeStateEvaluator, verification_table
 from .metrics import (
     MATCH_IOU,
-    NOT_FOUND_ID,
-    VERIFY_SCORE_THRESH,
     bbox_state_ap50,
     coco_ap_at_iou,
     coco_bbox_eval,
     confusion_matrix,
     greedy_match,
-    match_and_verify,
+    match_pairs,
     mean_ap,
     pairwise_iou,
-    per_part_metrics,
     standard_ap,
     state_metrics,
-    verification_metrics,
-    verify_verdicts,
 )
+from .verification import verdict_pairs, verification_metrics
 
 __all__ = [
     "BikeStateEvaluator",
     "MATCH_IOU",
-    "NOT_FOUND_ID",
-    "VERIFY_SCORE_THRESH",
     "bbox_state_ap50",
+    "choose_operating_point",
     "coco_ap_at_iou",
     "coco_bbox_eval",
     "confusion_matrix",
     "greedy_match",
-    "match_and_verify",
+    "match_pairs",
     "mean_ap",
     "pairwise_iou",
-    "per_part_metrics",
     "standard_ap",
     "state_metrics",
+    "verdict_pairs",
     "verification_metrics",
-    "verify_verdicts",
+    "verification_table",
 ]

@@ -5,13 +5,20 @@ state is it. Box AP alone rewards a detector that "hallucinates" missing parts a
 place (Kayhan et al., ICIP 2021), so next to detectron2's COCO numbers this evaluator reports:
 
 * ``bbox/*``: detectron2's :class:`COCOEvaluator` over all annotated parts (absent included).
-* ``bbox_present/*``: the public DelftBikes protocol: ground truth restricted to intact, damaged
-  and occluded parts; with ``present_rescore`` each score is multiplied by the detection's
-  probability of not being absent, so knowing that a part is missing is not punished.
+* ``bbox_present/*``: the public DelftBikes protocol: ground truth restricted to intact,
+  damaged and occluded parts, detections ranked by their own scores;
+  ``bbox_present_rescored/*`` multiplies each score by the detection's probability of not being
+  absent, so knowing that a part is missing is not punished.
+* ``verify/*``: the verdicts the inspection report gives (:mod:`bikestate.verdict`, one per
+  image and part) against the ground truth: threshold-free figures (present-vs-absent AUROC,
+  hallucination at 95 % / 90 % present recall, damage AP) and the figures at the operating
+  point, always in pairs (:mod:`.verification`); ``verify_loc/*`` the same when a verdict must
+  also point at the part (IoU >= 0.5).
 * ``state/*``: state accuracy, macro-F1, per-state precision/recall/F1 and per-part accuracy
-  over detections matched one-to-one (greedy by score, IoU >= ``match_iou``) to ground truth.
-* ``verify/*``: one verdict per image and ground-truth part, as an inspection would give it
-  (see :func:`bikestate.evaluation.metrics.verification_metrics`).
+  over detections matched one-to-one (greedy by score, IoU >= ``match_iou``) to ground truth:
+  the state head on what the detector found.
+* ``state_gt/*`` (when the evaluator is given the model): the state head alone on every
+  ground-truth box: accuracy, macro-F1 and per-state one-vs-rest AUC.
 * ``bbox_state/AP50``: AP50 where a detection counts only with the right part and state.
 
 Results are nested by task (detectron2's convention); ``EvalHook`` flattens them to
@@ -40,10 +47,13 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils.logger import create_small_table
 
-from ..constants import STATE_NAMES
+from ..constants import NOT_FOUND, STATE_NAMES
+from ..utils.boxes import xyxy_to_xywh
 from ..utils.errors import DataError
 from ..utils.io import atomic_open, atomic_write_json, atomic_write_text
+from ..verdict import OperatingPoint, load_operating_point
 from . import metrics as M
+from . import verification as V
 
 __all__ = ["BikeStateEvaluator"]
 
@@ -66,40 +76,40 @@ class BikeStateEvaluator(DatasetEvaluator):
     """
 
     def __init__(self, dataset_name, cfg=None, distributed=True, output_dir=None,
-                 match_iou=None, verify_score_thresh=None, present_rescore=None,
-                 max_dets_per_image=100):
+                 match_iou=None, operating_point=None, max_dets_per_image=100, model=None):
         """
         Args:
             dataset_name (str): a registered dataset.
-            cfg (CfgNode or None): when given, ``TEST.BIKESTATE.{MATCH_IOU,
-                VERIFY_SCORE_THRESH, PRESENT_RESCORE}`` supply the settings not passed
-                explicitly.
+            cfg (CfgNode or None): when given, ``TEST.BIKESTATE.MATCH_IOU`` and the operating
+                point (``TEST.BIKESTATE.THRESHOLDS_FILE``, else thresholds.json beside
+                ``MODEL.WEIGHTS``, else the default rule with ``VERIFY_SCORE_THRESH``) supply
+                the settings not passed explicitly.
             distributed (bool): gather predictions of all ranks to the main process, which
                 alone returns results (others return ``{}``).
             output_dir (str or None): where result files are written (created if needed).
-            match_iou (float): IoU of a match (state metrics) and of a verdict. Default 0.5.
-            verify_score_thresh (float): minimum score giving a verdict. Default 0.5.
-            present_rescore (bool): ``bbox_present`` multiplies each score by
-                ``1 - state_scores[:, absent]``. Default True.
+            match_iou (float): IoU of a match (state metrics). Default 0.5.
+            operating_point (OperatingPoint or None): the verdict rule's thresholds; default:
+                from ``cfg``, else :class:`~bikestate.verdict.OperatingPoint`'s defaults.
             max_dets_per_image (int): detections per image kept by every AP (COCO: 100).
+            model (nn.Module or None): the model being evaluated; when given, its state head
+                also classifies every ground-truth box (``state_gt/*``), which costs one more
+                backbone pass per image.
         """
-        defaults = {"MATCH_IOU": M.MATCH_IOU, "VERIFY_SCORE_THRESH": M.VERIFY_SCORE_THRESH,
-                    "PRESENT_RESCORE": True}
-        if cfg is not None:
-            defaults.update({k: cfg.TEST.BIKESTATE.get(k, v) for k, v in defaults.items()})
-        self._match_iou = float(defaults["MATCH_IOU"] if match_iou is None else match_iou)
-        self._verify_score_thresh = float(
-            defaults["VERIFY_SCORE_THRESH"] if verify_score_thresh is None else verify_score_thresh
-        )
-        self._present_rescore = bool(
-            defaults["PRESENT_RESCORE"] if present_rescore is None else present_rescore
-        )
+        match = M.MATCH_IOU if cfg is None else cfg.TEST.BIKESTATE.MATCH_IOU
+        self._match_iou = float(match if match_iou is None else match_iou)
+        if operating_point is None and cfg is not None:
+            operating_point = load_operating_point(
+                cfg.TEST.BIKESTATE.THRESHOLDS_FILE, cfg.MODEL.WEIGHTS,
+                default_score_thresh=cfg.TEST.BIKESTATE.VERIFY_SCORE_THRESH)
+        self.operating_point = operating_point or OperatingPoint()
+        self._model = model
         self._dataset_name = dataset_name
         self._distributed = distributed
         self._output_dir = output_dir
         self._max_dets = int(max_dets_per_image)
         self._metadata = MetadataCatalog.get(dataset_name)
-        self._ground_truth = None  # loaded on first evaluate(), on the main process only
+        self._ground_truth = None  # loaded on first use
+        self.pairs = None  # the (image, part) verdict pairs of the last evaluate()
         self.timings = {}  # seconds per section of the last evaluate() (main process)
 
         if not hasattr(self._metadata, "json_file"):
@@ -121,6 +131,7 @@ class BikeStateEvaluator(DatasetEvaluator):
 
     def reset(self):
         self._predictions = []
+        self._state_gt = []  # (gt states (M,), state probabilities (M, S)) per image
         self._coco_evaluator.reset()
 
     def process(self, inputs, outputs):
@@ -154,6 +165,43 @@ class BikeStateEvaluator(DatasetEvaluator):
                 "states": np.asarray(states, dtype=np.int32),
                 "state_scores": state_scores.astype(np.float32),
             })
+        if self._model is not None:
+            self._classify_ground_truth(inputs)
+
+    def _classify_ground_truth(self, inputs):
+        """The state head alone on every ground-truth box of ``inputs`` (``state_gt/*``).
+
+        Boxes are scaled from the original image to the model input (the test resize), pooled
+        and classified with ``roi_heads.forward_with_given_boxes``.
+        """
+        import torch
+        from detectron2.structures import Boxes, Instances
+
+        model = getattr(self._model, "module", self._model)  # DistributedDataParallel
+        gt = self._load_ground_truth()
+        given, keep, states = [], [], []
+        for k, inp in enumerate(inputs):
+            g = gt.get(int(inp["image_id"]))
+            if g is None or not (~g["iscrowd"]).any():
+                continue
+            height, width = inp["image"].shape[-2:]
+            scale = np.array([width / inp.get("width", width), height / inp.get("height", height)]
+                             * 2)
+            instances = Instances((height, width))
+            instances.pred_boxes = Boxes(torch.as_tensor(g["boxes"][~g["iscrowd"]] * scale,
+                                                         dtype=torch.float32, device=model.device))
+            instances.pred_classes = torch.as_tensor(g["classes"][~g["iscrowd"]],
+                                                     device=model.device)
+            given.append(instances)
+            keep.append(inp)
+            states.append(g["states"][~g["iscrowd"]])
+        if not keep:
+            return
+        with torch.no_grad():
+            features = model.backbone(model.preprocess_image(keep).tensor)
+            outputs = model.roi_heads.forward_with_given_boxes(features, given)
+        for gt_states, out in zip(states, outputs):
+            self._state_gt.append((gt_states, out.state_scores.float().cpu().numpy()))
 
     # ------------------------------------------------------------------ evaluation
 
@@ -169,8 +217,9 @@ class BikeStateEvaluator(DatasetEvaluator):
             comm.synchronize()
             gathered = comm.gather(self._predictions, dst=0)
             predictions = list(itertools.chain(*gathered))
+            state_gt = list(itertools.chain(*comm.gather(self._state_gt, dst=0)))
         else:
-            predictions = self._predictions
+            predictions, state_gt = self._predictions, self._state_gt
         if self._distributed and not comm.is_main_process():
             self._coco_evaluator.evaluate()  # takes part in its gather; returns {}
             return {}
@@ -200,30 +249,42 @@ class BikeStateEvaluator(DatasetEvaluator):
         with timer("bbox"):
             results["bbox"] = self._eval_bbox(image_ids, gt, by_image, part_names, num_dets)
         with timer("bbox_present"):
-            results["bbox_present"] = self._eval_bbox_present(image_ids, gt, by_image,
-                                                              part_names, state_names)
-        with timer("state_verify"):
-            matched = M.match_and_verify(by_image, gt, self._match_iou,
-                                         self._verify_score_thresh)
+            for key, rescore in (("bbox_present", False), ("bbox_present_rescored", True)):
+                results[key] = self._eval_bbox_present(image_ids, gt, by_image, part_names,
+                                                       state_names, rescore)
+        with timer("state"):
+            matched = M.match_pairs(by_image, gt, self._match_iou)
             state, state_cm = M.state_metrics(matched["pair_gt_state"],
                                               matched["pair_pred_state"], state_names,
                                               matched["pair_part"], part_names)
-            verify, verify_cm = M.verification_metrics(matched["gt_state"], matched["verdict"],
-                                                       state_names)
             results["state"] = state
-            results["verify"] = verify
-            rows = M.per_part_metrics(matched, part_names, state_names)
+            if state_gt:
+                results["state_gt"] = _state_gt_metrics(state_gt, state_names)
+        with timer("verify"):
+            pairs = V.verdict_pairs(by_image, gt, len(part_names), self.operating_point,
+                                    state_names)
+            results["verify"], verify_cm = V.verification_metrics(pairs, state_names)
+            results["verify"]["score_thresh"] = self.operating_point.score_thresh
+            results["verify"]["presence_thresh"] = (
+                float("nan") if self.operating_point.presence_thresh is None
+                else self.operating_point.presence_thresh)
+            results["verify_loc"], _ = V.verification_metrics(V.localized(pairs, state_names),
+                                                             state_names)
+            self.pairs = pairs
         with timer("bbox_state"):
             results["bbox_state"] = {"AP50": M.bbox_state_ap50(
                 image_ids, gt, by_image, len(part_names), len(state_names), self._max_dets)}
 
-        for row in rows:
+        rows = M.per_part_state_accuracy(matched, part_names)
+        for row, verify_row in zip(rows, V.per_part_verification(pairs, part_names,
+                                                                 state_names)):
+            row.update(verify_row)
             row["AP"] = results["bbox"].get(f"AP-{row['part']}", float("nan"))
             row["AP_present"] = results["bbox_present"].get(f"AP-{row['part']}", float("nan"))
-        self._log(results, rows, state_cm, state_names)
+        self._log(results, rows, state_cm, verify_cm, state_names)
         if self._output_dir:
             with timer("files"):
-                self._write_files(results, rows, by_image, state_cm, verify_cm, part_names,
+                self._write_files(results, rows, by_image, pairs, state_cm, verify_cm,
                                   state_names)
         # Seconds per section of the last evaluate(), for the benchmark and the log.
         self.timings = dict(timer.seconds)
@@ -246,17 +307,18 @@ class BikeStateEvaluator(DatasetEvaluator):
                                      max_dets=self._max_dets)
         return M.standard_ap(coco_eval, part_names)
 
-    def _eval_bbox_present(self, image_ids, gt, by_image, part_names, state_names):
-        """``bbox_present/AP, AP50, AP75, AP-<part>``: present parts only, optionally rescored."""
+    def _eval_bbox_present(self, image_ids, gt, by_image, part_names, state_names, rescore):
+        """``AP, AP50, AP75, AP-<part>`` on present parts only; with ``rescore`` each score is
+        multiplied by the detection's probability of not being absent."""
         absent = state_names.index("absent")
         anns = [a for a in self._gt_annotations(image_ids, gt) if a["state"] != absent]
         dets = []
         for image_id in image_ids:
             pred = by_image[image_id]
             scores = pred["scores"].astype(np.float64)
-            if self._present_rescore and len(scores):
+            if rescore and len(scores):
                 scores = scores * (1.0 - pred["state_scores"][:, absent].astype(np.float64))
-            for box, cls, score in zip(M._xyxy_to_xywh(pred["boxes"]).tolist(),
+            for box, cls, score in zip(xyxy_to_xywh(pred["boxes"]).tolist(),
                                        pred["classes"].tolist(), scores.tolist()):
                 dets.append({"image_id": image_id, "category_id": cls + 1, "bbox": box,
                              "score": score})
@@ -278,7 +340,7 @@ class BikeStateEvaluator(DatasetEvaluator):
         anns = []
         for image_id in image_ids:
             g = gt[image_id]
-            for box, cls, state, crowd in zip(M._xyxy_to_xywh(g["boxes"]).tolist(),
+            for box, cls, state, crowd in zip(xyxy_to_xywh(g["boxes"]).tolist(),
                                               g["classes"].tolist(), g["states"].tolist(),
                                               g["iscrowd"].tolist()):
                 anns.append({"image_id": image_id, "category_id": cls + 1, "bbox": box,
@@ -320,10 +382,12 @@ class BikeStateEvaluator(DatasetEvaluator):
 
     # ------------------------------------------------------------------ reporting
 
-    def _log(self, results, rows, state_cm, state_names):
-        for task in ("bbox_present", "state", "verify", "bbox_state"):
+    def _log(self, results, rows, state_cm, verify_cm, state_names):
+        for task in ("bbox_present", "state", "bbox_state"):
             headline = {k: v for k, v in results[task].items() if "-" not in k}
             logger.info(f"Evaluation results for {task}:\n" + create_small_table(headline))
+        logger.info("Verification (what the report tells users, per image and part):\n"
+                    + verification_table(results))
         state = results["state"]
         per_state = [[name, *(int(v) for v in state_cm[s]),
                       state[f"precision-{name}"], state[f"recall-{name}"], state[f"f1-{name}"]]
@@ -333,10 +397,14 @@ class BikeStateEvaluator(DatasetEvaluator):
             + tabulate(per_state, headers=["gt \\ pred", *state_names, "precision", "recall", "F1"],
                        tablefmt="pipe", floatfmt=".3f")
         )
+        logger.info("Verdicts (rows: ground truth, columns: verdict):\n"
+                    + tabulate([[name, *(int(v) for v in verify_cm[s])]
+                                for s, name in enumerate(state_names)],
+                               headers=["gt \\ verdict", *verdict_columns(state_names)],
+                               tablefmt="pipe"))
         logger.info("Per-part results (AP in %, rates in [0, 1]):\n" + _per_part_table(rows))
 
-    def _write_files(self, results, rows, by_image, state_cm, verify_cm, part_names,
-                     state_names):
+    def _write_files(self, results, rows, by_image, pairs, state_cm, verify_cm, state_names):
         os.makedirs(self._output_dir, exist_ok=True)
         out = lambda name: os.path.join(self._output_dir, name)  # noqa: E731
         # json.dumps (C encoder) rather than json.dump (pure Python): 10x faster on 100k boxes.
@@ -346,16 +414,25 @@ class BikeStateEvaluator(DatasetEvaluator):
             "state_names": state_names,
             "rows": "ground truth state", "columns": "predicted state (matched detections)",
             "matrix": state_cm.tolist(),
-            "verification": {"rows": "ground truth state",
-                             "columns": M.verdict_names(state_names),
-                             "matrix": verify_cm.tolist()},
         }, out("state_confusion_matrix.json"), indent=2)
+        atomic_write_json({
+            "rows": state_names, "columns": verdict_columns(state_names),
+            "description": "rows: ground-truth state, columns: the report's verdict, one count "
+                           "per image and part",
+            "operating_point": self.operating_point.describe(state_names),
+            "matrix": verify_cm.tolist(),
+        }, out("verdict_confusion_matrix.json"), indent=2)
         atomic_write_text(_per_part_csv(rows), out("per_part.csv"))
         atomic_write_json(_json_safe(results), out("bikestate_metrics.json"), indent=2)
-        from .plots import plot_confusion_matrix, plot_per_part_ap
+        from .plots import plot_confusion_matrix, plot_per_part_ap, plot_verification_curves
 
         with atomic_open(out("state_confusion_matrix.png"), "wb") as f:
             plot_confusion_matrix(state_cm, state_names, f)
+        with atomic_open(out("verdict_confusion_matrix.png"), "wb") as f:
+            plot_confusion_matrix(verify_cm, state_names, f, title="Verdicts per image and part",
+                                  column_names=verdict_columns(state_names), xlabel="verdict")
+        with atomic_open(out("verification_curves.png"), "wb") as f:
+            plot_verification_curves(pairs, state_names, self.operating_point, f)
         with atomic_open(out("per_part_ap.png"), "wb") as f:
             plot_per_part_ap(rows, f)
 
@@ -367,7 +444,7 @@ class BikeStateEvaluator(DatasetEvaluator):
         for image_id in sorted(by_image):
             pred = by_image[image_id]
             # Rounded in numpy: per-value Python rounding dominates for 100k detections.
-            boxes = np.round(M._xyxy_to_xywh(pred["boxes"]), 3).tolist()
+            boxes = np.round(xyxy_to_xywh(pred["boxes"]), 3).tolist()
             scores = np.round(pred["scores"].astype(np.float64), 6).tolist()
             state_scores = np.round(pred["state_scores"].astype(np.float64), 6).tolist()
             for box, cls, score, state, sscores in zip(
@@ -400,8 +477,54 @@ class _SectionTimer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-PER_PART_COLUMNS = ("part", "AP", "AP_present", "state_accuracy", "verify_accuracy",
-                    "hallucination_rate", "n_gt", "n_absent", "n_pairs")
+PER_PART_COLUMNS = ("part", "AP", "AP_present", "auroc_present", "halluc_at_95r",
+                    "present_recall", "hallucination_rate", "not_found_rate", "damage_ap",
+                    "damage_precision", "damage_recall", "macro_f1", "state_accuracy", "n_pairs",
+                    "n_absent", "n_damaged", "n_matched")
+# Files of an evaluation folder worth looking at as pictures (logged to W&B as images).
+FIGURES = ("verification_curves.png", "verdict_confusion_matrix.png",
+           "state_confusion_matrix.png", "per_part_ap.png")
+# The verification figures shown together, each pair side by side: (label, key, counterpart).
+VERIFICATION_ROWS = (
+    ("present vs absent", "verify/auroc_present", None),
+    ("hallucination at 95 % / 90 % present recall", "verify/halluc_at_95r",
+     "verify/halluc_at_90r"),
+    ("present recall / hallucination (operating point)", "verify/present_recall",
+     "verify/hallucination_rate"),
+    ("not found (present parts)", "verify/not_found_rate", None),
+    ("damage AP", "verify/damage_ap", None),
+    ("damage precision / recall", "verify/damage_precision", "verify/damage_recall"),
+    ("verdict macro-F1 / majority baseline", "verify/macro_f1", "verify/macro_f1_majority"),
+    ("localized: present recall / macro-F1", "verify_loc/present_recall", "verify_loc/macro_f1"),
+)
+
+
+def verdict_columns(state_names):
+    """Column names of the verdict confusion matrix: the states, then ``not_found``."""
+    return list(state_names) + [NOT_FOUND]
+
+
+def verification_table(results):
+    """The verification figures as a table, each rate beside its counterpart.
+
+    Args:
+        results (dict): evaluation results, nested (``{"verify": {...}}``) or flat
+            (``{"verify/macro_f1": ...}``); missing or undefined figures show as n/a.
+    """
+    flat = {}
+    for key, value in results.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}/{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+
+    def fmt(key):
+        value = flat.get(key) if key else None
+        return "n/a" if value is None or value != value else f"{value:.3f}"
+
+    return tabulate([[label, fmt(key) + ("" if other is None else f" / {fmt(other)}")]
+                     for label, key, other in VERIFICATION_ROWS],
+                    headers=["verification", "value"], tablefmt="github")
 
 
 def _per_part_csv(rows):
@@ -415,7 +538,7 @@ def _per_part_csv(rows):
 
 
 def _per_part_table(rows):
-    return tabulate([[row[c] for c in PER_PART_COLUMNS] for row in rows],
+    return tabulate([[row.get(c) for c in PER_PART_COLUMNS] for row in rows],
                     headers=list(PER_PART_COLUMNS), tablefmt="pipe", floatfmt=".3f",
                     numalign="right")
 
@@ -428,3 +551,17 @@ def _json_safe(obj):
         return None
     return obj
 
+
+
+def _state_gt_metrics(state_gt, state_names):
+    """``state_gt/*``: accuracy, macro-F1 and per-state one-vs-rest AUC of the state head on
+    ground-truth boxes. ``state_gt`` is a list of (gt states (M,), probabilities (M, S))."""
+    gt = np.concatenate([g for g, _ in state_gt]).astype(np.int64)
+    probs = np.concatenate([p for _, p in state_gt]).reshape(len(gt), len(state_names))
+    figures, _ = M.state_metrics(gt, probs.argmax(axis=1), state_names)
+    results = {"accuracy": figures["accuracy"], "macro_f1": figures["macro_f1"],
+               "num_boxes": float(len(gt))}
+    for s, name in enumerate(state_names):
+        results[f"f1-{name}"] = figures[f"f1-{name}"]
+        results[f"auroc-{name}"] = V.roc_auc(probs[:, s], gt == s)
+    return results

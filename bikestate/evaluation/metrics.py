@@ -27,34 +27,25 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ..constants import NOT_FOUND
+from ..utils.boxes import xyxy_to_xywh
 
 __all__ = [
     "MATCH_IOU",
-    "VERIFY_SCORE_THRESH",
-    "NOT_FOUND_ID",
     "pairwise_iou",
     "greedy_match",
-    "verify_verdicts",
-    "match_and_verify",
+    "match_pairs",
     "confusion_matrix",
     "state_metrics",
-    "verification_metrics",
-    "per_part_metrics",
+    "per_part_state_accuracy",
     "coco_bbox_eval",
     "coco_ap_at_iou",
     "bbox_state_ap50",
     "mean_ap",
     "standard_ap",
-    "verdict_names",
 ]
 
 # IoU at which a detection matches a ground-truth part of the same class.
 MATCH_IOU = 0.5
-# Minimum score of a detection that may give a ground-truth part its verdict.
-VERIFY_SCORE_THRESH = 0.5
-# Verdict code of a ground-truth part that no detection found (states are 0..S-1).
-NOT_FOUND_ID = -1
 
 
 def _nan_div(num, den):
@@ -125,94 +116,47 @@ def greedy_match(pred_scores, iou, iou_thresh=MATCH_IOU):
     return match
 
 
-def verify_verdicts(pred_scores, pred_states, iou, iou_thresh=MATCH_IOU,
-                    score_thresh=VERIFY_SCORE_THRESH):
-    """The verdict of every ground-truth part of one image (the verification view).
-
-    The verdict is the state of the highest-scoring detection of the same part that overlaps
-    it at IoU >= ``iou_thresh`` with score >= ``score_thresh``; :data:`NOT_FOUND_ID` otherwise.
-    Not one-to-one: a detection may give its verdict to two ground-truth parts.
-
-    Args:
-        pred_scores (ndarray): (N,) scores.
-        pred_states (ndarray): (N,) predicted state indices.
-        iou (ndarray): (N, M) IoU, negative where the part differs.
-    Returns:
-        ndarray: (M,) int64 verdicts, a state index or :data:`NOT_FOUND_ID`.
-    """
-    num_gt = iou.shape[1]
-    if iou.shape[0] == 0 or num_gt == 0:
-        return np.full(num_gt, NOT_FOUND_ID, dtype=np.int64)
-    pred_scores = np.asarray(pred_scores, dtype=np.float64)
-    valid = (iou >= iou_thresh) & (pred_scores >= score_thresh)[:, None]
-    ranked = np.where(valid, pred_scores[:, None], -np.inf)
-    best = ranked.argmax(axis=0)
-    found = valid.any(axis=0)
-    return np.where(found, np.asarray(pred_states, dtype=np.int64)[best], NOT_FOUND_ID)
-
-
-def match_and_verify(predictions, ground_truths, iou_thresh=MATCH_IOU,
-                     score_thresh=VERIFY_SCORE_THRESH):
-    """Match detections to ground truth and give every ground-truth part a verdict, per image.
+def match_pairs(predictions, ground_truths, iou_thresh=MATCH_IOU):
+    """Match detections one-to-one to ground truth (greedy by score, same part), per image.
 
     Args:
         predictions (dict[int, dict]): per image id, the predictions (module docstring). An
             image without an entry has no detection.
         ground_truths (dict[int, dict]): per image id, the ground truth; images without
             annotations may be missing or have empty arrays.
-        iou_thresh (float): IoU of a match and of a verdict.
-        score_thresh (float): minimum score of a detection giving a verdict.
+        iou_thresh (float): IoU of a match.
     Returns:
-        dict of 1-d int64 arrays, concatenated over images:
-            ``pair_part``, ``pair_gt_state``, ``pair_pred_state``: one entry per matched
-            (ground truth, detection) pair (greedy one-to-one, all scores);
-            ``gt_part``, ``gt_state``, ``verdict``: one entry per non-crowd ground-truth part.
+        dict of 1-d int64 arrays, one entry per matched (ground truth, detection) pair,
+        concatenated over images: ``pair_part``, ``pair_gt_state``, ``pair_pred_state``.
     """
     pair_part, pair_gt, pair_pred = [], [], []
-    gt_part, gt_state, verdicts = [], [], []
     for image_id, gt in ground_truths.items():
         gt_classes = np.asarray(gt["classes"], dtype=np.int64).reshape(-1)
-        if gt_classes.size == 0:
+        pred = predictions.get(image_id)
+        if gt_classes.size == 0 or pred is None or len(pred["scores"]) == 0:
             continue
         keep = ~np.asarray(gt.get("iscrowd", np.zeros(gt_classes.size, bool)), dtype=bool)
         gt_classes = gt_classes[keep]
         gt_boxes = np.asarray(gt["boxes"], dtype=np.float64).reshape(-1, 4)[keep]
         gt_states = np.asarray(gt["states"], dtype=np.int64).reshape(-1)[keep]
-        pred = predictions.get(image_id)
-        if pred is None or len(pred["scores"]) == 0:
-            scores = np.zeros(0)
-            states = np.zeros(0, dtype=np.int64)
-            iou = np.zeros((0, gt_classes.size))
-        else:
-            scores = np.asarray(pred["scores"], dtype=np.float64)
-            states = np.asarray(pred["states"], dtype=np.int64)
-            iou = _same_class_iou(pred["boxes"], pred["classes"], gt_boxes, gt_classes)
-        match = greedy_match(scores, iou, iou_thresh)
+        iou = _same_class_iou(pred["boxes"], pred["classes"], gt_boxes, gt_classes)
+        match = greedy_match(np.asarray(pred["scores"], dtype=np.float64), iou, iou_thresh)
         matched = match >= 0
         pair_part.append(gt_classes[match[matched]])
         pair_gt.append(gt_states[match[matched]])
-        pair_pred.append(states[matched])
-        gt_part.append(gt_classes)
-        gt_state.append(gt_states)
-        verdicts.append(verify_verdicts(scores, states, iou, iou_thresh, score_thresh))
+        pair_pred.append(np.asarray(pred["states"], dtype=np.int64)[matched])
 
     def cat(arrays):
         return np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, np.int64)
 
-    return {
-        "pair_part": cat(pair_part),
-        "pair_gt_state": cat(pair_gt),
-        "pair_pred_state": cat(pair_pred),
-        "gt_part": cat(gt_part),
-        "gt_state": cat(gt_state),
-        "verdict": cat(verdicts),
-    }
+    return {"pair_part": cat(pair_part), "pair_gt_state": cat(pair_gt),
+            "pair_pred_state": cat(pair_pred)}
 
 
 def confusion_matrix(gt_states, pred_states, num_states):
     """(S, S) int64 counts: rows are ground-truth states, columns predicted states.
 
-    Predicted values outside ``[0, S)`` (e.g. :data:`NOT_FOUND_ID`) are not counted here.
+    Predicted values outside ``[0, S)`` are not counted.
     """
     gt_states = np.asarray(gt_states, dtype=np.int64)
     pred_states = np.asarray(pred_states, dtype=np.int64)
@@ -270,98 +214,19 @@ def state_metrics(gt_states, pred_states, state_names, gt_parts=None, part_names
     return results, cm
 
 
-def verification_metrics(gt_states, verdicts, state_names):
-    """Metrics of the verification view: one verdict per ground-truth part.
-
-    With "absent" the state named ``absent`` and "damaged" the state named ``damaged``:
-
-    * ``accuracy``: share of ground-truth parts whose verdict equals the ground-truth state,
-      a "not found" verdict counting as absent.
-    * ``missing_part_recall``: among ground-truth absent parts, the share with verdict absent or
-      not found (the detector knows the part is missing).
-    * ``hallucination_rate``: among ground-truth absent parts, the share with verdict intact,
-      damaged or occluded (= 1 - missing_part_recall); NaN without absent ground truth.
-    * ``damage_recall``: among ground-truth damaged parts, the share with verdict damaged.
-    * ``damage_precision``: among ground-truth parts whose verdict is damaged, the share whose
-      ground truth is damaged (per part, not per detection); NaN without damaged verdicts.
-    * ``not_found_rate``: among present ground-truth parts (not absent), the share not found.
-    * ``num_parts``: number of ground-truth parts judged.
-
-    Args:
-        gt_states (ndarray): (M,) ground-truth states.
-        verdicts (ndarray): (M,) verdicts: state index or :data:`NOT_FOUND_ID`.
-        state_names (sequence[str]): must contain "absent" and "damaged".
-    Returns:
-        (dict[str, float], ndarray): the metrics and the (S, S + 1) matrix of counts, rows
-        ground-truth states, columns verdicts (states, then "not found").
-    """
-    num_states = len(state_names)
-    absent = list(state_names).index("absent")
-    damaged = list(state_names).index("damaged")
-    gt_states = np.asarray(gt_states, dtype=np.int64)
-    verdicts = np.asarray(verdicts, dtype=np.int64)
-    not_found = verdicts == NOT_FOUND_ID
-    as_state = np.where(not_found, absent, verdicts)
-    is_absent = gt_states == absent
-    said_absent = (verdicts == absent) | not_found
-    said_damaged = verdicts == damaged
-    is_damaged = gt_states == damaged
-    results = {
-        "accuracy": _nan_div((as_state == gt_states).sum(), gt_states.size),
-        "missing_part_recall": _nan_div((is_absent & said_absent).sum(), is_absent.sum()),
-        "hallucination_rate": _nan_div((is_absent & ~said_absent).sum(), is_absent.sum()),
-        "damage_recall": _nan_div((is_damaged & said_damaged).sum(), is_damaged.sum()),
-        "damage_precision": _nan_div((is_damaged & said_damaged).sum(), said_damaged.sum()),
-        "not_found_rate": _nan_div((~is_absent & not_found).sum(), (~is_absent).sum()),
-        "num_parts": float(gt_states.size),
-    }
-    columns = np.where(not_found, num_states, verdicts)
-    counts = np.bincount(gt_states * (num_states + 1) + columns,
-                         minlength=num_states * (num_states + 1))
-    return results, counts.reshape(num_states, num_states + 1)
-
-
-def verdict_names(state_names):
-    """Column names of the verification matrix: the states, then ``not_found``."""
-    return list(state_names) + [NOT_FOUND]
-
-
-def per_part_metrics(matched, part_names, state_names):
-    """Per-part counts and rates from :func:`match_and_verify`'s output.
-
-    Returns:
-        list[dict]: one row per part with ``part``, ``n_gt``, ``n_absent``, ``n_pairs``,
-        ``state_accuracy`` (over matched pairs), ``verify_accuracy`` and
-        ``hallucination_rate`` (verification view); NaN where the part has no such case.
-    """
-    absent = list(state_names).index("absent")
+def per_part_state_accuracy(matched, part_names):
+    """Per part: ``part``, ``n_matched`` and ``state_accuracy`` over its matched pairs (NaN if
+    none), from :func:`match_pairs`'s output."""
+    correct = matched["pair_gt_state"] == matched["pair_pred_state"]
     rows = []
-    pair_ok = matched["pair_gt_state"] == matched["pair_pred_state"]
-    verdict_as_state = np.where(matched["verdict"] == NOT_FOUND_ID, absent, matched["verdict"])
-    verify_ok = verdict_as_state == matched["gt_state"]
-    hallucinated = (matched["gt_state"] == absent) & (verdict_as_state != absent)
     for p, name in enumerate(part_names):
         pairs = matched["pair_part"] == p
-        gts = matched["gt_part"] == p
-        absents = gts & (matched["gt_state"] == absent)
-        rows.append({
-            "part": name,
-            "n_gt": int(gts.sum()),
-            "n_absent": int(absents.sum()),
-            "n_pairs": int(pairs.sum()),
-            "state_accuracy": _nan_div(pair_ok[pairs].sum(), pairs.sum()),
-            "verify_accuracy": _nan_div(verify_ok[gts].sum(), gts.sum()),
-            "hallucination_rate": _nan_div(hallucinated[absents].sum(), absents.sum()),
-        })
+        rows.append({"part": name, "n_matched": int(pairs.sum()),
+                     "state_accuracy": _nan_div(correct[pairs].sum(), pairs.sum())})
     return rows
 
 
 # ------------------------------------------------------------------------------ COCO AP
-
-
-def _xyxy_to_xywh(boxes):
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
 
 
 def _coco_from_lists(image_ids, category_ids, annotations):
@@ -589,14 +454,14 @@ def bbox_state_ap50(image_ids, ground_truths, predictions, num_parts, num_states
         if gt is not None and len(gt["classes"]):
             crowd = np.asarray(gt.get("iscrowd", np.zeros(len(gt["classes"]), bool)))
             cats = np.asarray(gt["classes"]) * num_states + np.asarray(gt["states"]) + 1
-            for box, cat, c in zip(_xyxy_to_xywh(gt["boxes"]).tolist(), cats.tolist(),
+            for box, cat, c in zip(xyxy_to_xywh(gt["boxes"]).tolist(), cats.tolist(),
                                    crowd.tolist()):
                 gts.append({"image_id": image_id, "category_id": cat, "bbox": box,
                             "iscrowd": int(c)})
         pred = predictions.get(image_id)
         if pred is not None and len(pred["scores"]):
             cats = np.asarray(pred["classes"]) * num_states + np.asarray(pred["states"]) + 1
-            for box, cat, score in zip(_xyxy_to_xywh(pred["boxes"]).tolist(), cats.tolist(),
+            for box, cat, score in zip(xyxy_to_xywh(pred["boxes"]).tolist(), cats.tolist(),
                                        np.asarray(pred["scores"]).tolist()):
                 dets.append({"image_id": image_id, "category_id": cat, "bbox": box,
                              "score": score})

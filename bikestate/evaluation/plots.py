@@ -1,4 +1,7 @@
-"""Figures of the evaluation: the state confusion matrix and AP per part (matplotlib, Agg)."""
+"""Figures of the evaluation: confusion matrices, AP per part, verification curves (matplotlib,
+Agg)."""
+import os
+
 import numpy as np
 
 from ..constants import STATE_COLORS
@@ -13,24 +16,28 @@ def _pyplot():
     return plt
 
 
-def plot_confusion_matrix(matrix, state_names, file, title="Part states of matched detections"):
-    """Save an annotated (S, S) count matrix (rows ground truth, columns prediction) as PNG.
+def plot_confusion_matrix(matrix, state_names, file, title="Part states of matched detections",
+                          column_names=None, xlabel="predicted state"):
+    """Save an annotated (S, C) count matrix (rows ground truth, columns prediction) as PNG,
+    each cell with its count and its share of the row.
 
     Args:
-        matrix (ndarray): (S, S) counts.
-        state_names (sequence[str]): S names.
+        matrix (ndarray): (S, C) counts.
+        state_names (sequence[str]): S row names (and column names when C = S).
         file: a path or a binary file object.
+        column_names (sequence[str] or None): C column names; default ``state_names``.
     """
     plt = _pyplot()
     matrix = np.asarray(matrix)
     row_sums = matrix.sum(axis=1, keepdims=True)
     shares = np.divide(matrix, row_sums, out=np.zeros(matrix.shape, float), where=row_sums > 0)
-    fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=100)
+    column_names = list(state_names if column_names is None else column_names)
+    fig, ax = plt.subplots(figsize=(1.0 * len(column_names) + 1.2, 4.6), dpi=100)
     try:
         ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-        ax.set_xticks(range(len(state_names)), labels=state_names)
+        ax.set_xticks(range(len(column_names)), labels=column_names)
         ax.set_yticks(range(len(state_names)), labels=state_names)
-        ax.set_xlabel("predicted state")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("ground-truth state")
         ax.set_title(title)
         for i in range(matrix.shape[0]):
@@ -67,6 +74,66 @@ def plot_per_part_ap(rows, file):
         ax.set_xlabel("AP (%)")
         ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8,
                   frameon=False)
+        fig.tight_layout()
+        fig.savefig(file, format="png")
+    finally:
+        plt.close(fig)
+
+
+def plot_verification_curves(pairs, state_names, operating_point, file):
+    """Save the present-vs-absent ROC and the per-state precision-recall curves as one PNG.
+
+    Left: ROC of P(present) over all (image, part) pairs, with the operating point (the share of
+    absent parts reported present against the share of present parts reported present) and the
+    95 % present-recall line. Right: for each state, precision against recall when ranking the
+    pairs by P(state) = score x p(state), that state's ground truth positive.
+
+    Args:
+        pairs (dict): :func:`bikestate.evaluation.verification.verdict_pairs`'s output.
+        state_names (sequence[str]): S names.
+        operating_point (OperatingPoint): the rule the verdicts were given with.
+        file: a path or a binary file object.
+    """
+    from ..verdict import NOT_FOUND_ID
+    from .verification import average_precision, precision_recall_curve, roc_auc, roc_curve
+
+    plt = _pyplot()
+    absent = list(state_names).index("absent")
+    present = pairs["gt_state"] != absent
+    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10, 4.4), dpi=100)
+    try:
+        if present.any() and (~present).any():
+            fpr, tpr, _ = roc_curve(pairs["p_present"], present)
+            ax_roc.plot(fpr, tpr, color="black",
+                        label=f"P(present), AUROC {roc_auc(pairs['p_present'], present):.3f}")
+            said = (pairs["verdict"] != NOT_FOUND_ID) & (pairs["verdict"] != absent)
+            ax_roc.plot([said[~present].mean()], [said[present].mean()], "o",
+                        color=STATE_COLORS[1], label="operating point")
+        ax_roc.axhline(0.95, color="grey", linestyle=":", linewidth=1, label="95 % present recall")
+        ax_roc.plot([0, 1], [0, 1], color="lightgrey", linewidth=1)
+        ax_roc.set_xlabel("absent parts reported present (hallucination)")
+        ax_roc.set_ylabel("present parts reported present (recall)")
+        ax_roc.set_title("Present vs absent")
+        ax_roc.set_xlim(0, 1)
+        ax_roc.set_ylim(0, 1.02)
+        ax_roc.legend(loc="lower right", fontsize=8)
+        for s, name in enumerate(state_names):
+            positive = pairs["gt_state"] == s
+            if not positive.any():
+                continue
+            p_state = pairs["score"] * pairs["state_probs"][:, s]
+            precision, recall, _ = precision_recall_curve(p_state, positive)
+            ax_pr.step(np.r_[0.0, recall], np.r_[precision[:1], precision], where="pre",
+                       color=STATE_COLORS[s % len(STATE_COLORS)],
+                       label=f"{name}: AP {average_precision(p_state, positive):.3f}")
+        ax_pr.set_xlabel("recall")
+        ax_pr.set_ylabel("precision")
+        ax_pr.set_title("Per state, ranked by score x P(state)")
+        ax_pr.set_xlim(0, 1)
+        ax_pr.set_ylim(0, 1.02)
+        ax_pr.legend(loc="best", fontsize=8)
+        source = os.path.basename(operating_point.source)
+        fig.suptitle(f"Verdicts at the {source} operating point", fontsize=10)
         fig.tight_layout()
         fig.savefig(file, format="png")
     finally:

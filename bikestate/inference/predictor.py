@@ -16,6 +16,7 @@ from detectron2.modeling import build_model
 from ..checkpoint import BikeStateCheckpointer
 from ..constants import PART_NAMES
 from ..utils.errors import ConfigError, WeightsError
+from ..verdict import load_operating_point
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class BikeStatePredictor:
         cfg (CfgNode): a frozen copy of the config.
         model (nn.Module): the model, in eval mode, on ``cfg.MODEL.DEVICE``.
         part_names (list[str]): class names, see :func:`resolve_part_names`.
+        operating_point (OperatingPoint): the verdict rule's thresholds its reports use.
         metadata (Metadata or None): metadata of ``cfg.DATASETS.TEST[0]``, when registered.
 
     Examples:
@@ -102,7 +104,15 @@ class BikeStatePredictor:
         instances.pred_states  # int64 (N,), 0 intact, 1 damaged, 2 absent, 3 occluded
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, operating_point=None):
+        """
+        Args:
+            cfg (CfgNode): the model's config, ``MODEL.WEIGHTS`` the weights to load.
+            operating_point (OperatingPoint or None): the verdict rule's thresholds for
+                reports; default: ``TEST.BIKESTATE.THRESHOLDS_FILE``, else thresholds.json
+                beside ``MODEL.WEIGHTS``, else the default rule at
+                ``TEST.BIKESTATE.VERIFY_SCORE_THRESH``.
+        """
         self.cfg = cfg.clone()
         self.cfg.freeze()
         device = self.cfg.MODEL.DEVICE
@@ -110,6 +120,9 @@ class BikeStatePredictor:
             raise ConfigError(f"MODEL.DEVICE is {device!r} but no CUDA GPU is available; "
                               f"use MODEL.DEVICE cpu")
         self.part_names = resolve_part_names(self.cfg)
+        self.operating_point = operating_point or load_operating_point(
+            self.cfg.TEST.BIKESTATE.THRESHOLDS_FILE, self.cfg.MODEL.WEIGHTS,
+            default_score_thresh=self.cfg.TEST.BIKESTATE.VERIFY_SCORE_THRESH)
         self.metadata = None
         if len(self.cfg.DATASETS.TEST) and self.cfg.DATASETS.TEST[0] in MetadataCatalog.list():
             self.metadata = MetadataCatalog.get(self.cfg.DATASETS.TEST[0])

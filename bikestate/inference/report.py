@@ -1,31 +1,37 @@
 """The bike inspection report: what is wrong with this bike, part by part.
 
 For every image and every part the model knows (22 for DelftBikes) the report gives one
-verdict: ``intact``, ``damaged``, ``absent``, ``occluded`` or ``not_found``.
+verdict: ``intact``, ``damaged``, ``absent``, ``occluded`` or ``not_found``, by the verdict rule
+of :mod:`bikestate.verdict` (the one the evaluator scores): the part's highest-scoring detection
+speaks for it; below the operating point's score threshold the part is ``not_found``; otherwise
+the verdict is its state, decided by the operating point (plain argmax by default, or the
+presence threshold and state biases calibrated on validation data, ``thresholds.json``).
 
-Rule: among the detections of a part whose score is at least ``score_thresh``, the one with the
-highest detection score speaks for the part. Its verdict is its most probable state, and
-
-    confidence = detection score x probability of that state
+    confidence = detection score x probability of the verdict state
 
 i.e. the model's estimate that the part is at that place *and* in that state. A damaged saddle
 found with score 0.9 and P(damaged) 0.6 gets 0.54: lower than either number alone, because both
-have to be right for a repair shop to act on it. A part without such a detection is
-``not_found`` with confidence 0 and no box (the model did not even find the place where it
-should be, which for a bike usually means the photo does not show it).
+have to be right for a repair shop to act on it. A ``not_found`` part has confidence 0 and no
+box: the model did not even find the place where it should be, so it is missing or not in the
+photo.
 
-Per image, ``attention`` lists the parts whose verdict is ``damaged`` or ``absent``, most
-confident first: the answer to "what needs fixing".
+Per image, ``attention`` lists what needs a look: damaged and absent parts, most confident
+first, then the parts not found ("missing or not in the photo"), in part order.
 """
 import csv
 import io
 import os
 
 from ..constants import NOT_FOUND, STATE_NAMES
+from ..utils.boxes import xyxy_to_xywh
 from ..utils.io import atomic_write_json, atomic_write_text
+from ..verdict import OperatingPoint, part_verdicts, verdict_name
 
-# Verdicts that need a repair shop's attention, in the order they are explained to users.
-ATTENTION_VERDICTS = ("damaged", "absent")
+# Verdicts that need a repair shop's attention, in the order they are listed.
+ATTENTION_VERDICTS = ("damaged", "absent", NOT_FOUND)
+# What each attention entry means, for the people who read the report.
+ATTENTION_REASONS = {"damaged": "damaged", "absent": "missing",
+                     NOT_FOUND: "not found: missing or not in the photo"}
 VERDICTS = tuple(STATE_NAMES) + (NOT_FOUND,)
 
 CONFIDENCE_DEFINITION = "detection score x probability of the verdict state"
@@ -37,64 +43,58 @@ CSV_COLUMNS = (
 )
 
 
-def _xyxy_to_xywh(box):
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]
-
-
-def build_report(file_name, instances, part_names, score_thresh):
+def build_report(file_name, instances, part_names, operating_point):
     """The inspection report of one image.
 
     Args:
         file_name (str): the image, as shown to the user.
         instances (Instances): predictions for the image in original pixels, with
             ``pred_boxes`` (N boxes XYXY), ``scores`` (N,), ``pred_classes`` (N,) int,
-            ``state_scores`` (N, 4) float; ``pred_states`` is not needed (it is the argmax).
+            ``state_scores`` (N, S) float; ``pred_states`` is not needed.
         part_names (Sequence[str]): names of the classes, by contiguous class id.
-        score_thresh (float): detections scoring below this are ignored.
+        operating_point (OperatingPoint or float): thresholds of the verdict rule; a float is
+            the score threshold of the default rule.
 
     Returns:
         dict with keys ``file_name``, ``height``, ``width``, ``parts`` (one dict per part, in
         ``part_names`` order: ``part``, ``verdict``, ``confidence``, ``score``,
         ``state_probability``, ``box`` [x, y, w, h] or None, ``state_scores``
         {state name: probability} or None), ``counts`` {verdict: number of parts} and
-        ``attention`` (parts damaged or absent: ``part``, ``verdict``, ``confidence``, ``box``,
-        by decreasing confidence).
+        ``attention`` (``part``, ``verdict``, ``reason``, ``confidence``, ``box``: damaged and
+        absent parts by decreasing confidence, then the parts not found).
     """
+    if not isinstance(operating_point, OperatingPoint):
+        operating_point = OperatingPoint(score_thresh=float(operating_point))
     height, width = (int(v) for v in instances.image_size)
-    boxes = instances.pred_boxes.tensor.detach().cpu().tolist()
-    scores = instances.scores.detach().cpu().tolist()
-    classes = instances.pred_classes.detach().cpu().tolist()
-    state_scores = instances.state_scores.detach().cpu().tolist()
-
-    # Best detection per class: the highest score at or above the threshold.
-    best = {}
-    for i, (cls, score) in enumerate(zip(classes, scores)):
-        if score >= score_thresh and (cls not in best or score > scores[best[cls]]):
-            best[cls] = i
+    boxes = xyxy_to_xywh(instances.pred_boxes.tensor.detach().cpu().numpy())
+    verdicts = part_verdicts(instances.scores.detach().cpu().numpy(),
+                             instances.pred_classes.detach().cpu().numpy(),
+                             instances.state_scores.detach().float().cpu().numpy(),
+                             len(part_names), operating_point)
 
     parts = []
     for cls, name in enumerate(part_names):
-        if cls not in best:
+        verdict = int(verdicts["verdict"][cls])
+        if verdict < 0:
             parts.append({"part": name, "verdict": NOT_FOUND, "confidence": 0.0, "score": 0.0,
                           "state_probability": 0.0, "box": None, "state_scores": None})
             continue
-        i = best[cls]
-        probs = state_scores[i]
-        state = max(range(len(probs)), key=probs.__getitem__)
+        probs = verdicts["state_probs"][cls]
         parts.append({
             "part": name,
-            "verdict": STATE_NAMES[state],
-            "confidence": round(scores[i] * probs[state], 4),
-            "score": round(scores[i], 4),
-            "state_probability": round(probs[state], 4),
-            "box": _xyxy_to_xywh(boxes[i]),
-            "state_scores": {s: round(p, 4) for s, p in zip(STATE_NAMES, probs)},
+            "verdict": verdict_name(verdict),
+            "confidence": round(float(verdicts["confidence"][cls]), 4),
+            "score": round(float(verdicts["score"][cls]), 4),
+            "state_probability": round(float(probs[verdict]), 4),
+            "box": [round(float(v), 2) for v in boxes[verdicts["detection"][cls]]],
+            "state_scores": {s: round(float(p), 4) for s, p in zip(STATE_NAMES, probs)},
         })
 
+    rank = {v: i for i, v in enumerate(ATTENTION_VERDICTS)}
     attention = sorted(
-        (p for p in parts if p["verdict"] in ATTENTION_VERDICTS),
-        key=lambda p: (-p["confidence"], ATTENTION_VERDICTS.index(p["verdict"]), p["part"]),
+        (p for p in parts if p["verdict"] in rank),
+        key=lambda p: (p["verdict"] == NOT_FOUND, -p["confidence"], rank[p["verdict"]],
+                       p["part"]),
     )
     return {
         "file_name": file_name,
@@ -102,8 +102,9 @@ def build_report(file_name, instances, part_names, score_thresh):
         "width": width,
         "parts": parts,
         "counts": {v: sum(p["verdict"] == v for p in parts) for v in VERDICTS},
-        "attention": [{k: p[k] for k in ("part", "verdict", "confidence", "box")}
-                      for p in attention],
+        "attention": [{"part": p["part"], "verdict": p["verdict"],
+                       "reason": ATTENTION_REASONS[p["verdict"]],
+                       "confidence": p["confidence"], "box": p["box"]} for p in attention],
     }
 
 
@@ -128,7 +129,7 @@ def report_rows(reports):
     return rows
 
 
-def write_reports(reports, out_dir, errors=(), score_thresh=None, extra=None):
+def write_reports(reports, out_dir, errors=(), operating_point=None, extra=None):
     """Write ``out_dir/report.json`` and ``out_dir/report.csv``, each atomically.
 
     Args:
@@ -136,7 +137,8 @@ def write_reports(reports, out_dir, errors=(), score_thresh=None, extra=None):
         out_dir (str): existing folder.
         errors (list[dict]): images that could not be read (``file_name``, ``error``); they
             appear in report.json (not in the CSV, whose rows are image x part).
-        score_thresh (float or None): recorded in report.json.
+        operating_point (OperatingPoint or None): the verdict rule used; its values are
+            recorded in report.json (``verdict_rule``, ``score_threshold``).
         extra (dict or None): further top-level entries of report.json (config, weights).
 
     Returns:
@@ -146,7 +148,8 @@ def write_reports(reports, out_dir, errors=(), score_thresh=None, extra=None):
     csv_path = os.path.join(out_dir, "report.csv")
     document = dict(extra or {})
     document.update({
-        "score_threshold": score_thresh,
+        "score_threshold": operating_point.score_thresh if operating_point else None,
+        "verdict_rule": operating_point.describe() if operating_point else None,
         "confidence_definition": CONFIDENCE_DEFINITION,
         "num_images": len(reports),
         "images_needing_attention": sum(bool(r["attention"]) for r in reports),

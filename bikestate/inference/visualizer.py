@@ -16,7 +16,8 @@ from .report import ATTENTION_VERDICTS
 # Parts drawn first (underneath): states that need no action.
 _CALM_STATES = tuple(i for i, s in enumerate(STATE_NAMES) if s not in ATTENTION_VERDICTS)
 # Drawn last (on top), absent before damaged so that damaged, the rarest, is topmost.
-_ATTENTION_STATES = tuple(STATE_NAMES.index(s) for s in reversed(ATTENTION_VERDICTS))
+_ATTENTION_STATES = tuple(STATE_NAMES.index(s) for s in reversed(ATTENTION_VERDICTS)
+                          if s in STATE_NAMES)
 
 # Longest side of the rendered picture; bigger photos are drawn scaled down (boxes, text and
 # lines scale with them) because a 12-megapixel overlay is slow to render and to open.

@@ -92,6 +92,13 @@ def test_run_logs_seed_keys_to_offline_wandb(adamw_plateau_run):
     assert sorted(s for s, _ in logged["train_loss"]) == list(range(8))
     assert sorted(s for s, _ in logged["avg_val_loss"]) == [3, 7]
     assert "bbox/AP" in logged
+    for key in ("verify/auroc_present", "verify/halluc_at_95r", "verify/present_recall",
+                "state_gt/macro_f1"):
+        assert sorted(s for s, _ in logged[key]) == [3, 7], key
+    # the evaluation's figures, as images, at each evaluation
+    for key in ("eval/verification_curves", "eval/verdict_confusion_matrix"):
+        assert sorted(s for s, _ in logged[key]) == [3, 7], key
+        assert all(v["_type"] == "image-file" for _, v in logged[key]), key
     # the validation images with predicted boxes, at each evaluation
     assert sorted(s for s, _ in logged["val_predictions"]) == [3, 7]
     assert all(v["_type"] == "images/separated" and v["count"] == 2
@@ -113,6 +120,20 @@ def test_run_logs_seed_keys_to_offline_wandb(adamw_plateau_run):
     # the full config
     assert run["config"]["SOLVER"]["OPTIMIZER"] == "AdamW"
     assert run["config"]["MODEL"]["ROI_HEADS"]["NAME"] == "StateROIHeads"
+
+
+def test_training_ends_with_a_calibrated_operating_point(adamw_plateau_run):
+    """thresholds.json beside model_best.pth, chosen on the validation set, with its curves."""
+    from bikestate.verdict import OperatingPoint, load_operating_point
+
+    out = adamw_plateau_run["dir"]
+    point = load_operating_point("", os.path.join(out, "model_best.pth"))
+    assert point.source == os.path.join(out, "thresholds.json")
+    assert point.presence_thresh is not None
+    assert point.chosen_on["dataset"] == "bike_val"
+    assert point.chosen_on["present_recall_target"] == 0.95
+    assert isinstance(point, OperatingPoint)
+    assert os.path.isfile(os.path.join(out, "calibration_curves.png"))
 
 
 def test_train_result_is_the_evaluation(adamw_plateau_run):

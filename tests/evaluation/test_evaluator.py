@@ -16,6 +16,7 @@ from detectron2.evaluation.testing import flatten_results_dict
 
 from bikestate.config import add_bikestate_config
 from bikestate.evaluation import BikeStateEvaluator
+from bikestate.verdict import OperatingPoint
 
 from eval_cases import (
     ABSENT, BOX_A, BOX_D, DETS, GT, INTACT, PARTS, SADDLE, run_evaluator,
@@ -54,17 +55,27 @@ def test_hand_built_case(bike_dataset, model_output, tmp_path):
     assert state["accuracy-bell"] == pytest.approx(0 / 1)  # b
     assert state["accuracy-chain"] == pytest.approx(1 / 2)  # c wrong, f right
 
-    # Verdicts (best detection with score >= 0.5, IoU >= 0.5): a intact (p1 beats p2),
-    # b damaged (p3), c occluded (p4), d damaged (p5), e not found, f not found (p6 is 0.3).
+    # Verdicts per (image, part) with ground truth (the report's rule: the best detection of
+    # the part anywhere, score >= 0.5): img 1 saddle intact (p1 beats p2), bell damaged (p3),
+    # chain occluded (p4); img 2 saddle damaged (p5), bell not found, chain not found (p6 is
+    # 0.3). Image 3 has no ground truth: not scored.
+    # P(present) = score x (1 - P(absent)): present pairs a 0.81, c 0.63, d 0.855, e 0;
+    # absent pairs b 0.72, f 0.3 x 0.3 = 0.09.
     verify = results["verify"]
     assert verify["num_parts"] == 6
-    # Right: a, d, f (not found = absent) -> 3 / 6.
-    assert verify["accuracy"] == pytest.approx(3 / 6)
-    assert verify["missing_part_recall"] == pytest.approx(1 / 2)  # absent b, f: f
+    assert verify["auroc_present"] == pytest.approx(5 / 8)  # a>b, a>f, c>f, d>b, d>f
+    assert verify["halluc_at_95r"] == 1.0  # keeping e (P 0) keeps everything
+    assert verify["present_recall"] == pytest.approx(3 / 4)  # a, c, d; e not found
     assert verify["hallucination_rate"] == pytest.approx(1 / 2)  # b
+    assert verify["not_found_rate"] == pytest.approx(1 / 4)  # e
+    # P(damaged) = score x p(damaged): d 0.665 (+), b 0.56, a 0.09, c 0.07 (+), f 0.03, e 0.
+    assert verify["damage_ap"] == pytest.approx(0.5 * 1 + 0.5 * 2 / 4)
     assert verify["damage_recall"] == pytest.approx(1 / 2)  # damaged c, d: d
-    assert verify["damage_precision"] == pytest.approx(1 / 2)  # verdict damaged b, d: d
-    assert verify["not_found_rate"] == pytest.approx(1 / 4)  # present a, c, d, e: e
+    assert verify["damage_precision"] == pytest.approx(1 / 2)  # said damaged b, d: d
+    # F1 intact 1, damaged 0.5, absent 0 (never said), occluded 0 (c said, e missed).
+    assert verify["macro_f1"] == pytest.approx((1 + 0.5) / 4)
+    assert verify["macro_f1_majority"] == pytest.approx(2 * 2 / (6 + 2) / 4)
+    assert results["verify_loc"]["present_recall"] == pytest.approx(3 / 4)  # exact boxes
 
     # bbox_state/AP50: (part, state) categories with ground truth: saddle-I (p1 TP: AP 1),
     # bell-A (no detection: 0), chain-D (0), saddle-D (p5 TP then p2 FP: 1), bell-O (0),
@@ -91,17 +102,21 @@ def test_hand_built_case(bike_dataset, model_output, tmp_path):
     with open(os.path.join(out_dir, "state_confusion_matrix.json")) as f:
         cm = json.load(f)
     assert cm["matrix"] == [[1, 0, 0, 0], [0, 1, 0, 1], [0, 1, 1, 0], [0, 0, 0, 0]]
-    # Verdict columns intact, damaged, absent, occluded, not_found.
-    assert cm["verification"]["matrix"] == [[1, 0, 0, 0, 0], [0, 1, 0, 1, 0],
-                                            [0, 1, 0, 0, 1], [0, 0, 0, 0, 1]]
+    with open(os.path.join(out_dir, "verdict_confusion_matrix.json")) as f:
+        verdict_cm = json.load(f)
+    assert verdict_cm["columns"] == ["intact", "damaged", "absent", "occluded", "not_found"]
+    assert verdict_cm["matrix"] == [[1, 0, 0, 0, 0], [0, 1, 0, 1, 0],
+                                    [0, 1, 0, 0, 1], [0, 0, 0, 0, 1]]
     with open(os.path.join(out_dir, "per_part.csv")) as f:
         rows = {r["part"]: r for r in csv.DictReader(f)}
     assert list(rows) == PARTS
     assert float(rows["bell"]["hallucination_rate"]) == 1.0
     assert float(rows["chain"]["hallucination_rate"]) == 0.0
-    assert int(rows["chain"]["n_gt"]) == 2 and int(rows["chain"]["n_absent"]) == 1
+    assert int(rows["chain"]["n_pairs"]) == 2 and int(rows["chain"]["n_absent"]) == 1
+    assert float(rows["saddle"]["present_recall"]) == 1.0
     assert math.isnan(float(rows["saddle"]["hallucination_rate"]))
-    for png in ("state_confusion_matrix.png", "per_part_ap.png"):
+    for png in ("state_confusion_matrix.png", "per_part_ap.png", "verdict_confusion_matrix.png",
+                "verification_curves.png"):
         with open(os.path.join(out_dir, png), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with open(os.path.join(out_dir, "bikestate_metrics.json")) as f:
@@ -151,29 +166,32 @@ def test_bbox_ap_equals_pycocotools(bike_dataset, model_output):
             assert results["bbox"][key] == pytest.approx(expected, abs=1e-4), key
     assert 0 < results["bbox"]["AP"] < 100  # a case that can fail either way
 
-    # bbox_present: the same with absent ground truth removed and scores rescored by
-    # 1 - P(absent) (make_outputs puts 0.7 on the predicted state, 0.1 on the others).
+    # bbox_present (public protocol): absent ground truth removed, the detector's own scores;
+    # bbox_present_rescored: scores times 1 - P(absent) (make_outputs puts 0.7 on the
+    # predicted state, 0.1 on the others).
     with open(json_file) as f:
         present = json.load(f)
     present["annotations"] = [a for a in present["annotations"] if a["state"] != ABSENT]
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = present
-        coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes([
-            {"image_id": img, "category_id": d[0] + 1,
-             "score": d[2] * (1 - (0.7 if d[3] == ABSENT else 0.1)),
-             "bbox": [d[1][0], d[1][1], d[1][2] - d[1][0], d[1][3] - d[1][1]]}
-            for img in images for d in dets[img]
-        ])
-        coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-    for k, key in enumerate(["AP", "AP50", "AP75"]):
-        assert results["bbox_present"][key] == pytest.approx(coco_eval.stats[k] * 100,
-                                                             abs=1e-4), key
-    assert results["bbox_present"]["AP"] != pytest.approx(results["bbox"]["AP"])
+    for task, rescore in (("bbox_present", False), ("bbox_present_rescored", True)):
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt = COCO()
+            coco_gt.dataset = present
+            coco_gt.createIndex()
+            coco_dt = coco_gt.loadRes([
+                {"image_id": img, "category_id": d[0] + 1,
+                 "score": d[2] * (1 - (0.7 if d[3] == ABSENT else 0.1)) if rescore else d[2],
+                 "bbox": [d[1][0], d[1][1], d[1][2] - d[1][0], d[1][3] - d[1][1]]}
+                for img in images for d in dets[img]
+            ])
+            coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        for k, key in enumerate(["AP", "AP50", "AP75"]):
+            assert results[task][key] == pytest.approx(coco_eval.stats[k] * 100,
+                                                       abs=1e-4), (task, key)
+        assert results[task]["AP"] != pytest.approx(results["bbox"]["AP"])
+    assert results["bbox_present"]["AP"] != pytest.approx(results["bbox_present_rescored"]["AP"])
 
 
 def test_perfect_prediction(bike_dataset, model_output):
@@ -183,22 +201,22 @@ def test_perfect_prediction(bike_dataset, model_output):
                   for (i, part, box, state) in GT if i == img] for img in (1, 2, 3)}
     results = run_evaluator(name, dets, model_output)
     assert results["bbox"]["AP"] == pytest.approx(100.0)
-    # Absent parts are not ground truth here; their (rescored, low) detections rank last.
-    assert results["bbox_present"]["AP"] == pytest.approx(100.0)
+    # Rescored, absent parts' detections (not ground truth here) rank last.
+    assert results["bbox_present_rescored"]["AP"] == pytest.approx(100.0)
     assert results["bbox_state"]["AP50"] == pytest.approx(100.0)
     assert results["state"]["accuracy"] == 1.0
     assert results["state"]["macro_f1"] == 1.0
-    for key in ("accuracy", "missing_part_recall", "damage_recall", "damage_precision"):
+    for key in ("auroc_present", "present_recall", "damage_ap", "damage_recall",
+                "damage_precision", "macro_f1"):
         assert results["verify"][key] == 1.0, key
-    assert results["verify"]["hallucination_rate"] == 0.0
-    assert results["verify"]["not_found_rate"] == 0.0
+    for key in ("halluc_at_95r", "halluc_at_90r", "hallucination_rate", "not_found_rate"):
+        assert results["verify"][key] == 0.0, key
 
-    # Without rescoring the same-score detections of absent parts (false positives for the
-    # present-only protocol) interleave with the true ones: bell's absent b (image 1) ranks
-    # before its occluded e (image 2) -> precision 1/2 at recall 1 -> AP 50; chain likewise
+    # The public protocol keeps the detector's own scores: the same-score detections of absent
+    # parts (false positives there) interleave with the true ones: bell's absent b (image 1)
+    # ranks before its occluded e (image 2) -> precision 1/2 at recall 1 -> AP 50; chain
     # ranks its damaged c (image 1) first -> AP 100. saddle 100 -> mean 250 / 3.
-    plain = run_evaluator(name, dets, model_output, present_rescore=False)
-    assert plain["bbox_present"]["AP"] == pytest.approx(250 / 3, abs=1e-6)
+    assert results["bbox_present"]["AP"] == pytest.approx(250 / 3, abs=1e-6)
 
 
 def test_empty_prediction(bike_dataset, model_output, tmp_path):
@@ -214,13 +232,17 @@ def test_empty_prediction(bike_dataset, model_output, tmp_path):
     # No matched pair: state metrics undefined.
     assert results["state"]["num_pairs"] == 0.0
     assert math.isnan(results["state"]["accuracy"]) and math.isnan(results["state"]["macro_f1"])
-    # Every verdict "not found" = absent: right for b and f -> 2 / 6.
-    assert results["verify"]["accuracy"] == pytest.approx(2 / 6)
-    assert results["verify"]["missing_part_recall"] == 1.0
-    assert results["verify"]["hallucination_rate"] == 0.0
-    assert results["verify"]["damage_recall"] == 0.0
-    assert math.isnan(results["verify"]["damage_precision"])  # no damaged verdict
-    assert results["verify"]["not_found_rate"] == 1.0
+    # Finding nothing cannot look good: no present part recalled, chance-level AUROC, and
+    # reaching 95 % present recall means calling everything present.
+    verify = results["verify"]
+    assert verify["present_recall"] == 0.0 and verify["not_found_rate"] == 1.0
+    assert verify["hallucination_rate"] == 0.0  # only beside present recall 0
+    assert verify["auroc_present"] == 0.5
+    assert verify["halluc_at_95r"] == 1.0
+    assert verify["damage_recall"] == 0.0
+    assert math.isnan(verify["damage_precision"])  # no damaged verdict
+    assert verify["damage_ap"] == pytest.approx(2 / 6)  # all tied: the damaged share
+    assert verify["macro_f1"] == 0.0
     with open(tmp_path / "empty" / "coco_instances_results_with_states.json") as f:
         assert json.load(f) == []
 
@@ -229,8 +251,9 @@ def test_no_absent_ground_truth_gives_nan_rates(bike_dataset, model_output):
     name = bike_dataset(PARTS, [1], [(1, SADDLE, BOX_A, INTACT)])
     results = run_evaluator(name, {1: [(SADDLE, BOX_A, 0.9, INTACT)]}, model_output)
     assert math.isnan(results["verify"]["hallucination_rate"])
-    assert math.isnan(results["verify"]["missing_part_recall"])
-    assert results["verify"]["accuracy"] == 1.0
+    assert math.isnan(results["verify"]["halluc_at_95r"])
+    assert math.isnan(results["verify"]["auroc_present"])
+    assert results["verify"]["present_recall"] == 1.0
 
 
 def test_present_rescore(bike_dataset, model_output):
@@ -239,14 +262,14 @@ def test_present_rescore(bike_dataset, model_output):
     name = bike_dataset(PARTS, [1, 2], [(1, SADDLE, BOX_A, INTACT), (2, SADDLE, BOX_D, ABSENT)])
     dets = {1: [(SADDLE, BOX_A, 0.8, INTACT, [0.9, 0.0, 0.1, 0.0])],
             2: [(SADDLE, BOX_D, 0.9, ABSENT, [0.05, 0.0, 0.95, 0.0])]}
-    # Plain scores: the false positive 0.9 ranks first: precision 1/2 at recall 1 -> AP 50.
-    plain = run_evaluator(name, dets, model_output, present_rescore=False)
-    assert plain["bbox_present"]["AP"] == pytest.approx(50.0)
+    results = run_evaluator(name, dets, model_output)
+    # Public protocol, plain scores: the false positive 0.9 ranks first: precision 1/2 at
+    # recall 1 -> AP 50.
+    assert results["bbox_present"]["AP"] == pytest.approx(50.0)
     # Rescored: 0.8 * 0.9 = 0.72 (TP) before 0.9 * 0.05 = 0.045 (FP) -> AP 100.
-    rescored = run_evaluator(name, dets, model_output, present_rescore=True)
-    assert rescored["bbox_present"]["AP"] == pytest.approx(100.0)
+    assert results["bbox_present_rescored"]["AP"] == pytest.approx(100.0)
     # bbox (all parts) counts both as true positives either way.
-    assert rescored["bbox"]["AP"] == pytest.approx(100.0)
+    assert results["bbox"]["AP"] == pytest.approx(100.0)
 
 
 def test_settings_from_cfg(bike_dataset):
@@ -254,11 +277,9 @@ def test_settings_from_cfg(bike_dataset):
 
     cfg = add_bikestate_config(get_cfg())
     cfg.TEST.BIKESTATE.VERIFY_SCORE_THRESH = 0.25
-    cfg.TEST.BIKESTATE.PRESENT_RESCORE = False
     name = bike_dataset(PARTS, [1], [(1, SADDLE, BOX_A, INTACT)])
     evaluator = BikeStateEvaluator(name, cfg=cfg, distributed=False, match_iou=0.6)
-    assert evaluator._verify_score_thresh == 0.25
-    assert evaluator._present_rescore is False
+    assert evaluator.operating_point == OperatingPoint(0.25)
     assert evaluator._match_iou == 0.6  # an explicit argument wins over the config
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from bikestate.constants import STATE_NAMES
 from bikestate.evaluation import metrics as M
+from bikestate.utils.boxes import xyxy_to_xywh
 
 
 def test_pairwise_iou():
@@ -35,20 +36,6 @@ def test_greedy_match_respects_parts():
     assert M.greedy_match(np.array([0.9]), iou).tolist() == [-1]
 
 
-def test_verify_verdicts():
-    iou = np.array([
-        [0.9, 0.8],  # det 0: score 0.6, damaged
-        [0.7, 0.0],  # det 1: score 0.8, intact -> best for gt 0
-        [0.0, 0.9],  # det 2: score 0.4 < 0.5 -> ignored
-    ])
-    verdicts = M.verify_verdicts(np.array([0.6, 0.8, 0.4]), np.array([1, 0, 3]), iou, 0.5, 0.5)
-    # gt 0: dets 0, 1 qualify, det 1 has the higher score -> intact (0).
-    # gt 1: det 0 qualifies (det 2 is below the score) -> damaged (1); det 0 serves twice.
-    assert verdicts.tolist() == [0, 1]
-    none = M.verify_verdicts(np.array([0.4]), np.array([1]), np.array([[0.9]]), 0.5, 0.5)
-    assert none.tolist() == [M.NOT_FOUND_ID]
-
-
 def test_state_metrics_by_hand():
     gt = np.array([0, 0, 1, 2])
     pred = np.array([0, 1, 1, 1])
@@ -62,21 +49,6 @@ def test_state_metrics_by_hand():
     # F1: intact 2/(1+2), damaged 2/(3+1), absent 0/(0+1); occluded absent from both sides.
     assert math.isnan(res["f1-occluded"])
     assert res["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
-
-
-def test_verification_metrics_by_hand():
-    i, d, a, o, nf = 0, 1, 2, 3, M.NOT_FOUND_ID
-    gt = np.array([a, a, a, d, d, i, o])
-    verdict = np.array([nf, a, i, d, o, d, nf])
-    res, counts = M.verification_metrics(gt, verdict, STATE_NAMES)
-    # Right (not found = absent): gt a/nf, a/a, d/d -> 3 / 7.
-    assert res["accuracy"] == pytest.approx(3 / 7)
-    assert res["missing_part_recall"] == pytest.approx(2 / 3)
-    assert res["hallucination_rate"] == pytest.approx(1 / 3)
-    assert res["damage_recall"] == pytest.approx(1 / 2)
-    assert res["damage_precision"] == pytest.approx(1 / 2)  # verdict damaged: d (gt d), i
-    assert res["not_found_rate"] == pytest.approx(1 / 4)  # present d, d, i, o: o
-    assert counts.shape == (4, 5) and counts.sum() == 7 and counts[a, 4] == 1
 
 
 def test_coco_bbox_eval_accepts_no_detection():
@@ -130,7 +102,7 @@ def test_coco_ap_at_iou_equals_pycocotools(seed, max_dets):
     to_list = lambda d, score: [  # noqa: E731
         dict({"image_id": i, "category_id": int(c) + 1, "bbox": list(b)},
              **({"score": float(s)} if score else {}))
-        for i in images for b, c, s in zip(M._xyxy_to_xywh(d[i]["boxes"]).tolist(),
+        for i in images for b, c, s in zip(xyxy_to_xywh(d[i]["boxes"]).tolist(),
                                            d[i]["classes"],
                                            d[i].get("scores", np.zeros(len(d[i]["classes"]))))
     ]

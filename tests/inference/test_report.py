@@ -8,6 +8,7 @@ import pytest
 from bikestate.constants import NOT_FOUND, PART_NAMES
 from bikestate.inference import build_report, write_reports
 from bikestate.inference.report import CSV_COLUMNS
+from bikestate.verdict import OperatingPoint, load_operating_point
 
 DETECTIONS = [
     # The saddle twice: the higher-scoring box speaks, even though the other one is more sure
@@ -59,12 +60,26 @@ def test_parts_without_a_detection_above_threshold_are_not_found(report):
                                 "not_found": len(PART_NAMES) - 5}
 
 
-def test_attention_lists_damaged_and_absent_by_confidence(report):
+def test_attention_lists_damaged_and_absent_by_confidence_then_not_found(report):
     attention = [(a["part"], a["verdict"]) for a in report["attention"]]
     # front_light 0.99*0.97=0.96, bell 0.8*0.9=0.72, saddle 0.54.
-    assert attention == [("front_light", "damaged"), ("bell", "absent"), ("saddle", "damaged")]
-    confidences = [a["confidence"] for a in report["attention"]]
+    assert attention[:3] == [("front_light", "damaged"), ("bell", "absent"),
+                             ("saddle", "damaged")]
+    confidences = [a["confidence"] for a in report["attention"][:3]]
     assert confidences == sorted(confidences, reverse=True)
+    # Then every part without a verdict, in part order: never silently dropped.
+    found = {"saddle", "bell", "chain", "lock", "front_light"}
+    assert attention[3:] == [(p, NOT_FOUND) for p in PART_NAMES if p not in found]
+    assert report["attention"][3]["reason"] == "not found: missing or not in the photo"
+
+
+def test_attention_lists_wheels_photographed_without_wheels(instances_factory):
+    detections = [(p, (10, 10, 50, 50), 0.9, {"intact": 0.9}) for p in PART_NAMES
+                  if p not in ("front_wheel", "back_wheel")]
+    report = build_report("no_wheels.jpg", instances_factory((240, 320), detections),
+                          PART_NAMES, 0.5)
+    assert [(a["part"], a["verdict"]) for a in report["attention"]] == [
+        ("back_wheel", NOT_FOUND), ("front_wheel", NOT_FOUND)]
 
 
 def test_threshold_changes_verdicts(instances_factory):
@@ -79,19 +94,20 @@ def test_threshold_changes_verdicts(instances_factory):
 def test_image_without_detections(instances_factory):
     report = build_report("empty.png", instances_factory((100, 80), []), PART_NAMES, 0.5)
     assert all(p["verdict"] == NOT_FOUND for p in report["parts"])
-    assert report["attention"] == []
+    assert [a["part"] for a in report["attention"]] == list(PART_NAMES)
 
 
 def test_write_reports_json_and_csv(tmp_path, report, instances_factory):
     other = build_report("b/other.png", instances_factory((50, 60), []), PART_NAMES, 0.5)
     errors = [{"file_name": "bad.jpg", "error": "bad.jpg: cannot read image"}]
     json_path, csv_path = write_reports([report, other], str(tmp_path), errors=errors,
-                                        score_thresh=0.5)
+                                        operating_point=OperatingPoint(0.5))
     assert sorted(os.listdir(tmp_path)) == ["report.csv", "report.json"]  # no temp files left
     with open(json_path) as f:
         doc = json.load(f)
-    assert doc["num_images"] == 2 and doc["images_needing_attention"] == 1
+    assert doc["num_images"] == 2 and doc["images_needing_attention"] == 2
     assert doc["errors"] == errors and doc["score_threshold"] == 0.5
+    assert doc["verdict_rule"]["presence_thresh"] is None
     assert doc["images"][0]["attention"][0]["part"] == "front_light"
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -104,3 +120,23 @@ def test_write_reports_json_and_csv(tmp_path, report, instances_factory):
     missing = [r for r in rows if r["file_name"] == "b/other.png"]
     assert {r["verdict"] for r in missing} == {NOT_FOUND}
     assert missing[0]["box_x"] == ""
+
+
+def test_thresholds_json_changes_the_verdicts(tmp_path, instances_factory):
+    # saddle: P(present) 0.9 x (1 - 0.15) = 0.765 < 0.81 -> absent under the calibrated rule;
+    # chain: P(intact) 0.6, P(damaged) 0.4 -> damaged with the damaged bias 0.5 (log 1.5 < 0.5).
+    OperatingPoint(0.5, 0.81, (0.0, 0.5, 0.0, 0.0)).save(str(tmp_path / "thresholds.json"))
+    calibrated = load_operating_point("", str(tmp_path / "model_best.pth"))
+    detections = [("saddle", (10, 20, 50, 60), 0.9, {"intact": 0.85, "absent": 0.15}),
+                  ("chain", (30, 150, 130, 170), 0.95, {"intact": 0.6, "damaged": 0.4})]
+    instances = instances_factory((240, 320), detections)
+
+    def verdicts(report):
+        return {p["part"]: p["verdict"] for p in report["parts"] if p["part"] in
+                ("saddle", "chain")}
+
+    assert verdicts(build_report("a.jpg", instances, PART_NAMES, 0.5)) == {
+        "saddle": "intact", "chain": "intact"}
+    report = build_report("a.jpg", instances, PART_NAMES, calibrated)
+    assert verdicts(report) == {"saddle": "absent", "chain": "damaged"}
+    assert _part(report, "saddle")["confidence"] == pytest.approx(0.9 * 0.15, abs=1e-4)

@@ -1,0 +1,260 @@
+"""The verdict rule: what a user is told about each part of a photographed bike.
+
+One function, :func:`part_verdicts`, turns one image's detections into one verdict per part
+(``intact``, ``damaged``, ``absent``, ``occluded`` or ``not_found``). The inspection report
+(:func:`bikestate.inference.build_report`) shows its output, and the evaluator
+(:class:`bikestate.evaluation.BikeStateEvaluator`) scores exactly the same output against the
+ground truth, so a figure of the evaluator is a figure of what users see.
+
+The rule, for each part of one image:
+
+1. The detection of that part with the highest detection score speaks for it (anywhere in the
+   image; ties: the first detection). Its state probabilities ``p`` (S,) give
+
+   * ``P(present) = score x (1 - p[absent])``: the model's estimate that the part is there,
+     and 0 when the part has no detection at all;
+   * ``P(state s) = score x p[s]`` (e.g. ``P(damaged)``, the figure damage AP ranks by).
+
+2. If that detection scores below the operating point's ``score_thresh`` (or there is none),
+   the verdict is ``not_found``: the model did not even find where the part should be.
+3. Otherwise, with the default operating point (``presence_thresh`` None), the verdict is the
+   state with the highest ``log p[s] + state_bias[s]`` (the plain argmax when the biases are
+   0). With a calibrated ``presence_thresh``, the verdict is ``absent`` when
+   ``P(present) < presence_thresh``, and otherwise the non-absent state with the highest
+   ``log p[s] + state_bias[s]`` (a prior-corrected argmax).
+
+The verdict's confidence is ``score x p[verdict]`` (0 for ``not_found``).
+
+Operating points are chosen on validation data (:mod:`bikestate.evaluation.calibration`,
+``tools/calibrate.py``) and stored as ``thresholds.json`` beside the weights; the predictor, the
+report and the evaluator load that file when it is there (:func:`load_operating_point`).
+"""
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .constants import NOT_FOUND, STATE_ABSENT, STATE_NAMES
+
+__all__ = [
+    "NOT_FOUND_ID",
+    "THRESHOLDS_FILE",
+    "OperatingPoint",
+    "decide_states",
+    "part_verdicts",
+    "verdict_name",
+    "thresholds_path",
+    "load_operating_point",
+]
+
+# Verdict code of a part that no detection speaks for (states are 0..S-1).
+NOT_FOUND_ID = -1
+# File name of a calibrated operating point, stored beside the weights it was chosen for.
+THRESHOLDS_FILE = "thresholds.json"
+# Format version of thresholds.json; a file of another version is refused.
+THRESHOLDS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The thresholds of the verdict rule (module docstring).
+
+    Attributes:
+        score_thresh (float): detections of a part scoring below it leave the part
+            ``not_found``.
+        presence_thresh (float or None): ``absent`` below this ``P(present)``; None: presence
+            is decided by the argmax of the (biased) state probabilities.
+        state_bias (tuple[float]): S offsets added to the log state probabilities before the
+            argmax (0 everywhere: the plain argmax).
+        source (str): where the values come from (``default``, a thresholds.json path).
+        chosen_on (dict): what the calibration measured (dataset, targets, metrics); informative.
+    """
+
+    score_thresh: float = 0.5
+    presence_thresh: Optional[float] = None
+    state_bias: Tuple[float, ...] = (0.0,) * len(STATE_NAMES)
+    source: str = field(default="default", compare=False)
+    chosen_on: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        from .utils.errors import ConfigError
+
+        where = f" in {self.source}" if self.source != "default" else ""
+        if not 0.0 <= float(self.score_thresh) <= 1.0:
+            raise ConfigError(f"score threshold{where} must be in [0, 1], got {self.score_thresh}")
+        if self.presence_thresh is not None and not 0.0 <= float(self.presence_thresh) <= 1.0:
+            raise ConfigError(f"presence threshold{where} must be in [0, 1], got "
+                              f"{self.presence_thresh}")
+        if not all(math.isfinite(float(b)) for b in self.state_bias):
+            raise ConfigError(f"state biases{where} must be finite numbers, got "
+                              f"{list(self.state_bias)}")
+        object.__setattr__(self, "state_bias", tuple(float(b) for b in self.state_bias))
+
+    def with_score_thresh(self, score_thresh):
+        """A copy with another ``score_thresh`` (e.g. a user's ``--confidence-threshold``)."""
+        return OperatingPoint(float(score_thresh), self.presence_thresh, self.state_bias,
+                              self.source, self.chosen_on)
+
+    def describe(self, state_names=STATE_NAMES):
+        """The rule and its values, as the report states them (a JSON-able dict)."""
+        if self.presence_thresh is None:
+            rule = ("not_found below score_thresh; otherwise the most probable state "
+                    "(argmax of log P(state) + state_bias)")
+        else:
+            rule = ("not_found below score_thresh; absent when score x (1 - P(absent)) < "
+                    "presence_thresh; otherwise the most probable non-absent state "
+                    "(argmax of log P(state) + state_bias)")
+        return {"rule": rule, "score_thresh": self.score_thresh,
+                "presence_thresh": self.presence_thresh,
+                "state_bias": dict(zip(state_names, self.state_bias)), "source": self.source}
+
+    def to_dict(self, state_names=STATE_NAMES):
+        """The contents of thresholds.json."""
+        return {"version": THRESHOLDS_VERSION, "score_thresh": self.score_thresh,
+                "presence_thresh": self.presence_thresh,
+                "state_bias": dict(zip(state_names, self.state_bias)),
+                "chosen_on": self.chosen_on}
+
+    @classmethod
+    def from_dict(cls, data, source, state_names=STATE_NAMES):
+        """Parse thresholds.json contents; one-line :class:`ConfigError` for a bad file."""
+        from .utils.errors import ConfigError
+
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a JSON object, found {type(data).__name__}")
+        if data.get("version") != THRESHOLDS_VERSION:
+            raise ConfigError(f"{source}: thresholds version {data.get('version')!r} is not "
+                              f"supported (this bikestate reads version {THRESHOLDS_VERSION})")
+        bias = data.get("state_bias", {})
+        if not isinstance(bias, dict) or set(bias) - set(state_names):
+            raise ConfigError(f"{source}: state_bias must map state names "
+                              f"({', '.join(state_names)}) to numbers")
+        try:
+            return cls(score_thresh=float(data["score_thresh"]),
+                       presence_thresh=(None if data.get("presence_thresh") is None
+                                        else float(data["presence_thresh"])),
+                       state_bias=tuple(float(bias.get(s, 0.0)) for s in state_names),
+                       source=source, chosen_on=dict(data.get("chosen_on") or {}))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"{source}: not a valid thresholds file ({type(e).__name__}: {e})")
+
+    def save(self, path, state_names=STATE_NAMES):
+        from .utils.io import atomic_write_json
+
+        atomic_write_json(self.to_dict(state_names), path, indent=2)
+
+    @classmethod
+    def load(cls, path, state_names=STATE_NAMES):
+        from .utils.errors import ConfigError
+
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except OSError as e:
+            raise ConfigError(f"thresholds file {path} cannot be read ({e.strerror or e})")
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"thresholds file {path} is not valid JSON ({e})")
+        return cls.from_dict(data, path, state_names)
+
+
+def thresholds_path(weights):
+    """Where the operating point of a weights file lives: ``thresholds.json`` beside it."""
+    return os.path.join(os.path.dirname(os.path.abspath(weights)), THRESHOLDS_FILE)
+
+
+def load_operating_point(thresholds_file="", weights="", default_score_thresh=0.5,
+                         score_thresh=None):
+    """The operating point a tool should use.
+
+    Args:
+        thresholds_file (str): an explicit thresholds.json (config key
+            ``TEST.BIKESTATE.THRESHOLDS_FILE``); "" looks beside ``weights``.
+        weights (str): the model's weights file; its folder's thresholds.json is used when
+            present and ``thresholds_file`` is "".
+        default_score_thresh (float): ``score_thresh`` of the default rule, used when there is
+            no file (config key ``TEST.BIKESTATE.VERIFY_SCORE_THRESH``).
+        score_thresh (float or None): a user's explicit threshold: overrides both.
+    Returns:
+        OperatingPoint
+    """
+    path = thresholds_file
+    if not path and weights and "://" not in weights:
+        candidate = thresholds_path(weights)
+        path = candidate if os.path.isfile(candidate) else ""
+    if not path:
+        return OperatingPoint(float(default_score_thresh if score_thresh is None
+                                    else score_thresh))
+    point = OperatingPoint.load(path)
+    return point if score_thresh is None else point.with_score_thresh(score_thresh)
+
+
+def verdict_name(code, state_names=STATE_NAMES):
+    """``not_found`` for :data:`NOT_FOUND_ID`, else the state's name."""
+    return NOT_FOUND if int(code) == NOT_FOUND_ID else state_names[int(code)]
+
+
+def decide_states(state_probs, p_present, operating_point, absent=STATE_ABSENT):
+    """Step 3 of the rule for found parts: the state of each row.
+
+    Args:
+        state_probs (ndarray): (n, S) state probabilities.
+        p_present (ndarray): (n,) ``score x (1 - p[absent])``.
+        operating_point (OperatingPoint): presence threshold and state biases.
+    Returns:
+        ndarray: (n,) int64 state indices.
+    """
+    logits = np.log(np.maximum(state_probs, 1e-12)) + np.asarray(operating_point.state_bias)
+    if operating_point.presence_thresh is None:
+        return logits.argmax(axis=1)
+    logits[:, absent] = -np.inf
+    return np.where(np.asarray(p_present) < operating_point.presence_thresh, absent,
+                    logits.argmax(axis=1))
+
+
+def part_verdicts(scores, classes, state_scores, num_parts, operating_point,
+                  absent=STATE_ABSENT):
+    """The verdict of every part of one image (module docstring).
+
+    Args:
+        scores (ndarray): (N,) detection scores.
+        classes (ndarray): (N,) part index of each detection, in [0, num_parts).
+        state_scores (ndarray): (N, S) state probabilities, rows sum to 1.
+        num_parts (int): P, the number of parts the model knows.
+        operating_point (OperatingPoint): thresholds of the rule.
+        absent (int): index of the ``absent`` state.
+    Returns:
+        dict of arrays, one row per part (index = part):
+            ``detection`` (P,) int64 index of the detection speaking for the part, -1 if none;
+            ``score`` (P,) its score (0 if none); ``state_probs`` (P, S) its state
+            probabilities (0 if none); ``p_present`` (P,) ``score x (1 - p[absent])``;
+            ``verdict`` (P,) int64 state index or :data:`NOT_FOUND_ID`; ``confidence`` (P,)
+            ``score x p[verdict]`` (0 for not found).
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
+    num_states = len(operating_point.state_bias)
+    state_scores = np.asarray(state_scores, dtype=np.float64).reshape(-1, num_states)
+
+    # Highest score per part, the first detection on ties: sort by part, -score, index.
+    detection = np.full(num_parts, -1, dtype=np.int64)
+    if scores.size:
+        order = np.lexsort((np.arange(scores.size), -scores, classes))
+        parts, first = np.unique(classes[order], return_index=True)
+        inside = (parts >= 0) & (parts < num_parts)
+        detection[parts[inside]] = order[first[inside]]
+    has = detection >= 0
+    score = np.where(has, scores[np.maximum(detection, 0)] if scores.size else 0.0, 0.0)
+    probs = np.zeros((num_parts, num_states))
+    if scores.size:
+        probs[has] = state_scores[detection[has]]
+    p_present = score * (1.0 - probs[:, absent])
+
+    state = decide_states(probs, p_present, operating_point, absent)
+    found = has & (score >= operating_point.score_thresh)
+    verdict = np.where(found, state, NOT_FOUND_ID).astype(np.int64)
+    confidence = np.where(found, score * probs[np.arange(num_parts), state], 0.0)
+    return {"detection": detection, "score": score, "state_probs": probs,
+            "p_present": p_present, "verdict": verdict, "confidence": confidence}
