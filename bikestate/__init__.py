@@ -3,8 +3,13 @@
 Importing this package registers its components with detectron2 (ROI heads, state heads,
 backbones, dataset evaluator), like detectron2's own projects do.
 """
-from .config import add_bikestate_config
-from .constants import PART_NAMES, STATE_NAMES
+# First, before detectron2 is imported: library deprecation notices a user cannot act on.
+from .utils.library_warnings import silence_library_warnings
+
+silence_library_warnings()
+
+from .config import add_bikestate_config  # noqa: E402  isort: skip
+from .constants import PART_NAMES, STATE_NAMES  # noqa: E402  isort: skip
 
 # Imported for registration with detectron2's registries only.
 from . import data, evaluation, modeling  # noqa: F401  isort: skip

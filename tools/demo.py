@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 
+import bikestate  # noqa: F401  first: quiets library deprecation notices
 from detectron2.evaluation.testing import flatten_results_dict
 from tabulate import tabulate
 
