@@ -209,7 +209,9 @@ def bikestate_states_on_gt(model, cfg, dataset_name):
         h, w = image.shape[:2]
         inputs = [{"image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
                    "height": h, "width": w}]
-        features = model.backbone(model.preprocess_image(inputs).tensor)
+        images = model.preprocess_image(inputs)
+        # The input pixels too, for a state head that pools them (IN_FEATURES "image").
+        features = dict(model.backbone(images.tensor), image=images.tensor)
         given = Instances((h, w))
         given.pred_boxes = Boxes(torch.as_tensor(boxes, device=model.device))
         given.pred_classes = torch.tensor([a["category_id"] for a in anns], device=model.device)

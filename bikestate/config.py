@@ -33,6 +33,35 @@ def add_bikestate_config(cfg):
     _C.MODEL.ROI_STATE_HEAD.CLASS_CONDITIONED = False
     # Size of that part embedding.
     _C.MODEL.ROI_STATE_HEAD.CLASS_EMBED_DIM = 32
+    # Maps each box is pooled from for the state head alone: "image" (the input pixels) or FPN
+    # levels ("p3", ...); empty = the box head's features, shared with the box predictor.
+    _C.MODEL.ROI_STATE_HEAD.IN_FEATURES = []
+    # Side P of the P x P grid each box is pooled to when IN_FEATURES is set.
+    _C.MODEL.ROI_STATE_HEAD.POOLER_RESOLUTION = 24
+    # ROIAlign samples per output cell and side (0: adaptive, as many as the box covers).
+    _C.MODEL.ROI_STATE_HEAD.POOLER_SAMPLING_RATIO = 2
+    # Boxes are enlarged by this factor around their centre before pooling (context: the mount
+    # that a missing part leaves).
+    _C.MODEL.ROI_STATE_HEAD.BOX_CONTEXT = 1.0
+    # ConvStateHead: number of 3x3 convolutions (every second one halves the grid).
+    _C.MODEL.ROI_STATE_HEAD.NUM_CONV = 4
+    # ConvStateHead: channels of the first two convolutions (doubled for the next two).
+    _C.MODEL.ROI_STATE_HEAD.CONV_DIM = 32
+    # ConvStateHead: normalization after each convolution ("GN", "BN", "").
+    _C.MODEL.ROI_STATE_HEAD.NORM = "GN"
+    # Boxes loss_state trains on: "proposals" (sampled foreground proposals with the state of
+    # their matched ground truth), "gt_boxes" (the annotated boxes) or "both".
+    _C.MODEL.ROI_STATE_HEAD.TRAIN_ON = "proposals"
+    # Class-balanced loss weights from STATE_PRIOR (inverse square root of the shares).
+    _C.MODEL.ROI_STATE_HEAD.AUTO_LOSS_WEIGHTS = False
+    # Logit adjustment (Menon et al., ICLR 2021): tau x log(prior) added to the logits in
+    # training, plain argmax at test; 0 disables it.
+    _C.MODEL.ROI_STATE_HEAD.LOGIT_ADJUST_TAU = 0.0
+    # Focal loss gamma (Lin et al., 2017); 0 = cross-entropy.
+    _C.MODEL.ROI_STATE_HEAD.FOCAL_GAMMA = 0.0
+    # State shares of the training boxes (one per state); empty = counted from DATASETS.TRAIN
+    # when AUTO_LOSS_WEIGHTS or LOGIT_ADJUST_TAU needs them.
+    _C.MODEL.ROI_STATE_HEAD.STATE_PRIOR = []
 
     # ---------------------------------------------------------------- optional timm backbone
     _C.MODEL.TIMM = CN()

@@ -120,7 +120,9 @@ def prepare_training_config(cfg):
     * ``SOLVER.AMP.ENABLED`` on CPU -> off (AMP here is CUDA mixed precision);
     * ``SOLVER.MAX_EPOCHS`` > 0 -> ``SOLVER.MAX_ITER`` = epochs x ceil(images / (IMS_PER_BATCH x
       GRAD_ACCUM_STEPS)) and, when ``TEST.EVAL_PERIOD`` is 0, one evaluation per
-      ``1 / SOLVER.EVALS_PER_EPOCH`` epoch.
+      ``1 / SOLVER.EVALS_PER_EPOCH`` epoch;
+    * ``MODEL.ROI_STATE_HEAD.STATE_PRIOR`` empty while the state loss needs it
+      (``AUTO_LOSS_WEIGHTS``, ``LOGIT_ADJUST_TAU``) -> the state shares of the training boxes.
     """
     notices = []
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
@@ -145,7 +147,24 @@ def prepare_training_config(cfg):
             f"{cfg.SOLVER.MAX_EPOCHS} epochs of {num_images} images at {images_per_iter} images "
             f"per update: SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}, "
             f"TEST.EVAL_PERIOD={cfg.TEST.EVAL_PERIOD}")
+    head = cfg.MODEL.ROI_STATE_HEAD
+    if not head.STATE_PRIOR and (head.AUTO_LOSS_WEIGHTS or head.LOGIT_ADJUST_TAU > 0):
+        head.STATE_PRIOR = _state_shares(cfg.DATASETS.TRAIN, head.NUM_STATES)
+        notices.append("MODEL.ROI_STATE_HEAD.STATE_PRIOR from the training boxes: "
+                       + ", ".join(f"{p:.3f}" for p in head.STATE_PRIOR))
     return notices
+
+
+def _state_shares(dataset_names, num_states):
+    """Share of each state among the (non-crowd) annotations of the datasets; a state that
+    never occurs counts as half a box, so every share is positive."""
+    counts = np.full(num_states, 0.5)
+    for name in dataset_names:
+        for record in DatasetCatalog.get(name):
+            for ann in record.get("annotations", []):
+                if not ann.get("iscrowd", 0) and "state" in ann:
+                    counts[int(ann["state"])] += 1
+    return [float(c) for c in counts / counts.sum()]
 
 
 def log_device_info(cfg):

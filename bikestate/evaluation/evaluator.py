@@ -198,7 +198,9 @@ class BikeStateEvaluator(DatasetEvaluator):
         if not keep:
             return
         with torch.no_grad():
-            features = model.backbone(model.preprocess_image(keep).tensor)
+            images = model.preprocess_image(keep)
+            # The input pixels too, for a state head that pools them (IN_FEATURES "image").
+            features = dict(model.backbone(images.tensor), image=images.tensor)
             outputs = model.roi_heads.forward_with_given_boxes(features, given)
         for gt_states, out in zip(states, outputs):
             self._state_gt.append((gt_states, out.state_scores.float().cpu().numpy()))

@@ -4,14 +4,20 @@ The box head's output features are computed once per ROI and feed both the box p
 (part class + box) and the state head (intact / damaged / absent / occluded), as in the seed's
 multi-task Faster R-CNN, but without its second pass over the ROIs:
 
-* training: ``loss_state`` is the cross-entropy of the state head on the *foreground* sampled
-  proposals against the ``gt_states`` they inherit from their matched ground truth
-  (:meth:`ROIHeads.label_and_sample_proposals` copies every ``gt_*`` field), times
-  ``MODEL.ROI_STATE_HEAD.LOSS_WEIGHT``. It is returned in every iteration, as a zero connected
-  to the head's parameters when the batch has no foreground.
+* training: ``loss_state`` is the cross-entropy of the state head (or its focal /
+  logit-adjusted variant) times ``MODEL.ROI_STATE_HEAD.LOSS_WEIGHT``, on the boxes chosen by
+  ``TRAIN_ON``: the *foreground* sampled proposals with the ``gt_states`` they inherit from their
+  matched ground truth (:meth:`ROIHeads.label_and_sample_proposals` copies every ``gt_*``
+  field), the ground-truth boxes themselves, or both. It is returned in every iteration, as a
+  zero connected to the head's parameters when the batch has nothing to train on.
 * inference: the box predictor's NMS returns, per image, the index of the ROI each kept
   detection came from; those rows of the already computed box features give the detections'
   states (``pred_states``, ``state_scores``), so no ROI is pooled twice.
+
+With ``MODEL.ROI_STATE_HEAD.IN_FEATURES`` set (e.g. ``["image"]``: the normalized input pixels,
+or FPN levels), the state head does not share the box head's features: each box (a detection's
+final box at inference) is pooled for it alone, ``BOX_CONTEXT`` times larger around its centre,
+to ``POOLER_RESOLUTION`` x ``POOLER_RESOLUTION`` (:class:`~.state_head.ConvStateHead`).
 """
 import logging
 from typing import Dict, List, Optional, Tuple
@@ -21,13 +27,19 @@ from torch import nn
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat
+from detectron2.modeling.poolers import ROIPooler
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Boxes, ImageList, Instances
 
 from ..utils.errors import ConfigError
 from .state_head import build_state_head, state_loss
 
-__all__ = ["StateROIHeads"]
+__all__ = ["StateROIHeads", "TRAIN_ON_CHOICES"]
+
+# What loss_state is trained on (MODEL.ROI_STATE_HEAD.TRAIN_ON).
+TRAIN_ON_CHOICES = ("proposals", "gt_boxes", "both")
+# Name of the input pixels among the state head's IN_FEATURES (a stride-1 "feature map").
+IMAGE_FEATURE = "image"
 
 logger = logging.getLogger(__name__)
 
@@ -50,35 +62,105 @@ class StateROIHeads(StandardROIHeads):
         state_head: nn.Module,
         state_loss_weight: float = 0.5,
         state_class_weights: Tuple[float, ...] = (),
+        state_in_features: Tuple[str, ...] = (),
+        state_pooler: Optional[ROIPooler] = None,
+        state_box_context: float = 1.0,
+        state_train_on: str = "proposals",
+        state_focal_gamma: float = 0.0,
+        state_logit_adjustment: Tuple[float, ...] = (),
         **kwargs,
     ):
         """
         Args:
-            state_head: maps (R, D) box-head features (and (R,) part classes when class
-                conditioned) to (R, S) state logits; see :mod:`bikestate.modeling.state_head`.
+            state_head: maps per-box inputs (R, D) box-head features, or (R, C, P, P) boxes
+                pooled by ``state_pooler``, and (R,) part classes when class conditioned, to
+                (R, S) state logits; see :mod:`bikestate.modeling.state_head`.
             state_loss_weight: multiplier of ``loss_state`` in the total loss.
-            state_class_weights: S per-state cross-entropy weights; empty means uniform.
+            state_class_weights: S per-state loss weights; empty means uniform.
+            state_in_features: maps the state head's boxes are pooled from ("image" = the
+                normalized input pixels); empty: the box head's features.
+            state_pooler: the pooler of those maps (None when ``state_in_features`` is empty).
+            state_box_context: boxes are enlarged by this factor around their centre before
+                pooling.
+            state_train_on: one of :data:`TRAIN_ON_CHOICES`.
+            state_focal_gamma: > 0 trains with the focal loss of this gamma.
+            state_logit_adjustment: S offsets added to the logits in training only (e.g.
+                tau x log prior); empty for none.
             kwargs: everything :class:`StandardROIHeads` takes.
         """
         super().__init__(**kwargs)
+        if state_train_on not in TRAIN_ON_CHOICES:
+            raise ConfigError(f"MODEL.ROI_STATE_HEAD.TRAIN_ON must be one of "
+                              f"{', '.join(TRAIN_ON_CHOICES)}, got {state_train_on!r}")
         self.state_head = state_head
         self.state_loss_weight = float(state_loss_weight)
         self.state_class_weights = tuple(float(w) for w in state_class_weights)
+        self.state_in_features = tuple(state_in_features)
+        self.state_pooler = state_pooler
+        self.state_box_context = float(state_box_context)
+        self.state_train_on = state_train_on
+        self.state_focal_gamma = float(state_focal_gamma)
+        self.state_logit_adjustment = (torch.tensor(state_logit_adjustment, dtype=torch.float32)
+                                       if len(state_logit_adjustment) else None)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
-        ret.update(cls._init_state_head(cfg, ret["box_head"].output_shape))
+        ret.update(cls._init_state_head(cfg, input_shape, ret["box_head"].output_shape))
         return ret
 
     @classmethod
-    def _init_state_head(cls, cfg, box_head_output_shape: ShapeSpec):
+    def _init_state_head(cls, cfg, input_shape: Dict[str, ShapeSpec],
+                         box_head_output_shape: ShapeSpec):
         head_cfg = cfg.MODEL.ROI_STATE_HEAD
-        # Same flattening rule as FastRCNNOutputLayers: the state head sees what the box
-        # predictor sees (1024 for the 2-FC FPN box head, C*H*W for a conv-only head).
-        shape = box_head_output_shape
-        input_dim = shape.channels * (shape.width or 1) * (shape.height or 1)
+        in_features = tuple(head_cfg.IN_FEATURES)
+        pooler = None
+        if in_features:
+            shapes = dict(input_shape)
+            shapes[IMAGE_FEATURE] = ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN), stride=1)
+            unknown = [f for f in in_features if f not in shapes]
+            if unknown:
+                raise ConfigError(f"MODEL.ROI_STATE_HEAD.IN_FEATURES: {', '.join(unknown)} "
+                                  f"unknown; choose from {', '.join(sorted(shapes))}")
+            channels = {shapes[f].channels for f in in_features}
+            if len(channels) != 1:
+                raise ConfigError("MODEL.ROI_STATE_HEAD.IN_FEATURES must have the same number "
+                                  f"of channels, got {sorted(channels)} ({list(in_features)})")
+            resolution = head_cfg.POOLER_RESOLUTION
+            pooler = ROIPooler(output_size=resolution,
+                               scales=tuple(1.0 / shapes[f].stride for f in in_features),
+                               sampling_ratio=head_cfg.POOLER_SAMPLING_RATIO,
+                               pooler_type="ROIAlignV2")
+            head_input = ShapeSpec(channels=channels.pop(), height=resolution, width=resolution)
+        else:
+            # Same flattening rule as FastRCNNOutputLayers: the state head sees what the box
+            # predictor sees (1024 for the 2-FC FPN box head, C*H*W for a conv-only head).
+            shape = box_head_output_shape
+            head_input = ShapeSpec(channels=shape.channels * (shape.width or 1)
+                                   * (shape.height or 1))
+        if head_cfg.BOX_CONTEXT < 1.0:
+            raise ConfigError(f"MODEL.ROI_STATE_HEAD.BOX_CONTEXT must be >= 1, got "
+                              f"{head_cfg.BOX_CONTEXT}")
+        prior = tuple(head_cfg.STATE_PRIOR)
+        if prior and (len(prior) != head_cfg.NUM_STATES or min(prior) <= 0):
+            raise ConfigError(f"MODEL.ROI_STATE_HEAD.STATE_PRIOR must be {head_cfg.NUM_STATES} "
+                              f"positive shares or empty, got {list(prior)}")
+        needs_prior = head_cfg.AUTO_LOSS_WEIGHTS or head_cfg.LOGIT_ADJUST_TAU > 0
+        if needs_prior and not prior:
+            logger.warning("MODEL.ROI_STATE_HEAD.STATE_PRIOR is empty: the state loss uses a "
+                           "uniform prior (training fills it from the training set)")
+            prior = (1.0,) * head_cfg.NUM_STATES
+        prior = torch.tensor(prior or (1.0,) * head_cfg.NUM_STATES, dtype=torch.float64)
+        prior = prior / prior.sum()
         weights = tuple(head_cfg.STATE_LOSS_WEIGHTS)
+        if head_cfg.AUTO_LOSS_WEIGHTS:
+            if weights:
+                raise ConfigError("MODEL.ROI_STATE_HEAD: set STATE_LOSS_WEIGHTS or "
+                                  "AUTO_LOSS_WEIGHTS, not both")
+            # Class-balanced by the inverse square root of the shares, mean weight 1 over the
+            # training boxes: damaged at 6 % weighs about 3x intact at 60 %.
+            balanced = prior ** -0.5
+            weights = tuple((balanced / (balanced * prior).sum()).tolist())
         if weights and len(weights) != head_cfg.NUM_STATES:
             raise ConfigError(
                 f"MODEL.ROI_STATE_HEAD.STATE_LOSS_WEIGHTS has {len(weights)} values, expected "
@@ -89,10 +171,19 @@ class StateROIHeads(StandardROIHeads):
                 f"MODEL.ROI_STATE_HEAD.STATE_LOSS_WEIGHTS must be >= 0 with a positive sum, "
                 f"got {list(weights)}"
             )
+        adjustment = ()
+        if head_cfg.LOGIT_ADJUST_TAU > 0:
+            adjustment = tuple((head_cfg.LOGIT_ADJUST_TAU * prior.log()).tolist())
         return {
-            "state_head": build_state_head(cfg, input_dim),
+            "state_head": build_state_head(cfg, head_input),
             "state_loss_weight": head_cfg.LOSS_WEIGHT,
             "state_class_weights": weights,
+            "state_in_features": in_features,
+            "state_pooler": pooler,
+            "state_box_context": head_cfg.BOX_CONTEXT,
+            "state_train_on": head_cfg.TRAIN_ON,
+            "state_focal_gamma": head_cfg.FOCAL_GAMMA,
+            "state_logit_adjustment": adjustment,
         }
 
     # ------------------------------------------------------------------------------- forward
@@ -104,21 +195,33 @@ class StateROIHeads(StandardROIHeads):
         targets: Optional[List[Instances]] = None,
     ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
         """See :meth:`StandardROIHeads.forward`; adds ``loss_state`` / ``pred_states``."""
+        if IMAGE_FEATURE in self.state_in_features:
+            features = dict(features, **{IMAGE_FEATURE: images.tensor})
         if self.training:
-            return super().forward(images, features, proposals, targets)
+            assert targets, "'targets' argument is required during training"
+            proposals = self.label_and_sample_proposals(proposals, targets)
+            losses = self._forward_box(features, proposals, targets)
+            losses.update(self._forward_mask(features, proposals))
+            losses.update(self._forward_keypoint(features, proposals))
+            return proposals, losses
         # _forward_box already attached the states; the parent's forward would call our
         # forward_with_given_boxes and pool every detection a second time.
         pred_instances = self._forward_box(features, proposals)
         pred_instances = super().forward_with_given_boxes(features, pred_instances)
         return pred_instances, {}
 
-    def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
-        """Box branch and state branch on the same box-head features.
+    def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances],
+                     targets: Optional[List[Instances]] = None):
+        """Box branch and state branch (on the same box-head features unless the state head
+        pools its own).
 
         Args:
-            features: FPN feature maps by name, each (N, C, Hi, Wi).
+            features: FPN feature maps by name, each (N, C, Hi, Wi) (and "image" when the state
+                head pools the input pixels).
             proposals: N Instances with ``proposal_boxes``; in training also ``gt_classes`` and,
                 for images with annotations, ``gt_states`` (and ``gt_boxes``).
+            targets: in training, the N ground-truth Instances (``gt_boxes``, ``gt_classes``,
+                ``gt_states``), for ``TRAIN_ON`` gt_boxes / both.
 
         Returns:
             training: dict of losses (the box predictor's and ``loss_state``);
@@ -132,7 +235,7 @@ class StateROIHeads(StandardROIHeads):
 
         if self.training:
             losses = self.box_predictor.losses(predictions, proposals)
-            losses.update(self._state_losses(box_features, proposals))
+            losses.update(self._state_losses(features, box_features, proposals, targets))
             # proposals are modified in place below, so the losses come first (as in the parent).
             if self.train_on_pred_boxes:
                 with torch.no_grad():
@@ -151,8 +254,11 @@ class StateROIHeads(StandardROIHeads):
         rows = [idx + off for idx, off in zip(kept_indices, offsets)]
         rows = cat(rows, dim=0) if rows else box_features.new_zeros((0,), dtype=torch.long)
         classes = cat([x.pred_classes for x in pred_instances], dim=0) if pred_instances else None
-        state_logits = self.state_head(box_features[rows], classes)
-        self._set_states(pred_instances, state_logits)
+        if self.state_pooler is not None:
+            state_in = self._pool_for_state(features, [x.pred_boxes for x in pred_instances])
+        else:
+            state_in = box_features[rows]
+        self._set_states(pred_instances, self.state_head(state_in, classes))
         return pred_instances
 
     def forward_with_given_boxes(
@@ -164,7 +270,8 @@ class StateROIHeads(StandardROIHeads):
         Each given box is pooled and passed through the box head and the state head.
 
         Args:
-            features: FPN feature maps by name, each (N, C, Hi, Wi).
+            features: FPN feature maps by name, each (N, C, Hi, Wi), and, for a state head that
+                pools the input pixels, "image": the normalized input batch (N, 3, H, W).
             instances: N Instances with ``pred_boxes`` (Ri boxes) and ``pred_classes`` (Ri,).
 
         Returns:
@@ -173,46 +280,93 @@ class StateROIHeads(StandardROIHeads):
         assert not self.training
         assert instances[0].has("pred_boxes") and instances[0].has("pred_classes")
         instances = super().forward_with_given_boxes(features, instances)
-        box_in = [features[f] for f in self.box_in_features]
-        box_features = self.box_head(self.box_pooler(box_in, [x.pred_boxes for x in instances]))
         classes = cat([x.pred_classes for x in instances], dim=0)
-        self._set_states(instances, self.state_head(box_features, classes))
+        if self.state_pooler is not None:
+            state_in = self._pool_for_state(features, [x.pred_boxes for x in instances])
+        else:
+            box_in = [features[f] for f in self.box_in_features]
+            state_in = self.box_head(self.box_pooler(box_in, [x.pred_boxes for x in instances]))
+        self._set_states(instances, self.state_head(state_in, classes))
         return instances
 
     # ------------------------------------------------------------------------------- helpers
-    def _state_losses(self, box_features: torch.Tensor, proposals: List[Instances]):
-        """``loss_state`` on the foreground proposals.
+    def _pool_for_state(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]):
+        """Each box enlarged by ``state_box_context`` around its centre and pooled from the
+        state head's maps: (sum Ri, C, P, P)."""
+        if self.state_box_context != 1.0:
+            enlarged = []
+            for b in boxes:
+                t = b.tensor
+                centre, half = (t[:, :2] + t[:, 2:]) / 2, (t[:, 2:] - t[:, :2]) / 2
+                half = half * self.state_box_context
+                enlarged.append(Boxes(torch.cat([centre - half, centre + half], dim=1)))
+            boxes = enlarged
+        missing = [f for f in self.state_in_features if f not in features]
+        if missing:
+            raise KeyError(f"the state head pools {', '.join(missing)}, which the features lack: "
+                           "pass the normalized input batch as features['image'] (what "
+                           "StateROIHeads.forward does; GeneralizedRCNN.inference with given "
+                           "boxes does not)")
+        return self.state_pooler([features[f] for f in self.state_in_features], boxes)
+
+    def _state_losses(self, features: Dict[str, torch.Tensor], box_features: torch.Tensor,
+                      proposals: List[Instances], targets: Optional[List[Instances]]):
+        """``loss_state`` on the boxes chosen by ``state_train_on``.
 
         Args:
-            box_features: (R, D) features of all sampled proposals of the batch.
+            features: the maps by name (for a state head that pools its own boxes).
+            box_features: (R, D) box-head features of all sampled proposals of the batch.
             proposals: N Instances with ``gt_classes`` (background = num_classes) and, on
                 images that have annotations, ``gt_states``. detectron2 gives proposals of an
                 image without annotations no ``gt_*`` field except an all-background
                 ``gt_classes``; those rows are background and never used.
+            targets: N ground-truth Instances with ``gt_boxes``, ``gt_classes``, ``gt_states``.
         """
-        gt_classes = cat([p.gt_classes for p in proposals], dim=0)
-        gt_states = []
-        for p in proposals:
-            if p.has("gt_states"):
-                gt_states.append(p.gt_states)
-            elif (p.gt_classes != self.num_classes).any() and len(p) > 0:
-                raise ValueError(
-                    "training targets have foreground boxes but no 'gt_states' field: build the "
-                    "training data with bikestate's dataset mapper (it adds gt_states)"
-                )
+        inputs, classes, states = [], [], []
+        if self.state_train_on in ("proposals", "both"):
+            gt_classes = cat([p.gt_classes for p in proposals], dim=0)
+            gt_states = cat([self._proposal_states(p) for p in proposals], dim=0)
+            fg = (gt_classes >= 0) & (gt_classes < self.num_classes)
+            fg_inds = fg.nonzero().squeeze(1)
+            if self.state_pooler is not None:
+                fg_boxes = [p.proposal_boxes[(p.gt_classes >= 0) & (p.gt_classes < self.num_classes)]
+                            for p in proposals]
+                inputs.append(self._pool_for_state(features, fg_boxes))
             else:
-                gt_states.append(torch.zeros_like(p.gt_classes))
-        gt_states = cat(gt_states, dim=0)
-        fg = (gt_classes >= 0) & (gt_classes < self.num_classes)
-        fg_inds = fg.nonzero().squeeze(1)
-        # Only foreground rows go through the head: cheaper, and their count is all the loss uses.
-        logits = self.state_head(box_features[fg_inds], gt_classes[fg_inds])
-        loss = state_loss(logits, gt_states[fg_inds], self.state_class_weights)
-        if fg_inds.numel() == 0:
+                # Only foreground rows go through the head: their count is all the loss uses.
+                inputs.append(box_features[fg_inds])
+            classes.append(gt_classes[fg_inds])
+            states.append(gt_states[fg_inds])
+        if self.state_train_on in ("gt_boxes", "both"):
+            gt_boxes = [t.gt_boxes for t in targets]
+            if self.state_pooler is not None:
+                inputs.append(self._pool_for_state(features, gt_boxes))
+            else:
+                box_in = [features[f] for f in self.box_in_features]
+                inputs.append(self.box_head(self.box_pooler(box_in, gt_boxes)))
+            classes.append(cat([t.gt_classes for t in targets], dim=0))
+            states.append(cat([self._proposal_states(t) for t in targets], dim=0))
+        inputs, classes, states = cat(inputs, dim=0), cat(classes, dim=0), cat(states, dim=0)
+        logits = self.state_head(inputs, classes)
+        loss = state_loss(logits, states, self.state_class_weights, self.state_focal_gamma,
+                          self.state_logit_adjustment)
+        if states.numel() == 0:
             # The zero loss must reach every head parameter (DDP waits for all gradients); with
             # no rows the head's first layers are not in the graph at all, so add them.
             loss = loss + sum(p.sum() for p in self.state_head.parameters()) * 0.0
         return {"loss_state": loss * self.state_loss_weight}
+
+    def _proposal_states(self, instances: Instances) -> torch.Tensor:
+        """``gt_states`` of proposals or targets; zeros for an image without annotations (its
+        rows are all background), an error for foreground without states."""
+        if instances.has("gt_states"):
+            return instances.gt_states
+        if len(instances) > 0 and (instances.gt_classes != self.num_classes).any():
+            raise ValueError(
+                "training targets have foreground boxes but no 'gt_states' field: build the "
+                "training data with bikestate's dataset mapper (it adds gt_states)"
+            )
+        return torch.zeros_like(instances.gt_classes)
 
     def _indices_into_proposals(self, predictions, proposals, kept_indices):
         """Map the box predictor's kept indices to rows of each image's proposals.
