@@ -111,12 +111,8 @@ def plot_verification_curves(pairs, state_names, operating_point, file):
                         color=STATE_COLORS[1], label="operating point")
         ax_roc.axhline(0.95, color="grey", linestyle=":", linewidth=1, label="95 % present recall")
         ax_roc.plot([0, 1], [0, 1], color="lightgrey", linewidth=1)
-        ax_roc.set_xlabel("absent parts reported present (hallucination)")
-        ax_roc.set_ylabel("present parts reported present (recall)")
-        ax_roc.set_title("Present vs absent")
-        ax_roc.set_xlim(0, 1)
-        ax_roc.set_ylim(0, 1.02)
-        ax_roc.legend(loc="lower right", fontsize=8)
+        _unit_axes(ax_roc, "absent parts reported present (hallucination)",
+                   "present parts reported present (recall)", "Present vs absent", "lower right")
         for s, name in enumerate(state_names):
             positive = pairs["gt_state"] == s
             if not positive.any():
@@ -126,15 +122,20 @@ def plot_verification_curves(pairs, state_names, operating_point, file):
             ax_pr.step(np.r_[0.0, recall], np.r_[precision[:1], precision], where="pre",
                        color=STATE_COLORS[s % len(STATE_COLORS)],
                        label=f"{name}: AP {average_precision(p_state, positive):.3f}")
-        ax_pr.set_xlabel("recall")
-        ax_pr.set_ylabel("precision")
-        ax_pr.set_title("Per state, ranked by score x P(state)")
-        ax_pr.set_xlim(0, 1)
-        ax_pr.set_ylim(0, 1.02)
-        ax_pr.legend(loc="best", fontsize=8)
+        _unit_axes(ax_pr, "recall", "precision", "Per state, ranked by score x P(state)", "best")
         source = os.path.basename(operating_point.source)
         fig.suptitle(f"Verdicts at the {source} operating point", fontsize=10)
         fig.tight_layout()
         fig.savefig(file, format="png")
     finally:
         plt.close(fig)
+
+
+def _unit_axes(ax, xlabel, ylabel, title, legend_loc):
+    """Labels, title, [0, 1] limits and a small legend of a rate-vs-rate plot."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc=legend_loc, fontsize=8)

@@ -147,35 +147,15 @@ def test_bbox_ap_equals_pycocotools(bike_dataset, model_output):
     results = run_evaluator(name, dets, model_output)
 
     json_file = MetadataCatalog.get(name).json_file
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(json_file)
-        coco_dt = coco_gt.loadRes([
-            {"image_id": img, "category_id": d[0] + 1, "score": d[2],
-             "bbox": [d[1][0], d[1][1], d[1][2] - d[1][0], d[1][3] - d[1][1]]}
-            for img in images for d in dets[img]
-        ])
-        coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-    for k, key in enumerate(["AP", "AP50", "AP75", "APs", "APm", "APl"]):
-        expected = coco_eval.stats[k] * 100
-        if coco_eval.stats[k] < 0:
-            assert math.isnan(results["bbox"][key])
-        else:
-            assert results["bbox"][key] == pytest.approx(expected, abs=1e-4), key
-    assert 0 < results["bbox"]["AP"] < 100  # a case that can fail either way
-
-    # bbox_present (public protocol): absent ground truth removed, the detector's own scores;
-    # bbox_present_rescored: scores times 1 - P(absent) (make_outputs puts 0.7 on the
-    # predicted state, 0.1 on the others).
     with open(json_file) as f:
-        present = json.load(f)
-    present["annotations"] = [a for a in present["annotations"] if a["state"] != ABSENT]
-    for task, rescore in (("bbox_present", False), ("bbox_present_rescored", True)):
+        dataset = json.load(f)
+
+    def pycocotools_stats(dataset, rescore):
+        """pycocotools' summary of ``dets`` on ``dataset``; ``rescore`` multiplies each score
+        by 1 - P(absent) (make_outputs puts 0.7 on the predicted state, 0.1 on the others)."""
         with contextlib.redirect_stdout(io.StringIO()):
             coco_gt = COCO()
-            coco_gt.dataset = present
+            coco_gt.dataset = dataset
             coco_gt.createIndex()
             coco_dt = coco_gt.loadRes([
                 {"image_id": img, "category_id": d[0] + 1,
@@ -187,9 +167,25 @@ def test_bbox_ap_equals_pycocotools(bike_dataset, model_output):
             coco_eval.evaluate()
             coco_eval.accumulate()
             coco_eval.summarize()
+        return coco_eval.stats
+
+    stats = pycocotools_stats(dataset, rescore=False)
+    for k, key in enumerate(["AP", "AP50", "AP75", "APs", "APm", "APl"]):
+        expected = stats[k] * 100
+        if stats[k] < 0:
+            assert math.isnan(results["bbox"][key])
+        else:
+            assert results["bbox"][key] == pytest.approx(expected, abs=1e-4), key
+    assert 0 < results["bbox"]["AP"] < 100  # a case that can fail either way
+
+    # bbox_present (public protocol): absent ground truth removed, the detector's own scores;
+    # bbox_present_rescored: the same, rescored.
+    present = dict(dataset, annotations=[a for a in dataset["annotations"]
+                                         if a["state"] != ABSENT])
+    for task, rescore in (("bbox_present", False), ("bbox_present_rescored", True)):
+        stats = pycocotools_stats(present, rescore)
         for k, key in enumerate(["AP", "AP50", "AP75"]):
-            assert results[task][key] == pytest.approx(coco_eval.stats[k] * 100,
-                                                       abs=1e-4), (task, key)
+            assert results[task][key] == pytest.approx(stats[k] * 100, abs=1e-4), (task, key)
         assert results[task]["AP"] != pytest.approx(results["bbox"]["AP"])
     assert results["bbox_present"]["AP"] != pytest.approx(results["bbox_present_rescored"]["AP"])
 
