@@ -111,3 +111,16 @@ def test_class_count_must_match_part_names():
 def test_cuda_without_gpu_is_a_config_error():
     with pytest.raises(ConfigError, match="no CUDA GPU"):
         BikeStatePredictor(small_cfg(**{"MODEL.DEVICE": "cuda"}))
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (1, 500), (500, 1), (3, 500), (7, 3000), (15, 9)])
+def test_any_size_and_aspect_ratio(predictor, h, w):
+    # At MIN_SIZE_TEST 128 / MAX_SIZE_TEST 192 a 1x500 photo is 0.4x192 for the model: it is
+    # seen 1 pixel high, and its boxes still come back in the photo's pixels.
+    inst = predictor(_image(h, w, 6))
+    assert inst.image_size == (h, w)
+    boxes = inst.pred_boxes.tensor
+    assert len(boxes) > 0
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 0] <= boxes[:, 2]).all()
+    assert (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+    assert (boxes[:, 1] <= boxes[:, 3]).all()
