@@ -34,8 +34,9 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        # timm too, so the tests of the timm backbone run in CI instead of being skipped.
-        "dev": ["pytest>=7", "pytest-timeout", "timm"],
+        # timm too, so the tests of the timm backbone run in CI instead of being skipped;
+        # hypothesis for the property-based tests (every image a user may have).
+        "dev": ["pytest>=7", "pytest-timeout", "timm", "hypothesis>=6"],
         "timm": ["timm"],
     },
 )
