@@ -25,6 +25,8 @@ from .report import build_report
 from .visualizer import draw_predictions
 
 JPEG_QUALITY = 92
+_STAGE_NAMES = {"read": "reading", "predict": "the model", "report": "the report",
+                "draw": "drawing the picture"}
 
 
 @dataclasses.dataclass
@@ -57,23 +59,17 @@ class ImageResult:
     stage: Optional[str] = None
     exception: Optional[BaseException] = dataclasses.field(default=None, repr=False)
 
-    @property
-    def unreadable(self):
-        """The file could not be decoded as an image (no report)."""
-        return self.stage == "read"
-
     def fail(self, stage, exception):
-        """Record ``exception`` as this photo's one-line error at ``stage``; returns self."""
+        """Record ``exception`` as this photo's one-line error at ``stage``."""
         self.stage, self.exception = stage, exception
         if isinstance(exception, UnreadableImageError):
-            self.error = str(exception)
-        else:
-            what = {"read": "reading", "predict": "the model", "report": "the report",
-                    "draw": "the picture (report kept)"}[stage]
-            reason = " ".join(str(exception).split())
-            self.error = (f"{self.file_name}: {what} failed "
-                          f"({type(exception).__name__}{': ' + reason if reason else ''})")
-        return self
+            self.error = str(exception)  # already one line naming the file
+            return
+        reason = " ".join(str(exception).split())
+        self.error = (f"{self.file_name}: {_STAGE_NAMES[stage]} failed "
+                      f"({type(exception).__name__}{': ' + reason if reason else ''})")
+        if stage == "draw":
+            self.error += "; its report is kept"
 
 
 def encode_jpeg(image_rgb, quality=JPEG_QUALITY):
@@ -105,7 +101,7 @@ def inspect_images(predictor, paths, *, score_thresh, batch_size=1, draw=True):
             results.append(result)
             try:
                 images.append(read_image(path, format="BGR", notes=result.notes))
-            except Exception as e:  # noqa: BLE001  one photo's failure is its own
+            except Exception as e:  # noqa: BLE001  one photo's failure costs only itself
                 result.fail("read", e)
                 images.append(None)
             else:
@@ -118,7 +114,6 @@ def inspect_images(predictor, paths, *, score_thresh, batch_size=1, draw=True):
             else:
                 _report_and_draw(results[i], images[i], output, predictor.part_names,
                                  score_thresh, draw)
-            images[i] = None  # each photo's pixels are freed as soon as it is done
         yield from results
 
 

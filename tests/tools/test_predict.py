@@ -416,8 +416,8 @@ def test_an_image_failing_unexpectedly_costs_only_itself(photos, weights, tmp_pa
     assert errors == [
         f"predict.py: error: {folder / 'b_model_fails.jpg'}: the model failed "
         f"(RuntimeError: injected model failure) (skipped)",
-        f"predict.py: error: {folder / 'd_draw_fails.jpg'}: the picture (report kept) failed "
-        f"(ValueError: injected drawing failure)",
+        f"predict.py: error: {folder / 'd_draw_fails.jpg'}: drawing the picture failed "
+        f"(ValueError: injected drawing failure); its report is kept",
     ]
     with open(out / "report.json") as f:
         report = json.load(f)
