@@ -134,9 +134,8 @@ def write_reports(reports, out_dir, errors=(), score_thresh=None, extra=None):
     Args:
         reports (list[dict]): outputs of :func:`build_report`.
         out_dir (str): existing folder.
-        errors (list[dict]): images that could not be read or inspected, or whose picture
-            failed (``file_name``, ``error``, ...); they appear in report.json (not in the
-            CSV, whose rows are image x part).
+        errors (list[dict]): images that could not be read (``file_name``, ``error``); they
+            appear in report.json (not in the CSV, whose rows are image x part).
         score_thresh (float or None): recorded in report.json.
         extra (dict or None): further top-level entries of report.json (config, weights).
 
