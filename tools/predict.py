@@ -311,7 +311,7 @@ def predict(args):
 
     bar = tqdm(total=len(images), unit="img", desc="predict", file=sys.stderr,
                disable=len(images) < PROGRESS_MIN_IMAGES)
-    status, code = "stopped by an error", 1
+    status = "stopped by an error"  # what the files say if an exception ends the loop
     done, last_write = 0, time.monotonic()
     with StopSignals() as signals:
         try:
@@ -333,7 +333,8 @@ def predict(args):
         finally:
             bar.close()
             signals.ignore()
-            write_results(status)
+            if done or status != "stopped by an error":  # an error on the first batch, e.g.
+                write_results(status)  # a model without a state head, leaves no result files
 
     attention = sum(bool(r["attention"]) for r in reports)
     unreadable = sum(e["stage"] == "read" for e in errors)
