@@ -1,7 +1,9 @@
-"""Fixtures shared by the whole suite: small SynthBikes datasets and an offline W&B."""
+"""Fixtures shared by the whole suite: small SynthBikes datasets, an offline W&B, Hypothesis
+profiles."""
 import os
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 # Real W&B, offline: runs are written to disk and read back by the tests, nothing is sent.
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -20,3 +22,13 @@ def synth_small(tmp_path_factory):
     json_path = generate_synthbikes(str(root), num_images=12, seed=7, image_size=(320, 240),
                                     show_progress=False)
     return {"root": str(root), "json": json_path, "images": os.path.join(str(root), "images")}
+
+
+# Property-based tests (Hypothesis): a few dozen examples per test in `make test`, thousands
+# with `pytest --hypothesis-profile long` (BIKESTATE_HYPOTHESIS_EXAMPLES sets how many).
+settings.register_profile("bikestate", max_examples=25, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "long", parent=settings.get_profile("bikestate"),
+    max_examples=int(os.environ.get("BIKESTATE_HYPOTHESIS_EXAMPLES", "3000")))
+settings.load_profile("bikestate")

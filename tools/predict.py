@@ -7,10 +7,14 @@
 
 Inputs are image files, folders (their images, not sub-folders unless --recursive) and glob
 patterns (quote them; ``**`` descends folders). Files without an image extension are skipped
-with a warning; an image that cannot be decoded is listed under ``errors`` in predictions.json
-and report.json, reported on stderr, and the run goes on. Photos are read upright (EXIF
-orientation applied), grayscale and RGBA ones as RGB, and resized to the config's test size;
-boxes are given in the pixels of the upright original photo.
+with a warning. Photos are read upright (EXIF orientation applied), in any size from 1x1 to
+Pillow's pixel limit and any aspect ratio, any colour mode as RGB, animated GIF/WebP/PNG as
+their first frame and multi-page TIFF as its first page (said in the image's ``notes``), and
+resized to the config's test size; boxes are given in the pixels of the upright original photo.
+
+One photo costs only itself: a photo that cannot be decoded, or on which the model, the report
+or the drawing fails, is listed under ``errors`` in predictions.json and report.json (one line
+naming the file), reported on stderr, and the run goes on.
 
 Writes, each file atomically:
   OUTPUT/vis/<image name>.jpg   the photo with each part's box coloured by its state;
@@ -20,17 +24,31 @@ Writes, each file atomically:
                                 damaged, absent, occluded, not_found), its confidence and box,
                                 and per image the parts that need attention.
 
-An output folder used before is reused: its files are replaced, pictures of photos not in
-this run stay. Exit status: 0 when the run finished (even if some images were unreadable), 2 for bad input
-(no images found, bad config or option, output folder not writable, missing weights).
+Results are never lost: the three files are rewritten with what is done every 30 seconds or
+so, and when the run ends, however it ends (finished, Ctrl-C, SIGTERM, an unexpected error),
+with exactly the images inspected; their ``status`` says which ("running", "finished",
+"interrupted", "stopped by an error"). An output folder used before is reused: its files are
+replaced, pictures of photos not in this run stay.
+
+Exit status: 0 every image inspected; 1 some images unreadable or failed (see ``errors``; all
+the others are written), or an unexpected error stopped the run (what was done is written);
+2 bad input, nothing written (no images found, bad config or option, output folder not
+writable, missing weights); 130 / 143 interrupted by Ctrl-C / SIGTERM after writing the results
+so far.
 """
 import argparse
+import contextlib
 import logging
 import os
 import re
+import signal
 import sys
+import threading
+import time
+import traceback
 
 PROGRESS_MIN_IMAGES = 2  # a progress bar for anything longer than a couple of images
+CHECKPOINT_SECONDS = 30  # the result files are rewritten at least this often during a run
 
 
 def get_parser():
@@ -167,20 +185,75 @@ def main(argv=None):
     run()
 
 
+class Stop(BaseException):
+    """SIGINT or SIGTERM, raised in the main thread: stop, after writing what is done."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """Within ``with``, the first SIGINT or SIGTERM raises :class:`Stop`; later ones are ignored.
+
+    Inside :meth:`hold` the signal waits until its end, so that an image's picture and its
+    entry in the results are kept together or not at all. After :meth:`ignore` (the run is
+    ending, the results are being written) signals change nothing: a second Ctrl-C does not
+    cut the final write short.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.pending = None  # a signal that came while held
+        self.holding = False
+        self.ignoring = False
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame):
+        if self.holding or self.ignoring:
+            self.pending = self.pending or signum
+        else:
+            self._stop(signum)
+
+    def _stop(self, signum):
+        self.ignoring = True  # one Stop is enough
+        raise Stop(signum)
+
+    def ignore(self):
+        self.ignoring = True
+
+    @contextlib.contextmanager
+    def hold(self):
+        """Hold signals back; at the end, raise :class:`Stop` for one that came meanwhile."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.pending and not self.ignoring:
+            self._stop(self.pending)
+
+
 def predict(args):
-    import cv2
     from tqdm import tqdm
 
     import bikestate  # noqa: F401  registers the model parts
     from bikestate.inference import (
         IMAGE_EXTENSIONS,
         BikeStatePredictor,
-        UnreadableImageError,
-        build_report,
-        draw_predictions,
         find_images,
-        instances_to_records,
-        read_image,
+        inspect_images,
         write_reports,
     )
     from bikestate.utils.errors import ConfigError, DataError
@@ -189,8 +262,8 @@ def predict(args):
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
 
-    def warn(message):
-        tqdm.write(f"predict.py: warning: {message}", file=sys.stderr)
+    def warn(message, level="warning"):
+        tqdm.write(f"predict.py: {level}: {message}", file=sys.stderr)
 
     images, skipped, missing = find_images(args.input, recursive=args.recursive)
     for path in missing:
@@ -208,54 +281,78 @@ def predict(args):
     names = vis_names(images)
 
     detections, reports, errors, image_infos = [], [], [], []
+    run_info = {"config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS,
+                "part_names": list(predictor.part_names), "images_found": len(images)}
+
+    def write_results(status):
+        info = {**run_info, "status": status}
+        atomic_write_json({**info, "score_threshold": threshold, "images": image_infos,
+                           "detections": detections, "errors": errors},
+                          os.path.join(args.output, "predictions.json"), indent=1)
+        write_reports(reports, args.output, errors=errors, operating_point=point, extra=info)
+
+    def keep(result):
+        """Add one image's result to the files' content (and write its picture)."""
+        if result.error:
+            errors.append({"file_name": result.file_name, "stage": result.stage,
+                           "error": result.error})
+            warn(result.error + (" (skipped)" if result.report is None else ""), "error")
+            if args.debug and result.exception is not None:
+                traceback.print_exception(result.exception, file=sys.stderr)
+        for note in result.notes:
+            warn(f"{result.file_name}: {note}")
+        if result.report is None:
+            return
+        info = {"file_name": result.file_name, "height": result.height, "width": result.width,
+                "num_detections": len(result.detections)}
+        if result.notes:
+            info["notes"] = result.notes
+        if result.picture is not None:
+            info["vis"] = os.path.join("vis", names[result.file_name])
+            atomic_write_bytes(result.picture, os.path.join(args.output, info["vis"]))
+        detections.extend(result.detections)
+        reports.append(result.report)
+        image_infos.append(info)
+
     bar = tqdm(total=len(images), unit="img", desc="predict", file=sys.stderr,
                disable=len(images) < PROGRESS_MIN_IMAGES)
-    for start in range(0, len(images), args.batch_size):
-        batch = []
-        for path in images[start:start + args.batch_size]:
-            try:
-                batch.append((path, read_image(path, format="BGR")))
-            except UnreadableImageError as e:
-                errors.append({"file_name": path, "error": str(e)})
-                tqdm.write(f"predict.py: error: {e} (skipped)", file=sys.stderr)
+    status = "stopped by an error"  # what the files say if an exception ends the loop
+    done, last_write = 0, time.monotonic()
+    with StopSignals() as signals:
+        try:
+            for result in inspect_images(predictor, images, operating_point=point,
+                                         batch_size=args.batch_size, draw=not args.no_vis):
+                with signals.hold():
+                    keep(result)
+                done += 1
                 bar.update(1)
-        if not batch:
-            continue
-        outputs = predictor.predict_batch([image for _, image in batch],
-                                          batch_size=args.batch_size)
-        for (path, image_bgr), instances in zip(batch, outputs):
-            detections.extend(instances_to_records(path, instances, predictor.part_names))
-            reports.append(build_report(path, instances, predictor.part_names, point))
-            info = {"file_name": path, "height": image_bgr.shape[0],
-                    "width": image_bgr.shape[1], "num_detections": len(instances)}
-            if not args.no_vis:
-                picture = draw_predictions(image_bgr[:, :, ::-1], instances,
-                                           predictor.part_names, score_thresh=threshold)
-                ok, encoded = cv2.imencode(".jpg", picture[:, :, ::-1],
-                                           [cv2.IMWRITE_JPEG_QUALITY, 92])
-                if not ok:
-                    raise OSError(f"cannot encode the picture of {path} as JPEG")
-                info["vis"] = os.path.join("vis", names[path])
-                atomic_write_bytes(encoded.tobytes(), os.path.join(args.output, info["vis"]))
-            image_infos.append(info)
-            bar.update(1)
-    bar.close()
-
-    run_info = {"config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS,
-                "part_names": list(predictor.part_names)}
-    atomic_write_json({**run_info, "score_threshold": threshold, "images": image_infos,
-                       "detections": detections, "errors": errors},
-                      os.path.join(args.output, "predictions.json"), indent=1)
-    write_reports(reports, args.output, errors=errors, operating_point=point, extra=run_info)
+                if time.monotonic() - last_write > CHECKPOINT_SECONDS:
+                    with signals.hold():
+                        write_results("running")
+                    last_write = time.monotonic()
+            status, code = "finished", 1 if errors else 0
+        except Stop as stop:
+            status, code = "interrupted", 128 + stop.signum
+            warn(f"interrupted by {stop} after {done} of {len(images)} images; writing the "
+                 f"results so far", "error")
+        finally:
+            bar.close()
+            signals.ignore()
+            if done or status != "stopped by an error":  # an error on the first batch, e.g.
+                write_results(status)  # a model without a state head, leaves no result files
 
     attention = sum(bool(r["attention"]) for r in reports)
+    unreadable = sum(e["stage"] == "read" for e in errors)
+    failed = len(errors) - unreadable
     print(f"Inspected {len(reports)} image(s): {attention} with damaged or absent parts"
-          + (f", {len(errors)} unreadable (see errors in report.json)" if errors else "") + ".")
+          + (f", {unreadable} unreadable" if unreadable else "")
+          + (f", {failed} failed" if failed else "")
+          + (" (see errors in report.json)" if errors else "") + ".")
     if not args.no_vis:
         print(f"Pictures:    {os.path.join(args.output, 'vis')}")
     print(f"Report:      {os.path.join(args.output, 'report.csv')} (and report.json)")
     print(f"Detections:  {os.path.join(args.output, 'predictions.json')}")
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@
 - :func:`instances_to_records` / :func:`predictions_to_coco_results`: predictions.json and
   its conversion into COCO results for evaluation.
 - :func:`find_images` / :func:`read_image`: the photos users really have.
+- :func:`inspect_images`: all of that photo by photo, one bad photo costing only itself.
 """
 from .export import instances_to_records, predictions_to_coco_results
 from .images import IMAGE_EXTENSIONS, UnreadableImageError, find_images, read_image
+from .inspection import ImageResult, inspect_images
 from .predictor import BikeStatePredictor, load_model_weights, resolve_part_names
 from .report import build_report, write_reports
 from .visualizer import draw_predictions, format_label
@@ -18,11 +20,13 @@ from .visualizer import draw_predictions, format_label
 __all__ = [
     "BikeStatePredictor",
     "IMAGE_EXTENSIONS",
+    "ImageResult",
     "UnreadableImageError",
     "build_report",
     "draw_predictions",
     "find_images",
     "format_label",
+    "inspect_images",
     "instances_to_records",
     "load_model_weights",
     "predictions_to_coco_results",

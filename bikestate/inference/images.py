@@ -1,14 +1,16 @@
 """Finding and reading the photos a user points the predictor at.
 
 Users give image files, folders and glob patterns, and their photos come in every flavour a
-camera or an editor writes: JPEG, PNG, grayscale, RGBA, 16-bit, EXIF-rotated phone photos.
-:func:`read_image` turns each of them into an upright 8-bit 3-channel array, the way the model
-was trained on, and raises :class:`UnreadableImageError` (one line naming the file) for a file
-that cannot be decoded, so that a caller can report it and go on with the other photos.
+camera or an editor writes: JPEG, PNG, grayscale, RGBA, 16-bit, EXIF-rotated phone photos,
+animated GIFs. :func:`read_image` turns each of them into an upright 8-bit 3-channel array, the
+way the model was trained on, and raises :class:`UnreadableImageError` (one line naming the
+file) for a file that cannot be decoded, so that a caller can report it and go on with the
+other photos.
 """
 import glob
 import logging
 import os
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -16,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 logger = logging.getLogger(__name__)
 
 # Extensions taken as images when a folder or a glob is expanded (compared lower-case).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 # Colour that transparent pixels of RGBA / LA / palette images are composited onto: a white
 # background is what a viewer shows, and keeps a cut-out bike from standing on black.
@@ -87,20 +89,25 @@ def find_images(inputs, recursive=False):
     return images, skipped, missing
 
 
-def read_image(path, format="BGR"):
+def read_image(path, format="BGR", notes=None):
     """Read a photo as the upright, 8-bit, 3-channel array the model expects.
 
     What users' files need beyond ``cv2.imread``:
 
     * EXIF orientation is applied (a phone photo stored sideways comes back upright, so boxes
       are in the frame the user sees), as detectron2's ``read_image`` does;
-    * grayscale, 16-bit and CMYK images become 3 channels; transparency is composited onto
-      :data:`TRANSPARENT_BACKGROUND`;
-    * the whole file is decoded here, so a truncated or corrupt file raises now.
+    * 1-bit, grayscale, palette, 16- and 32-bit integer, floating-point and CMYK images become
+      3 channels of 8 bits; transparency is composited onto :data:`TRANSPARENT_BACKGROUND`;
+    * an animated GIF, WebP or PNG gives its first frame, a multi-page TIFF its first page;
+    * the whole file is decoded here, so a truncated or corrupt file raises now;
+    * an image of more pixels than Pillow's limit (``PIL.Image.MAX_IMAGE_PIXELS``, the guard
+      against decompression bombs) is refused before it is decoded.
 
     Args:
         path (str): image file.
         format (str): "BGR" or "RGB" channel order of the result.
+        notes (list or None): when given, a short sentence is appended for each choice made
+            for the user (e.g. ``"animated: the first of 12 frames is inspected"``).
 
     Returns:
         np.ndarray: uint8 array of shape (H, W, 3), H x W the upright size.
@@ -110,12 +117,33 @@ def read_image(path, format="BGR"):
     """
     if format not in ("BGR", "RGB"):
         raise ValueError(f"format must be 'BGR' or 'RGB', not {format!r}")
+    limit = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            # Between the limit and twice the limit Pillow only warns; it is refused below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            width, height = image.size
+            if limit and width * height > limit:
+                raise UnreadableImageError(
+                    f"{path}: cannot read image ({width}x{height} is {width * height} pixels, "
+                    f"more than the limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS))")
+            frames = getattr(image, "n_frames", 1)
             image.load()  # decode fully: truncation shows up here, not later
+            if frames > 1 and notes is not None:
+                notes.append(f"multi-page TIFF: the first of {frames} pages is inspected"
+                             if image.format == "TIFF"
+                             else f"animated: the first of {frames} frames is inspected")
             image = ImageOps.exif_transpose(image)
             rgb = _to_rgb(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise UnreadableImageError(
+            f"{path}: cannot read image (more than twice the limit of {limit} pixels "
+            f"(PIL.Image.MAX_IMAGE_PIXELS))") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, UnreadableImageError):
+            raise
         reason = " ".join(str(e).split()) or type(e).__name__
         raise UnreadableImageError(f"{path}: cannot read image ({reason})") from e
     array = np.asarray(rgb, dtype=np.uint8)
@@ -124,12 +152,18 @@ def read_image(path, format="BGR"):
 
 def _to_rgb(image):
     """PIL image of any mode -> PIL RGB image (8 bits per channel)."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # High bit depth: stretch to 8 bits rather than letting convert() clip at 255.
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # High bit depth: stretch to 8 bits rather than letting convert() clip at 255. Floating
+        # point images within [0, 1] are read as 0 = black, 1 = white; NaN and infinities
+        # (no value) are black; negative values are clipped to black.
         values = np.asarray(image, dtype=np.float64)
-        high = values.max()
-        scaled = values * (255.0 / high) if high > 255 else values
-        image = Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L")
+        values = np.where(np.isfinite(values), values, 0.0)
+        high = values.max(initial=0.0)
+        if image.mode == "F" and high <= 1.0:
+            values = values * 255.0
+        elif high > 255:
+            values = values * (255.0 / high)
+        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), mode="L")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):

@@ -76,6 +76,27 @@ def load_model_weights(model, weights, allow_pickled=False):
         )
 
 
+class _NonEmptyResize(T.Augmentation):
+    """detectron2's test resize, except that no side of the result is ever 0 pixels.
+
+    ``ResizeShortestEdge`` rounds each side to the nearest pixel: a 1x500 photo at
+    ``MIN_SIZE_TEST`` 128 / ``MAX_SIZE_TEST`` 192 would become 0x192, which nothing can resize
+    to. Such a side becomes 1 pixel; boxes still map back to the original pixels, whose scale
+    is computed per side.
+    """
+
+    def __init__(self, resize):
+        super().__init__()
+        self.resize = resize
+
+    def get_transform(self, image):
+        transform = self.resize.get_transform(image)
+        if isinstance(transform, T.ResizeTransform) and min(transform.new_h, transform.new_w) < 1:
+            return T.ResizeTransform(transform.h, transform.w, max(transform.new_h, 1),
+                                     max(transform.new_w, 1), transform.interp)
+        return transform
+
+
 class BikeStatePredictor:
     """Predict bike parts and their states on BGR images.
 
@@ -85,7 +106,8 @@ class BikeStatePredictor:
     2. takes BGR uint8 images (as ``cv2.imread`` or :func:`bikestate.inference.read_image`
        give) and converts them to ``cfg.INPUT.FORMAT``;
     3. resizes them with the test-time augmentation of the config
-       (``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)``), the one evaluation uses;
+       (``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)``), the one evaluation uses, keeping
+       at least one pixel per side for photos as narrow as 1x500;
     4. maps boxes back to the pixels of the original image (detectron2's
        ``detector_postprocess``, via the ``height``/``width`` inputs);
     5. returns :class:`Instances` on the CPU.
@@ -132,7 +154,10 @@ class BikeStatePredictor:
         load_model_weights(self.model, self.cfg.MODEL.WEIGHTS,
                            allow_pickled=self.cfg.MODEL.ALLOW_PICKLED_WEIGHTS)
 
-        self.aug = T.AugmentationList(d2_utils.build_augmentation(self.cfg, is_train=False))
+        self.aug = T.AugmentationList([
+            _NonEmptyResize(aug) if isinstance(aug, T.ResizeShortestEdge) else aug
+            for aug in d2_utils.build_augmentation(self.cfg, is_train=False)
+        ])
         self.input_format = self.cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
             raise ConfigError(f"INPUT.FORMAT must be RGB or BGR, not {self.input_format!r}")

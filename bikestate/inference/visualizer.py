@@ -22,7 +22,11 @@ _ATTENTION_STATES = tuple(STATE_NAMES.index(s) for s in reversed(ATTENTION_VERDI
 # Longest side of the rendered picture; bigger photos are drawn scaled down (boxes, text and
 # lines scale with them) because a 12-megapixel overlay is slow to render and to open.
 DEFAULT_MAX_SIZE = 1600
+# Longest side below which a photo is drawn enlarged (each pixel a block): boxes and labels
+# on a 1x1 or 20x30 photo would otherwise be invisible.
+DEFAULT_MIN_SIZE = 256
 LEGEND_BACKGROUND = (32, 32, 32)
+MIN_LEGEND_FONT = 8  # points: the legend of a very narrow photo widens the picture instead
 
 
 def format_label(part_name, state, confidence):
@@ -31,10 +35,12 @@ def format_label(part_name, state, confidence):
 
 
 def _legend_layout(height, width):
-    """(font size in points, columns, row height in image pixels) of the legend strip.
+    """(font size in points, columns, row height in image pixels, strip width) of the legend.
 
     One row of four at Visualizer's default font size when it fits the width, else two rows
-    of two, shrinking the font only for images too narrow even for that.
+    of two, shrinking the font for narrow images but not below :data:`MIN_LEGEND_FONT`. The
+    strip is as wide as the image, or wider for an image too narrow even for that (a 3x500
+    photo): the picture then gets a background margin right of the photo.
     """
     font = max(np.sqrt(height * width) // 90, 10)  # Visualizer's default font size rule
     px_per_pt = mpl.rcParams["figure.dpi"] / 72
@@ -46,12 +52,14 @@ def _legend_layout(height, width):
     columns = len(STATE_NAMES)
     if slot_width(font) * columns > width:
         columns = 2
-        font = min(font, (width / columns - 8) / (px_per_pt * (1.6 + 0.62 * longest)))
-    return font, columns, int(round(font * px_per_pt * 1.9))
+        font = max(min(font, (width / columns - 8) / (px_per_pt * (1.6 + 0.62 * longest))),
+                   MIN_LEGEND_FONT)
+    strip_width = max(width, int(np.ceil(slot_width(font) * columns)))
+    return font, columns, int(round(font * px_per_pt * 1.9)), strip_width
 
 
 def draw_predictions(image_rgb, instances, part_names, *, score_thresh=0.0, legend=True,
-                     max_size=DEFAULT_MAX_SIZE, font_size_scale=1.0):
+                     max_size=DEFAULT_MAX_SIZE, min_size=DEFAULT_MIN_SIZE, font_size_scale=1.0):
     """Draw predicted parts on an image.
 
     Args:
@@ -62,12 +70,19 @@ def draw_predictions(image_rgb, instances, part_names, *, score_thresh=0.0, lege
         part_names (Sequence[str]): class names by contiguous id.
         score_thresh (float): detections scoring below are not drawn.
         legend (bool): add a strip below the image naming the four state colours.
-        max_size (int or None): longest side of the output; larger images are scaled down.
+        max_size (int or None): longest side of the drawn photo; larger images are scaled
+            down.
+        min_size (int or None): images whose longest side is shorter are scaled up (nearest
+            neighbour) to this longest side.
         font_size_scale (float): extra factor on detectron2's image-size-based font size.
 
     Returns:
-        np.ndarray: uint8 RGB image of shape (H' + L, W', 3): the image scaled to at most
-        ``max_size`` (H', W'), plus the legend strip of height L when ``legend``.
+        np.ndarray: uint8 RGB image of shape (H' + L, max(W', S), 3): the image scaled into
+        [``min_size``, ``max_size``] (H', W'), plus the legend strip of height L and width S when
+        ``legend`` (S > W' only for images too narrow for the legend, e.g. 3x500; the photo is
+        then on the left over a dark margin).
+
+    Works for any image size and aspect ratio, 1x1 and 1x10000 included.
 
     Each box is labelled ``<part> · <state> <confidence>%`` where confidence is the detection
     score times the probability of the predicted state (the report's confidence).
@@ -80,18 +95,23 @@ def draw_predictions(image_rgb, instances, part_names, *, score_thresh=0.0, lege
         # image at a reduced scale takes seconds and aliases; text and lines follow the
         # smaller size through Visualizer's font rule.
         scale = max_size / max(height, width)
+    elif min_size and max(height, width) < min_size:
+        scale = min_size / max(height, width)
+    if scale != 1.0:
         width, height = max(1, round(width * scale)), max(1, round(height * scale))
-        image_rgb = cv2.resize(image_rgb, (width, height), interpolation=cv2.INTER_AREA)
+        image_rgb = cv2.resize(image_rgb, (width, height),
+                               interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST)
 
     canvas = image_rgb
     legend_h = 0
+    canvas_width = width
     if legend:
         # The legend goes in a strip below the photo, so it never hides a part.
-        legend_font, legend_columns, row_h = _legend_layout(height, width)
+        legend_font, legend_columns, row_h, canvas_width = _legend_layout(height, width)
         legend_h = row_h * int(np.ceil(len(STATE_NAMES) / legend_columns))
-        strip = np.empty((legend_h, width, 3), dtype=np.uint8)
-        strip[:] = LEGEND_BACKGROUND
-        canvas = np.concatenate([image_rgb, strip], axis=0)
+        canvas = np.empty((height + legend_h, canvas_width, 3), dtype=np.uint8)
+        canvas[:] = LEGEND_BACKGROUND
+        canvas[:height, :width] = image_rgb
 
     vis = Visualizer(canvas, metadata=None, font_size_scale=font_size_scale)
 
@@ -119,10 +139,11 @@ def draw_predictions(image_rgb, instances, part_names, *, score_thresh=0.0, lege
                            STATE_COLORS[states[i]]))
     # Labels that matter most get the best free spots first: damaged, absent, then the rest.
     labels.sort(key=lambda label: label[:2])
-    _place_labels(vis, [label[2:] for label in labels], photo_height=height, photo_width=width)
+    _place_labels(vis, [label[2:] for label in labels], photo_height=height,
+                  photo_width=canvas_width)
 
     if legend:
-        _draw_legend(vis, top=height, row_height=row_h, width=width, font=legend_font,
+        _draw_legend(vis, top=height, row_height=row_h, width=canvas_width, font=legend_font,
                      columns=legend_columns)
     return vis.get_output().get_image()
 

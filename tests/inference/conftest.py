@@ -1,9 +1,35 @@
-"""Hand-built predictions for the report, visualizer and export tests."""
+"""Hand-built predictions for the report, visualizer and export tests; the small model's
+config for the predictor tests."""
+import os
+
 import pytest
 import torch
+from detectron2.config import get_cfg
 from detectron2.structures import Boxes, Instances
 
+from bikestate import add_bikestate_config
 from bikestate.constants import PART_NAMES, STATE_IDS
+
+CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "bike_small_cpu.yaml")
+
+
+def make_small_cfg(**overrides):
+    """configs/bike_small_cpu.yaml on the CPU, random weights, tiny test size (128-192 px) and
+    a score threshold an untrained model clears; ``overrides`` are further KEY=value."""
+    cfg = get_cfg()
+    add_bikestate_config(cfg)
+    cfg.merge_from_file(CONFIG)
+    opts = {"MODEL.DEVICE": "cpu", "MODEL.WEIGHTS": "", "INPUT.MIN_SIZE_TEST": 128,
+            "INPUT.MAX_SIZE_TEST": 192, "MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.01}
+    opts.update(overrides)
+    cfg.merge_from_list([x for kv in opts.items() for x in kv])
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def small_cfg():
+    """:func:`make_small_cfg`, as a fixture (tests cannot import conftest reliably)."""
+    return make_small_cfg
 
 
 def make_instances(image_size, detections):

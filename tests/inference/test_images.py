@@ -1,4 +1,5 @@
-"""Finding and reading the photos users have: EXIF, grayscale, RGBA, 16-bit, truncated."""
+"""Finding and reading the photos users have: EXIF, every colour mode, animations, truncated,
+too many pixels."""
 import os
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 from detectron2.data.detection_utils import read_image as d2_read_image
 from PIL import Image
 
-from bikestate.inference import UnreadableImageError, find_images, read_image
+from bikestate.inference import IMAGE_EXTENSIONS, UnreadableImageError, find_images, read_image
 
 
 def _photo(h=30, w=40, seed=0):
@@ -24,7 +25,9 @@ def test_exif_rotated_photo_is_read_upright_like_detectron2(tmp_path):
     np.testing.assert_array_equal(read_image(path, format="BGR"), image[:, :, ::-1])
 
 
-@pytest.mark.parametrize("orientation, shape", [(1, (30, 40)), (3, (30, 40)), (8, (40, 30))])
+@pytest.mark.parametrize("orientation, shape", [(1, (30, 40)), (2, (30, 40)), (3, (30, 40)),
+                                                (4, (30, 40)), (5, (40, 30)), (6, (40, 30)),
+                                                (7, (40, 30)), (8, (40, 30))])
 def test_other_orientations_match_detectron2(tmp_path, orientation, shape):
     path = str(tmp_path / f"o{orientation}.jpg")
     exif = Image.Exif()
@@ -64,6 +67,74 @@ def test_16_bit_png_is_stretched_not_clipped(tmp_path):
     assert image.shape == (10, 12, 3)
     assert image[0, 0, 0] == 0 and image[-1, -1, 0] == 255
     assert len(np.unique(image[..., 0])) > 50  # a gradient, not a saturated white image
+
+
+# Each Pillow mode in a format that stores it.
+MODES = [("1", "png"), ("L", "jpg"), ("LA", "png"), ("P", "gif"), ("RGB", "webp"),
+         ("RGBA", "png"), ("CMYK", "jpg"), ("I;16", "png"), ("I", "tif"), ("F", "tif")]
+
+
+@pytest.mark.parametrize("mode, ext", MODES, ids=[m for m, _ in MODES])
+def test_every_colour_mode_becomes_8_bit_rgb(tmp_path, mode, ext):
+    rgb = Image.fromarray(_photo(30, 40))
+    if mode == "I;16":
+        image = Image.fromarray((np.asarray(rgb.convert("L"), np.uint16) * 257))
+    elif mode in ("I", "F"):
+        image = rgb.convert("L").convert(mode)
+    else:
+        image = rgb.convert(mode)
+    path = str(tmp_path / f"photo.{ext}")
+    image.save(path)
+    assert Image.open(path).mode == mode
+    array = read_image(path, format="RGB")
+    assert array.shape == (30, 40, 3) and array.dtype == np.uint8
+    assert array.max() > 200  # not crushed to black
+
+
+def test_float_images_in_0_1_are_stretched_and_nan_is_black(tmp_path):
+    values = np.linspace(0, 1, 12 * 10, dtype=np.float32).reshape(10, 12)
+    values[0, :3] = [np.nan, np.inf, -np.inf]
+    path = str(tmp_path / "float.tif")
+    Image.fromarray(values, mode="F").save(path)
+    image = read_image(path, format="RGB")
+    assert image[-1, -1, 0] == 255 and (image[0, :3] == 0).all()
+
+
+@pytest.mark.parametrize("ext, what", [("gif", "frames"), ("webp", "frames"), ("png", "frames"),
+                                       ("tif", "pages")])
+def test_animations_and_multi_page_tiffs_give_their_first_frame_and_say_so(tmp_path, ext, what):
+    frames = [Image.fromarray(np.full((20, 30, 3), value, np.uint8)) for value in (40, 200, 120)]
+    path = str(tmp_path / f"anim.{ext}")
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    notes = []
+    image = read_image(path, format="RGB", notes=notes)
+    assert image.shape == (20, 30, 3)
+    assert abs(int(image.mean()) - 40) <= 2
+    assert notes == [f"{'multi-page TIFF' if ext == 'tif' else 'animated'}: "
+                     f"the first of 3 {what} is inspected"]
+    assert read_image(path).shape == (20, 30, 3)  # without a notes list: the same image
+
+
+def test_gif_is_an_image_extension():
+    assert ".gif" in IMAGE_EXTENSIONS
+
+
+@pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
+def test_pixel_limit_is_the_decoders_and_beyond_it_is_one_line(tmp_path, monkeypatch):
+    # Pillow's limit (about 89 megapixels) lowered to keep the test small; read_image reads
+    # up to the limit whatever it is set to.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40 * 50)
+    for h, w in ((40, 50), (40, 51), (90, 50)):  # the limit, just above, above twice the limit
+        path = str(tmp_path / f"{h}x{w}.png")
+        Image.fromarray(_photo(h, w)).save(path)
+        if h * w <= 40 * 50:
+            assert read_image(path).shape == (h, w, 3)
+            continue
+        with pytest.raises(UnreadableImageError) as e:
+            read_image(path)
+        message = str(e.value)
+        assert message.startswith(path) and "\n" not in message
+        assert "limit of 2000" in message and "PIL.Image.MAX_IMAGE_PIXELS" in message
 
 
 def test_truncated_and_fake_images_raise_one_line_errors(tmp_path):

@@ -1,33 +1,15 @@
 """BikeStatePredictor on the real small CPU model: batches, original pixels, weights, checks."""
-import os
-
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
 
-from bikestate import add_bikestate_config
 from bikestate.constants import PART_NAMES
 from bikestate.inference import BikeStatePredictor
 from bikestate.utils.errors import ConfigError, WeightsError
 
-CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "bike_small_cpu.yaml")
-
-
-def small_cfg(**overrides):
-    cfg = get_cfg()
-    add_bikestate_config(cfg)
-    cfg.merge_from_file(CONFIG)
-    # Tiny test size, and a score threshold an untrained model clears.
-    opts = {"MODEL.DEVICE": "cpu", "MODEL.WEIGHTS": "", "INPUT.MIN_SIZE_TEST": 128,
-            "INPUT.MAX_SIZE_TEST": 192, "MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.01}
-    opts.update(overrides)
-    cfg.merge_from_list([x for kv in opts.items() for x in kv])
-    return cfg
-
 
 @pytest.fixture(scope="module")
-def predictor():
+def predictor(small_cfg):
     torch.manual_seed(0)
     return BikeStatePredictor(small_cfg())
 
@@ -71,7 +53,7 @@ def test_boxes_are_in_original_pixels_of_a_large_image(predictor):
     assert boxes[:, 2].max() > 192 and boxes[:, 3].max() > 128
 
 
-def test_weights_are_loaded(tmp_path, predictor):
+def test_weights_are_loaded(tmp_path, predictor, small_cfg):
     torch.manual_seed(123)
     reference = BikeStatePredictor(small_cfg()).model
     path = str(tmp_path / "model.pth")
@@ -83,12 +65,12 @@ def test_weights_are_loaded(tmp_path, predictor):
                            reference.state_dict()["roi_heads.box_predictor.cls_score.weight"])
 
 
-def test_missing_weights_file_is_one_line_error(tmp_path):
+def test_missing_weights_file_is_one_line_error(tmp_path, small_cfg):
     with pytest.raises(WeightsError, match="not found"):
         BikeStatePredictor(small_cfg(**{"MODEL.WEIGHTS": str(tmp_path / "nope.pth")}))
 
 
-def test_weights_of_another_class_count_are_refused(tmp_path, predictor):
+def test_weights_of_another_class_count_are_refused(tmp_path, predictor, small_cfg):
     # Training may start from such a file; predicting with untrained class layers may not.
     state = dict(predictor.model.state_dict())
     state["roi_heads.box_predictor.cls_score.weight"] = state[
@@ -102,12 +84,25 @@ def test_weights_of_another_class_count_are_refused(tmp_path, predictor):
     assert any("cls_score.weight" in line for line in e.value.details)
 
 
-def test_class_count_must_match_part_names():
+def test_class_count_must_match_part_names(small_cfg):
     with pytest.raises(ConfigError, match="NUM_CLASSES is 5"):
         BikeStatePredictor(small_cfg(**{"MODEL.ROI_HEADS.NUM_CLASSES": 5}))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only machine's message")
-def test_cuda_without_gpu_is_a_config_error():
+def test_cuda_without_gpu_is_a_config_error(small_cfg):
     with pytest.raises(ConfigError, match="no CUDA GPU"):
         BikeStatePredictor(small_cfg(**{"MODEL.DEVICE": "cuda"}))
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (1, 500), (500, 1), (3, 500), (7, 3000), (15, 9)])
+def test_any_size_and_aspect_ratio(predictor, h, w):
+    # At MIN_SIZE_TEST 128 / MAX_SIZE_TEST 192 a 1x500 photo is 0.4x192 for the model: it is
+    # seen 1 pixel high, and its boxes still come back in the photo's pixels.
+    inst = predictor(_image(h, w, 6))
+    assert inst.image_size == (h, w)
+    boxes = inst.pred_boxes.tensor
+    assert len(boxes) > 0
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 0] <= boxes[:, 2]).all()
+    assert (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+    assert (boxes[:, 1] <= boxes[:, 3]).all()

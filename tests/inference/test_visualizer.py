@@ -1,5 +1,6 @@
 """Pictures: boxes in state colours, damaged/absent on top, label text, legend, scaling."""
 import numpy as np
+import pytest
 
 from bikestate.constants import PART_NAMES, STATE_COLORS, STATE_NAMES
 from bikestate.inference import draw_predictions, format_label
@@ -30,7 +31,7 @@ def test_boxes_take_their_state_colour_and_legend_is_below(instances_factory):
         ("saddle", (350, 60, 600, 300), 0.9, {"damaged": 0.9}),
     ])
     out = draw_predictions(image, inst, PART_NAMES)
-    _, columns, row_h = _legend_layout(h, w)
+    _, columns, row_h, _ = _legend_layout(h, w)
     assert columns == 4
     assert out.shape == (h + row_h, w, 3)
     # Right edge of the saddle box (no label there) is red, of the wheel box green.
@@ -40,12 +41,7 @@ def test_boxes_take_their_state_colour_and_legend_is_below(instances_factory):
     # The photo away from boxes is untouched.
     assert (out[20:40, 20:40] == GREY).all()
     # The legend strip shows a swatch of every state colour, in order from left to right.
-    strip = out[h:]
-    xs = []
-    for color in STATE_COLORS:
-        hits = np.flatnonzero(_close_to(strip, color, tol=10).any(axis=0))
-        assert len(hits), f"no {color} swatch in the legend"
-        xs.append(hits.min())
+    xs = _legend_swatches_in_order(out[h:])
     assert xs == sorted(xs)
 
 
@@ -78,7 +74,7 @@ def test_large_photo_is_drawn_scaled_down(instances_factory):
     inst = instances_factory((h, w), [("saddle", (2000, 1000, 3000, 2000), 0.9, {"absent": 0.9})])
     out = draw_predictions(image, inst, PART_NAMES, max_size=800)
     scale = 800 / 4000
-    _, _, row_h = _legend_layout(600, 800)  # the legend is laid out for the drawn size
+    _, _, row_h, _ = _legend_layout(600, 800)  # the legend is laid out for the drawn size
     assert out.shape == (600 + row_h, 800, 3)
     # The box's right edge lands at x = 3000 * scale.
     column = out[int(1400 * scale):int(1900 * scale), int(3000 * scale) - 3:int(3000 * scale) + 3]
@@ -86,9 +82,47 @@ def test_large_photo_is_drawn_scaled_down(instances_factory):
 
 
 def test_narrow_image_gets_a_two_row_legend():
-    font, columns, row_h = _legend_layout(320, 200)
-    assert columns == 2 and font >= 6
+    font, columns, row_h, width = _legend_layout(320, 200)
+    assert columns == 2 and font >= 6 and width == 200
     assert len(STATE_NAMES) == 4
+
+
+def _legend_swatches_in_order(strip):
+    xs = []
+    for color in STATE_COLORS:
+        hits = np.flatnonzero(_close_to(strip, color, tol=10).any(axis=0))
+        assert len(hits), f"no {color} swatch in the legend"
+        xs.append(hits.min())
+    return xs
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (500, 3), (3, 500), (1, 2000), (3000, 1), (2, 30)])
+def test_any_size_and_aspect_ratio_is_drawn_with_a_legend(instances_factory, h, w):
+    image = np.full((h, w, 3), GREY, dtype=np.uint8)
+    inst = instances_factory((h, w), [
+        ("saddle", (0, 0, w, h), 0.9, {"damaged": 0.9}),
+        ("bell", (0, 0, w / 2, h / 2), 0.8, {"intact": 0.9}),
+    ])
+    out = draw_predictions(image, inst, PART_NAMES)
+    # The photo is drawn with its longest side between 256 (tiny photos are enlarged) and
+    # 1600; the legend below it is never narrower than its four names need.
+    scale = min(max(256 / max(h, w), 1.0), 1600 / max(h, w))
+    drawn_h, drawn_w = max(1, round(h * scale)), max(1, round(w * scale))
+    _, columns, row_h, legend_w = _legend_layout(drawn_h, drawn_w)
+    assert legend_w >= drawn_w
+    assert out.shape == (drawn_h + 4 // columns * row_h, legend_w, 3)
+    # (The box's outline along the photo's bottom edge reaches a few pixels into the strip.)
+    xs = _legend_swatches_in_order(out[drawn_h + 4:])
+    assert xs[:columns] == sorted(xs[:columns])
+    # The damaged box around the whole photo is drawn.
+    assert _close_to(out[:drawn_h, :drawn_w], STATE_COLORS[1]).any()
+
+
+def test_tiny_photo_is_enlarged_pixel_for_pixel(instances_factory):
+    image = np.array([[[255, 0, 0], [0, 0, 255]], [[0, 255, 0], [GREY, GREY, GREY]]], np.uint8)
+    out = draw_predictions(image, instances_factory((2, 2), []), PART_NAMES, legend=False)
+    assert out.shape == (256, 256, 3)
+    assert (out[:128, :128] == [255, 0, 0]).all() and (out[128:, 128:] == GREY).all()
 
 
 def test_labels_of_overlapping_parts_do_not_cover_each_other():
