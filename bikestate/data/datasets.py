@@ -42,6 +42,7 @@ __all__ = [
     "load_bike_json",
     "apply_data_environment",
     "register_bike_datasets",
+    "register_dataset_to_evaluate",
     "detect_annotation_format",
 ]
 
@@ -372,6 +373,26 @@ def register_bike_datasets(cfg, *, replace=False):
                           "match between them)",
                           details=[f"{name}: {c}" for name, c in classes.items()])
     return registered
+
+
+def register_dataset_to_evaluate(cfg, dataset=None):
+    """Register the bike datasets of ``cfg`` and name the one a tool evaluates on.
+
+    Args:
+        cfg (CfgNode): the tool's config (data sources as for training).
+        dataset (str or None): the user's choice; None: ``DATASETS.TEST[0]`` (``bike_val``
+            when the config has no test dataset).
+    Returns:
+        str: a registered dataset name.
+    Raises:
+        ConfigError: the dataset is not registered (the line lists the bike datasets).
+    """
+    registered = register_bike_datasets(cfg)
+    name = dataset or (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "bike_val")
+    if name not in DatasetCatalog.list():
+        raise ConfigError(f"dataset {name!r} is not registered (the bike datasets are "
+                          f"{', '.join(sorted(registered))})")
+    return name
 
 
 def _resolve_sources(cfg):
