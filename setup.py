@@ -35,8 +35,9 @@ setup(
     ],
     extras_require={
         # timm too, so the tests of the timm backbone run in CI instead of being skipped;
-        # scikit-learn is the reference the verification metrics (AUROC, AP) are tested against.
-        "dev": ["pytest>=7", "pytest-timeout", "timm", "scikit-learn"],
+        # scikit-learn is the reference the verification metrics (AUROC, AP) are tested against;
+        # playwright drives the system's Chromium (make setup installs it) for the page tests.
+        "dev": ["pytest>=7", "pytest-timeout", "timm", "scikit-learn", "playwright"],
         "timm": ["timm"],
     },
 )
