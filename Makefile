@@ -18,9 +18,25 @@ ifeq ($(filter $(D2_SOURCE),pypi-mirror git),)
 $(error unknown D2_SOURCE '$(D2_SOURCE)': use D2_SOURCE=pypi-mirror (default) or D2_SOURCE=git)
 endif
 
-.PHONY: setup test demo clean-venv
+.PHONY: setup system-deps test demo clean-venv
 
-setup: $(STAMP)
+setup: system-deps $(STAMP)
+
+# Chromium from Debian, for the test that opens the failure-analysis page in a real browser
+# (Playwright drives it; Playwright's own browser download is not used). Nothing to do when it
+# is there. As root with apt-get (CI: a fresh Debian machine) it is installed, and a failed
+# install stops setup rather than letting the browser test skip unseen. Otherwise (not root,
+# not Debian) one warning, setup goes on and that one test is skipped.
+system-deps:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "make setup: installing chromium (Debian) for the browser test"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	else \
+	  echo "make setup: warning: chromium is missing and only root can install it with apt-get" \
+	    "(sudo apt-get install chromium); the browser test will be skipped" >&2; \
+	fi
 
 # The stamp makes a second `make setup` on a ready environment a no-op; it is redone when the
 # files that define the environment change.

@@ -36,8 +36,10 @@ setup(
     extras_require={
         # timm too, so the tests of the timm backbone run in CI instead of being skipped;
         # scikit-learn is the reference the verification metrics (AUROC, AP) are tested against;
-        # hypothesis for the property-based tests (every image a user may have).
-        "dev": ["pytest>=7", "pytest-timeout", "timm", "scikit-learn", "hypothesis>=6"],
+        # hypothesis for the property-based tests (every image a user may have); playwright
+        # drives the system's Chromium (make setup installs it) for the page tests.
+        "dev": ["pytest>=7", "pytest-timeout", "timm", "scikit-learn", "hypothesis>=6",
+                "playwright"],
         "timm": ["timm"],
     },
 )

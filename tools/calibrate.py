@@ -20,20 +20,17 @@ calibration_curves.png (present-vs-absent ROC and per-state precision-recall cur
 does the same on its validation set at the end (TEST.BIKESTATE.CALIBRATION.AFTER_TRAINING).
 Exit status: 0 done, 2 bad input (config, dataset, weights).
 """
-import argparse
-import logging
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from dataset_tool import dataset_tool_parser, run_dataset_tool  # noqa: E402  beside this file
+
 
 def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="model config")
-    parser.add_argument("--dataset", default=None,
-                        help="registered dataset to calibrate on (default: DATASETS.TEST[0])")
+    parser = dataset_tool_parser(
+        __doc__, "registered dataset to calibrate on (default: DATASETS.TEST[0])")
     parser.add_argument("--present-recall", type=float, default=None, metavar="R",
                         help="share of present parts kept present (default: the config's "
                              "TEST.BIKESTATE.CALIBRATION.PRESENT_RECALL, 0.95)")
@@ -41,20 +38,16 @@ def get_parser():
                         help="what the state biases maximize (default: the config's, macro_f1)")
     parser.add_argument("--output", default=None, metavar="FILE",
                         help="where to write thresholds.json (default: beside MODEL.WEIGHTS)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
-                        help="config overrides, e.g. MODEL.WEIGHTS model_best.pth")
     return parser
 
 
 def calibrate(args):
     import bikestate  # noqa: F401  registers the model parts
     import torch
-    from detectron2.data import DatasetCatalog
     from tabulate import tabulate
 
     from bikestate.config import get_user_config
-    from bikestate.data.datasets import register_bike_datasets
+    from bikestate.data.datasets import register_dataset_to_evaluate
     from bikestate.engine import BikeStateTrainer
     from bikestate.inference import load_model_weights
     from bikestate.utils.errors import ConfigError
@@ -72,11 +65,7 @@ def calibrate(args):
                           "(e.g. MODEL.WEIGHTS output/model_best.pth)")
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
-    registered = register_bike_datasets(cfg)
-    dataset = args.dataset or (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "bike_val")
-    if dataset not in DatasetCatalog.list():
-        raise ConfigError(f"dataset {dataset!r} is not registered (the bike datasets are "
-                          f"{', '.join(sorted(registered))})")
+    dataset = register_dataset_to_evaluate(cfg, args.dataset)
     cfg.freeze()
     output = args.output or thresholds_path(cfg.MODEL.WEIGHTS)
 
@@ -103,15 +92,7 @@ def calibrate(args):
 
 
 def main(argv=None):
-    args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="calibrate.py: %(levelname)s: %(message)s")
-    from bikestate.utils.errors import cli_entry
-
-    @cli_entry
-    def run():
-        return calibrate(args)
-
-    run()
+    run_dataset_tool(calibrate, get_parser().parse_args(argv), "calibrate.py")
 
 
 if __name__ == "__main__":

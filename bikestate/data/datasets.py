@@ -30,7 +30,7 @@ from detectron2.utils import comm
 
 from ..constants import STATE_NAMES
 from ..utils.errors import ConfigError, DataError
-from ..utils.io import atomic_write_json
+from ..utils.io import atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ __all__ = [
     "load_bike_json",
     "apply_data_environment",
     "register_bike_datasets",
+    "register_dataset_to_evaluate",
     "detect_annotation_format",
 ]
 
@@ -186,20 +187,6 @@ def _freeze(obj):
     return obj
 
 
-def _read_json(path, what="annotation file"):
-    """Parse a JSON file; errors become one :class:`DataError` line with line and column."""
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{what} not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") \
-            from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read {what}: {e}") from None
-
-
 def detect_annotation_format(obj):
     """``"coco"`` for a COCO object (a list under ``"images"``), else ``"delftbikes"``.
 
@@ -220,7 +207,7 @@ def _summarize_coco(json_file, obj=None):
         ``num_annotations``.
     """
     if obj is None:
-        obj = _read_json(json_file)
+        obj = read_json(json_file)
     if detect_annotation_format(obj) != "coco":
         raise DataError(
             f"{json_file} is not a COCO file (no 'images' list); DelftBikes-format files are "
@@ -388,6 +375,26 @@ def register_bike_datasets(cfg, *, replace=False):
     return registered
 
 
+def register_dataset_to_evaluate(cfg, dataset=None):
+    """Register the bike datasets of ``cfg`` and name the one a tool evaluates on.
+
+    Args:
+        cfg (CfgNode): the tool's config (data sources as for training).
+        dataset (str or None): the user's choice; None: ``DATASETS.TEST[0]`` (``bike_val``
+            when the config has no test dataset).
+    Returns:
+        str: a registered dataset name.
+    Raises:
+        ConfigError: the dataset is not registered (the line lists the bike datasets).
+    """
+    registered = register_bike_datasets(cfg)
+    name = dataset or (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "bike_val")
+    if name not in DatasetCatalog.list():
+        raise ConfigError(f"dataset {name!r} is not registered (the bike datasets are "
+                          f"{', '.join(sorted(registered))})")
+    return name
+
+
 def _resolve_sources(cfg):
     data = cfg.BIKESTATE.DATA
     given = {split: bool(getattr(data, keys[0])) for split, keys in _SPLITS.items()}
@@ -474,11 +481,11 @@ class _FileSource:
 
     def _detect(self):
         if self._format is None:
-            self._format = detect_annotation_format(_read_json(self.json_file))
+            self._format = detect_annotation_format(read_json(self.json_file))
         return self._format
 
     def categories(self):
-        return [c["name"] for c in sorted(_read_json(self.outputs()[0]).get("categories", []),
+        return [c["name"] for c in sorted(read_json(self.outputs()[0]).get("categories", []),
                                           key=lambda c: c["id"])]
 
     def prepare(self, categories=None):
@@ -580,7 +587,7 @@ class _SynthSource:
         return os.path.join(self.folder, _SYNTH_COCO_NAME), os.path.join(self.folder, "images")
 
     def categories(self):
-        return [c["name"] for c in sorted(_read_json(self.outputs()[0]).get("categories", []),
+        return [c["name"] for c in sorted(read_json(self.outputs()[0]).get("categories", []),
                                           key=lambda c: c["id"])]
 
     def prepare(self, categories=None):

@@ -50,15 +50,18 @@ from detectron2.utils.logger import create_small_table
 from ..constants import NOT_FOUND, STATE_NAMES
 from ..utils.boxes import xyxy_to_xywh
 from ..utils.errors import DataError
-from ..utils.io import atomic_open, atomic_write_json, atomic_write_text
+from ..utils.io import atomic_open, atomic_write_json, atomic_write_text, read_json
 from ..verdict import OperatingPoint, load_operating_point
 from . import metrics as M
 from . import verification as V
 
-__all__ = ["BikeStateEvaluator"]
+__all__ = ["BikeStateEvaluator", "RESULTS_FILE", "load_ground_truth", "load_results"]
 
 logger = logging.getLogger(__name__)
 
+# The evaluation folder's detections with their state probabilities (COCO results + states),
+# read back by load_results (tools/analyze_errors.py --from-eval).
+RESULTS_FILE = "coco_instances_results_with_states.json"
 
 
 class BikeStateEvaluator(DatasetEvaluator):
@@ -351,36 +354,9 @@ class BikeStateEvaluator(DatasetEvaluator):
 
     def _load_ground_truth(self):
         """Per image id: boxes (M, 4) XYXY_ABS, classes, states, iscrowd, from DatasetCatalog."""
-        if self._ground_truth is not None:
-            return self._ground_truth
-        dicts = DatasetCatalog.get(self._dataset_name)
-        gt = {}
-        for record in dicts:
-            anns = record.get("annotations", [])
-            for ann in anns:
-                if "state" not in ann:
-                    raise DataError(
-                        f"dataset '{self._dataset_name}', image {record.get('file_name')}: an "
-                        f"annotation of part {ann.get('category_id')} has no 'state'; register "
-                        "the dataset with load_coco_json(..., extra_annotation_keys=['state'])"
-                    )
-            boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
-            modes = {BoxMode(a["bbox_mode"]) for a in anns}
-            if modes == {BoxMode.XYWH_ABS}:  # load_coco_json's mode: convert all at once
-                boxes[:, 2:] += boxes[:, :2]
-            elif modes and modes != {BoxMode.XYXY_ABS}:
-                boxes = np.array([BoxMode.convert(list(a["bbox"]), a["bbox_mode"],
-                                                  BoxMode.XYXY_ABS) for a in anns],
-                                 dtype=np.float64).reshape(-1, 4)
-            gt[int(record["image_id"])] = {
-                "image_id": int(record["image_id"]),
-                "boxes": boxes,
-                "classes": np.array([a["category_id"] for a in anns], dtype=np.int64),
-                "states": np.array([a["state"] for a in anns], dtype=np.int64),
-                "iscrowd": np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
-            }
-        self._ground_truth = gt
-        return gt
+        if self._ground_truth is None:
+            self._ground_truth = load_ground_truth(self._dataset_name)
+        return self._ground_truth
 
     # ------------------------------------------------------------------ reporting
 
@@ -411,7 +387,7 @@ class BikeStateEvaluator(DatasetEvaluator):
         out = lambda name: os.path.join(self._output_dir, name)  # noqa: E731
         # json.dumps (C encoder) rather than json.dump (pure Python): 10x faster on 100k boxes.
         atomic_write_text(json.dumps(self._results_with_states(by_image, state_names)),
-                          out("coco_instances_results_with_states.json"))
+                          out(RESULTS_FILE))
         atomic_write_json({
             "state_names": state_names,
             "rows": "ground truth state", "columns": "predicted state (matched detections)",
@@ -462,6 +438,107 @@ class BikeStateEvaluator(DatasetEvaluator):
                     "state_scores": sscores,
                 })
         return results
+
+
+def load_ground_truth(dataset_name):
+    """The ground truth of a registered bike dataset, as the evaluator scores it.
+
+    Returns:
+        dict[int, dict]: per image id, ``boxes`` (M, 4) XYXY_ABS, ``classes`` (M,) contiguous
+        part ids, ``states`` (M,), ``iscrowd`` (M,) bool.
+    """
+    gt = {}
+    for record in DatasetCatalog.get(dataset_name):
+        anns = record.get("annotations", [])
+        for ann in anns:
+            if "state" not in ann:
+                raise DataError(
+                    f"dataset '{dataset_name}', image {record.get('file_name')}: an "
+                    f"annotation of part {ann.get('category_id')} has no 'state'; register "
+                    "the dataset with load_coco_json(..., extra_annotation_keys=['state'])"
+                )
+        boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+        modes = {BoxMode(a["bbox_mode"]) for a in anns}
+        if modes == {BoxMode.XYWH_ABS}:  # load_coco_json's mode: convert all at once
+            boxes[:, 2:] += boxes[:, :2]
+        elif modes and modes != {BoxMode.XYXY_ABS}:
+            boxes = np.array([BoxMode.convert(list(a["bbox"]), a["bbox_mode"],
+                                              BoxMode.XYXY_ABS) for a in anns],
+                             dtype=np.float64).reshape(-1, 4)
+        gt[int(record["image_id"])] = {
+            "image_id": int(record["image_id"]),
+            "boxes": boxes,
+            "classes": np.array([a["category_id"] for a in anns], dtype=np.int64),
+            "states": np.array([a["state"] for a in anns], dtype=np.int64),
+            "iscrowd": np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
+        }
+    return gt
+
+
+def load_results(path, dataset_name, num_states=len(STATE_NAMES)):
+    """Read back the detections of an evaluation folder (:data:`RESULTS_FILE`), per image.
+
+    The inverse of what :class:`BikeStateEvaluator` writes: category ids are the dataset's,
+    mapped back with its ``thing_dataset_id_to_contiguous_id``; boxes XYWH become XYXY. Every
+    image of the dataset gets an entry (no detection: empty arrays).
+
+    Args:
+        path (str): the results file, or the evaluation folder holding it.
+        dataset_name (str): the registered dataset the results are of.
+        num_states (int): S, the length of every ``state_scores``.
+    Returns:
+        dict[int, dict]: per image id, ``boxes`` (N, 4) XYXY, ``scores`` (N,), ``classes`` (N,)
+        contiguous ids, ``states`` (N,), ``state_scores`` (N, S), as the evaluator collects them.
+    Raises:
+        DataError: one line naming the file: unreadable, not a list of detections with
+            ``state_scores``, or naming images or parts the dataset does not have.
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, RESULTS_FILE)
+    results = read_json(path, "results file")
+    if not isinstance(results, list):
+        raise DataError(f"{path}: expected a list of detections, found "
+                        f"{type(results).__name__}")
+    metadata = MetadataCatalog.get(dataset_name)
+    id_map = metadata.get("thing_dataset_id_to_contiguous_id") or {
+        k: k for k in range(len(metadata.thing_classes))}
+    image_ids = {int(r["image_id"]) for r in DatasetCatalog.get(dataset_name)}
+    columns = {i: ([], [], [], [], []) for i in image_ids}
+    for k, det in enumerate(results):
+        try:
+            image_id, category = int(det["image_id"]), int(det["category_id"])
+            x, y, w, h = (float(v) for v in det["bbox"])
+            score = float(det["score"])
+            state_scores = [float(v) for v in det["state_scores"]]
+            state = int(det["state"]) if "state" in det else int(np.argmax(state_scores))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{path}: detection {k} is not a detection with bbox, score and "
+                            f"state_scores ({type(e).__name__}: {e})")
+        if image_id not in columns:
+            raise DataError(f"{path}: detection {k} is of image_id {image_id}, which dataset "
+                            f"'{dataset_name}' does not have")
+        if category not in id_map:
+            raise DataError(f"{path}: detection {k} has category_id {category}, which dataset "
+                            f"'{dataset_name}' does not have")
+        if len(state_scores) != num_states:
+            raise DataError(f"{path}: detection {k} has {len(state_scores)} state_scores, "
+                            f"expected {num_states}")
+        boxes, scores, classes, states, probs = columns[image_id]
+        boxes.append((x, y, x + w, y + h))
+        scores.append(score)
+        classes.append(id_map[category])
+        states.append(state)
+        probs.append(state_scores)
+    predictions = {}
+    for image_id, (boxes, scores, classes, states, probs) in columns.items():
+        predictions[image_id] = {
+            "boxes": np.array(boxes, dtype=np.float32).reshape(-1, 4),
+            "scores": np.array(scores, dtype=np.float32),
+            "classes": np.array(classes, dtype=np.int32),
+            "states": np.array(states, dtype=np.int32),
+            "state_scores": np.array(probs, dtype=np.float32).reshape(-1, num_states),
+        }
+    return predictions
 
 
 class _SectionTimer:

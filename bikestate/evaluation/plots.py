@@ -139,3 +139,34 @@ def _unit_axes(ax, xlabel, ylabel, title, legend_loc):
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.legend(loc=legend_loc, fontsize=8)
+
+
+def plot_failure_heatmap(counts, part_names, kind_names, file, title="Failures per part and kind"):
+    """Save a (P, K) count matrix of failures as an annotated heat map PNG: parts down, failure
+    kinds across, each non-zero cell with its count.
+
+    Args:
+        counts (ndarray): (P, K) counts (:func:`bikestate.evaluation.failures.failure_counts`).
+        part_names (sequence[str]): P row names.
+        kind_names (sequence[str]): K column names.
+        file: a path or a binary file object.
+    """
+    plt = _pyplot()
+    counts = np.asarray(counts)
+    top = max(int(counts.max()) if counts.size else 0, 1)
+    fig, ax = plt.subplots(figsize=(0.75 * len(kind_names) + 2.6, 0.28 * len(part_names) + 1.9),
+                           dpi=100)
+    try:
+        ax.imshow(counts, cmap="Reds", vmin=0, vmax=top, aspect="auto")
+        ax.set_xticks(range(len(kind_names)), labels=[k.replace("_", "\n") for k in kind_names],
+                      fontsize=8)
+        ax.xaxis.tick_top()
+        ax.set_yticks(range(len(part_names)), labels=part_names, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        for i, j in zip(*np.nonzero(counts)):
+            ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7,
+                    color="white" if counts[i, j] > top / 2 else "black")
+        fig.tight_layout()
+        fig.savefig(file, format="png")
+    finally:
+        plt.close(fig)

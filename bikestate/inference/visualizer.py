@@ -154,7 +154,7 @@ def _label_priority(state):
         ATTENTION_VERDICTS)
 
 
-def _text_color(background):
+def text_color(background):
     """Black or white, whichever reads better on ``background`` (RGB 0-1)."""
     luminance = 0.299 * background[0] + 0.587 * background[1] + 0.114 * background[2]
     return "black" if luminance > 0.5 else "white"
@@ -188,7 +188,7 @@ def _place_labels(vis, labels, photo_height, photo_width):
         artist = out.ax.text(
             0, 0, text, size=font_size * out.scale, family="sans-serif",
             bbox={"facecolor": color, "alpha": 0.85, "pad": pad, "edgecolor": "none"},
-            verticalalignment="top", horizontalalignment="left", color=_text_color(color),
+            verticalalignment="top", horizontalalignment="left", color=text_color(color),
             zorder=10 + (len(labels) - rank) / (len(labels) + 1),  # earlier tags on top
         )
         extent = artist.get_window_extent(renderer)

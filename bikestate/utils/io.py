@@ -1,12 +1,16 @@
-"""Crash-safe file output: write to a temporary file in the target folder, flush, rename.
+"""File input and output.
 
-A kill at any moment leaves either the old file or the new one, never a half-written file,
-because ``os.replace`` within one folder is atomic on POSIX file systems.
+Output is crash-safe: write to a temporary file in the target folder, flush, rename. A kill at
+any moment leaves either the old file or the new one, never a half-written file, because
+``os.replace`` within one folder is atomic on POSIX file systems. Input errors are one
+:class:`~bikestate.utils.errors.DataError` line naming the file.
 """
 import contextlib
 import json
 import os
 import tempfile
+
+from .errors import DataError
 
 
 @contextlib.contextmanager
@@ -56,3 +60,18 @@ def atomic_write_bytes(data, path):
     """Write bytes to ``path`` atomically."""
     with atomic_open(path, "wb") as f:
         f.write(data)
+
+
+def read_json(path, what="annotation file"):
+    """Parse a JSON file; errors become one :class:`DataError` line naming the file (with line
+    and column for a syntax error)."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") \
+            from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read {what}: {e}") from None

@@ -1,45 +1,23 @@
 """tools/calibrate.py end to end: a real model on a real (SynthBikes) validation set, the
 thresholds.json it writes beside the weights, and tools/predict.py using it."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-import torch
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
 
-from bikestate import add_bikestate_config
 from bikestate.verdict import OperatingPoint
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-CONFIG = os.path.join(REPO, "configs", "bike_small_cpu.yaml")
+from tool_helpers import CONFIG, run_tool, save_random_weights, synth_data_opts
+
 # Tiny test size; a near-zero detection threshold so that an untrained model has detections.
 SMALL_OPTS = ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192",
               "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.001"]
 
 
-def run_tool(tool, *args):
-    env = dict(os.environ, BIKESTATE_DEBUG="0")
-    return subprocess.run([sys.executable, os.path.join(REPO, "tools", tool), *args],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
-
-
 @pytest.fixture(scope="module")
 def calibrated(synth_small, tmp_path_factory):
     root = tmp_path_factory.mktemp("calibrate")
-    cfg = add_bikestate_config(get_cfg())
-    cfg.merge_from_file(CONFIG)
-    cfg.MODEL.DEVICE = "cpu"
-    torch.manual_seed(0)
-    weights = str(root / "model_best.pth")
-    torch.save({"model": build_model(cfg).state_dict()}, weights)
-    data = ["BIKESTATE.DATA.TRAIN_JSON", synth_small["json"],
-            "BIKESTATE.DATA.TRAIN_IMAGES", synth_small["images"],
-            "BIKESTATE.DATA.VAL_JSON", synth_small["json"],
-            "BIKESTATE.DATA.VAL_IMAGES", synth_small["images"],
-            "OUTPUT_DIR", str(root / "out")]
+    weights = save_random_weights(root / "model_best.pth")
+    data = synth_data_opts(synth_small, root / "out")
     result = run_tool("calibrate.py", "--config-file", CONFIG, "--present-recall", "0.9",
                       *SMALL_OPTS, *data, "MODEL.WEIGHTS", weights)
     return {"root": root, "weights": weights, "result": result, "data": data}
