@@ -48,13 +48,10 @@ def pad_boxes(boxes: List[torch.Tensor], min_length: int = 0) -> Tuple[torch.Ten
     return padded, valid
 
 
-def _area(boxes: torch.Tensor) -> torch.Tensor:
-    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-
-
 def batched_pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     """IoU of every pair of boxes of each image, as :func:`detectron2.structures.pairwise_iou`
-    computes it (same operations, same results bit for bit; 0 where boxes do not intersect).
+    computes it (same operations on the same numbers, so the same results bit for bit; 0 where
+    boxes do not intersect).
 
     Args:
         boxes1: (B, M, 4) xyxy.
@@ -63,17 +60,18 @@ def batched_pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Te
     Returns:
         (B, M, N) IoU.
     """
-    area1 = _area(boxes1)[:, :, None]  # (B, M, 1)
-    area2 = _area(boxes2)[..., None, :]  # (B or 1, 1, N)
-    b1 = boxes1[:, :, None, :]
-    b2 = boxes2[..., None, :, :]
-    # Width and height separately: (B, M, N) temporaries instead of detectron2's (M, N, 2) per
-    # image; the product of the two clamped sides is the same number as its prod(dim=2).
-    width = (torch.min(b1[..., 2], b2[..., 2]) - torch.max(b1[..., 0], b2[..., 0])).clamp_(min=0)
-    height = (torch.min(b1[..., 3], b2[..., 3]) - torch.max(b1[..., 1], b2[..., 1])).clamp_(min=0)
-    inter = width * height
-    return torch.where(inter > 0, inter / (area1 + area2 - inter),
-                       torch.zeros(1, dtype=inter.dtype, device=inter.device))
+    # One contiguous plane per coordinate, (B, M, 1) against (B or 1, 1, N): the broadcast
+    # operations then run over contiguous rows of N. Width and height are kept apart, (B, M, N)
+    # each, where detectron2 has an (M, N, 2) tensor per image; the product of the two clamped
+    # sides is the same number as its prod(dim=2).
+    x1a, y1a, x2a, y2a = (c.contiguous()[:, :, None] for c in boxes1.unbind(-1))
+    x1b, y1b, x2b, y2b = (c.contiguous()[..., None, :] for c in boxes2.unbind(-1))
+    width = torch.min(x2a, x2b).sub_(torch.max(x1a, x1b)).clamp_(min=0)
+    height = torch.min(y2a, y2b).sub_(torch.max(y1a, y1b)).clamp_(min=0)
+    inter = width.mul_(height)
+    overlap = inter > 0
+    union = ((x2a - x1a) * (y2a - y1a) + (x2b - x1b) * (y2b - y1b)).sub_(inter)
+    return inter.div_(union).masked_fill_(~overlap, 0.0)
 
 
 def batched_match(matcher: Matcher, quality: torch.Tensor, gt_valid: torch.Tensor
