@@ -72,3 +72,22 @@ def median_time(fn, repeats, warmup=1, sync=None):
             sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def count_cuda_syncs(fn):
+    """Host synchronizations during one call of ``fn`` on CUDA: every operation that makes the
+    host wait for the GPU (``item()``, ``nonzero``, a blocking copy, ...), as
+    ``torch.cuda.set_sync_debug_mode("warn")`` reports them (warnings of the backward pass
+    included: autograd replays them in the calling thread). Returns ``(result, count)``."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            result = fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return result, sum("synchronizing" in str(w.message) for w in caught)

@@ -114,6 +114,19 @@ def test_speed_record(speed_record):
         assert row[f"{who}_train_peak_mem_mib"] > row[f"{who}_infer_peak_mem_mib"] + 300
     assert row["train_speedup"] == pytest.approx(row["bikestate_train_img_s"]
                                                  / row["seed_train_img_s"])
+    # The batched target assignment is one more model of the run (training only: inference is
+    # the same code); GPU busy time and host syncs are CUDA figures, null on CPU.
+    for key in ("train_img_s", "train_step_ms", "train_peak_mem_mib"):
+        assert _finite_number(row[f"bikestate_batched_{key}"]), key
+    assert row["bikestate_batched_train_peak_mem_mib"] > 100
+    assert "bikestate_batched_infer_ms_per_img" not in row
+    assert row["batched_train_speedup"] == pytest.approx(row["bikestate_batched_train_img_s"]
+                                                         / row["seed_train_img_s"])
+    assert row["batched_vs_per_image"] == pytest.approx(row["bikestate_batched_train_img_s"]
+                                                        / row["bikestate_train_img_s"])
+    for who in ("bikestate", "bikestate_batched", "seed"):
+        assert row[f"{who}_train_gpu_busy_ms"] is None
+        assert row[f"{who}_train_syncs_per_step"] is None
     (loader,) = fig["loader"]
     assert loader["workers"] == 0 and loader["images"] > 0 and loader["img_s"] > 0
 
@@ -121,6 +134,7 @@ def test_speed_record(speed_record):
 def test_speed_profiles(speed_record, profile_dir):
     """--profile-dir: one profiled training step per part-2 model, batch size and precision."""
     assert sorted(os.listdir(profile_dir)) == ["train_bikestate_b2_fp32.txt",
+                                               "train_bikestate_batched_b2_fp32.txt",
                                                "train_seed_b2_fp32.txt"]
     for name in os.listdir(profile_dir):
         with open(os.path.join(profile_dir, name), encoding="utf-8") as f:
@@ -251,6 +265,7 @@ def test_make_results_renders_the_records(speed_record, accuracy_record, results
     text = out.read_text()
     assert "| bike_small_cpu |" in text
     assert "| 2 | fp32 |" in text
+    assert "| 2 | fp32 | bikestate_batched |" in text  # the training step per model
     assert "| bikestate_r50 |" in text and "| seed_r50 |" in text
     assert "**State head alone**" in text
     assert "State branch overhead, bike_small_cpu, training step <= 3%" in text
