@@ -41,10 +41,11 @@ ACCURACY_LOWER = ("verify/halluc_at_95r",)
 ACCURACY_COLUMNS = ACCURACY_HIGHER + ACCURACY_LOWER + (
     "verify/present_recall", "verify/hallucination_rate", "verify/damage_precision",
     "verify/damage_recall", "verify/macro_f1_majority", "bbox_state/AP50")
-ORDER = ("demo", "speed", "accuracy", "state_branch", "eval", "synth")
+ORDER = ("demo", "speed", "assignment", "accuracy", "state_branch", "eval", "synth")
 TITLES = {
     "demo": "`make demo`: the demo model on SynthBikes val",
     "speed": "Speed: state branch overhead, bikestate vs the seed pipeline, data loading",
+    "assignment": "Training-target assignment alone: detectron2's per-image loops vs batched",
     "accuracy": "Accuracy at equal training budget: bikestate vs the seed pipeline",
     "state_branch": "State branch overhead (modeling benchmark)",
     "eval": "Evaluator speed",
@@ -320,6 +321,26 @@ def _busy_pct(row, who):
     return None if busy is None else 100 * busy / row[f"{who}_train_step_ms"]
 
 
+# ------------------------------------------------------------------------------ assignment
+
+
+def render_assignment(record):
+    fig = record["figures"]
+    lines = [f"{fig.get('images')} images x {fig.get('gt_per_image')} ground-truth boxes "
+             f"({fmt(fig.get('image_size'))}); RPN: {fig.get('anchors_per_level')} anchors x "
+             f"{fig.get('levels')} levels per image; ROI heads: {fig.get('proposals_per_image')} "
+             f"proposals per image + the ground truth. Median of {fig.get('repeats')} "
+             f"alternating runs after {fig.get('warmup')} warm-up, {fig.get('threads')} CPU "
+             f"threads, 1-min load average at start {fmt(fig.get('load_average_1min'))}; "
+             "host syncs: what `torch.cuda.set_sync_debug_mode` reports in one call (CUDA "
+             "only).",
+             table(["stage", "per-image ms (detectron2)", "batched ms (bikestate)", "speed-up",
+                    "per-image host syncs", "batched host syncs"],
+                   [[r["stage"], r["per_image_ms"], r["batched_ms"], f"{r['speedup']:.2f}x",
+                     r.get("per_image_syncs"), r.get("batched_syncs")] for r in fig["rows"]])]
+    return "\n\n".join(lines)
+
+
 # ------------------------------------------------------------------------------ accuracy
 
 
@@ -453,7 +474,8 @@ def update_readme(text, block):
     return head + block + rest.split(README_END, 1)[1]
 
 
-RENDERERS = {"speed": render_speed, "accuracy": render_accuracy, "demo": render_demo}
+RENDERERS = {"speed": render_speed, "accuracy": render_accuracy, "demo": render_demo,
+             "assignment": render_assignment}
 
 
 # ------------------------------------------------------------------------------ document

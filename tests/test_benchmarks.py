@@ -71,6 +71,13 @@ def speed_record(results_dir, cache_dir, profile_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def assignment_record(results_dir, tmp_path_factory):
+    _run([os.path.join(BENCH, "bench_assignment.py"), "--quick", "--threads", "1",
+          "--results-dir", results_dir], tmp_path_factory.mktemp("assignment_cwd"))
+    return _single_record(results_dir, "assignment")
+
+
+@pytest.fixture(scope="module")
 def accuracy_record(results_dir, cache_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("accuracy_work")
     _run([os.path.join(BENCH, "bench_accuracy.py"), "--setting", "tiny", "--threads", "1",
@@ -129,6 +136,20 @@ def test_speed_record(speed_record):
         assert row[f"{who}_train_syncs_per_step"] is None
     (loader,) = fig["loader"]
     assert loader["workers"] == 0 and loader["images"] > 0 and loader["img_s"] > 0
+
+
+def test_assignment_record(assignment_record):
+    fig = assignment_record["figures"]
+    assert fig["quick"] is True and fig["device"] == "cpu" and fig["images"] == 2
+    assert (fig["gt_per_image"], fig["levels"], fig["anchors_per_level"]) == (22, 5, 2028)
+    assert [r["stage"] for r in fig["rows"]] == ["rpn", "roi_heads"]
+    for r in fig["rows"]:
+        for who in ("per_image", "batched"):
+            assert _finite_number(r[f"{who}_ms"]) and r[f"{who}_ms"] > 0
+            assert len(r[f"{who}_runs_ms"]) == 2  # --quick: 2 repeats
+            assert r[f"{who}_ms"] == pytest.approx(statistics.median(r[f"{who}_runs_ms"]))
+            assert r[f"{who}_syncs"] is None  # a CUDA figure
+        assert r["speedup"] == pytest.approx(r["per_image_ms"] / r["batched_ms"])
 
 
 def test_speed_profiles(speed_record, profile_dir):
@@ -243,10 +264,11 @@ def test_make_results_keeps_the_latest_record_per_machine_and_scope(speed_record
     assert f"{later_full['date']} (parts overhead, vs_seed, loader; batch 2)" in text
 
 
-def test_make_results_renders_the_records(speed_record, accuracy_record, results_dir, tmp_path):
+def test_make_results_renders_the_records(speed_record, accuracy_record, assignment_record,
+                                          results_dir, tmp_path):
     records_dir = tmp_path / "results"
     shutil.copytree(os.path.join(BENCH, "results"), records_dir)
-    for name in ("speed", "accuracy"):
+    for name in ("speed", "accuracy", "assignment"):
         shutil.copy(os.path.join(results_dir, f"{name}.jsonl"), records_dir / f"{name}.jsonl")
     out = tmp_path / "RESULTS.md"
     args = ["--results-dir", str(records_dir), "--output", str(out), "--readme", ""]
@@ -255,7 +277,8 @@ def test_make_results_renders_the_records(speed_record, accuracy_record, results
     assert make_results.main(args) == 0
     text = out.read_text()
     assert "Only smoke-test records so far." in text
-    assert speed_record["date"] in text and accuracy_record["date"] in text
+    for record in (speed_record, accuracy_record, assignment_record):
+        assert record["date"] in text
     assert make_results.main(args + ["--check"]) == 0
     out.write_text(text + "edited by hand\n")
     assert make_results.main(args + ["--check"]) == 1
@@ -266,6 +289,7 @@ def test_make_results_renders_the_records(speed_record, accuracy_record, results
     assert "| bike_small_cpu |" in text
     assert "| 2 | fp32 |" in text
     assert "| 2 | fp32 | bikestate_batched |" in text  # the training step per model
+    assert "| rpn |" in text and "| roi_heads |" in text
     assert "| bikestate_r50 |" in text and "| seed_r50 |" in text
     assert "**State head alone**" in text
     assert "State branch overhead, bike_small_cpu, training step <= 3%" in text
