@@ -32,13 +32,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.bench_speed import R50_CONFIG, alternate, load_cfg  # noqa: E402
-from benchmarks.common import RESULTS_DIR, append_record, count_cuda_syncs  # noqa: E402
+from benchmarks.bench_speed import BATCHED_OPTS, R50_CONFIG, alternate, load_cfg  # noqa: E402
+from benchmarks.common import RESULTS_DIR, count_cuda_syncs, report  # noqa: E402
 
 IMAGE_SIZE = (416, 416)
 LEVELS = (2, 3, 4, 5, 6)  # P2-P6
-BATCHED = ["MODEL.PROPOSAL_GENERATOR.NAME", "BatchedRPN",
-           "MODEL.ROI_HEADS.NAME", "BatchedStateROIHeads"]
 
 
 def random_targets(num_images, num_gt, device, seed=0):
@@ -100,11 +98,13 @@ def build_stages(device, grid, opts=()):
 
 
 def measure(args):
+    """One row per stage (median ms of each path, its runs, host syncs on CUDA) and the
+    number of anchors per level."""
     from detectron2.utils.events import EventStorage
 
     cuda = args.device.startswith("cuda")
     rpn, heads, anchors = build_stages(args.device, args.grid)
-    batched_rpn, batched_heads, _ = build_stages(args.device, args.grid, BATCHED)
+    batched_rpn, batched_heads, _ = build_stages(args.device, args.grid, BATCHED_OPTS)
     targets = random_targets(args.images, args.gt, args.device)
     proposals = random_proposals(targets, args.proposals)
     stages = {
@@ -125,7 +125,8 @@ def measure(args):
                 row[f"{who}_syncs"] = count_cuda_syncs(fn)[1] if cuda else None
                 row[f"{who}_runs_ms"] = [1000 * t for t in runs[who]]
             rows.append(row)
-    return rows
+    # The same grid at every level: as many anchors at each.
+    return rows, len(anchors[0])
 
 
 def print_table(fig):
@@ -141,17 +142,28 @@ def print_table(fig):
                             "batched syncs"]))
 
 
+def _at_least(low):
+    """argparse type: an int >= ``low``."""
+    def parse(text):
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--gt", type=int, default=22, help="ground-truth boxes per image")
-    parser.add_argument("--grid", type=int, default=26,
+    parser.add_argument("--images", type=_at_least(1), default=8)
+    parser.add_argument("--gt", type=_at_least(1), default=22, help="ground-truth boxes per image")
+    parser.add_argument("--grid", type=_at_least(1), default=26,
                         help="feature map side at every level (26: 2,028 anchors per level)")
-    parser.add_argument("--proposals", type=int, default=1000, help="proposals per image")
-    parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--proposals", type=_at_least(1), default=1000,
+                        help="proposals per image")
+    parser.add_argument("--repeats", type=_at_least(1), default=50)
+    parser.add_argument("--warmup", type=_at_least(0), default=3)
+    parser.add_argument("--threads", type=_at_least(1), default=None, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 images, 2 repeats, no warm-up")
     parser.add_argument("--results-dir", default=RESULTS_DIR)
@@ -162,23 +174,21 @@ def parse_args(argv=None):
         parser.error("--device cuda but no GPU is available")
     if args.quick:
         args.images, args.repeats, args.warmup = 2, 2, 0
-    if min(args.images, args.gt, args.grid, args.proposals, args.repeats) < 1 or args.warmup < 0:
-        parser.error("--images, --gt, --grid, --proposals and --repeats must be >= 1, "
-                     "--warmup >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     start = time.perf_counter()
+    rows, anchors_per_level = measure(args)
     figures = {
         "device": args.device,
         "images": args.images,
         "gt_per_image": args.gt,
         "levels": len(LEVELS),
-        "anchors_per_level": 3 * args.grid ** 2,
+        "anchors_per_level": anchors_per_level,
         "proposals_per_image": args.proposals,
         "image_size": list(IMAGE_SIZE),
         "repeats": args.repeats,
@@ -186,14 +196,10 @@ def main(argv=None):
         "threads": torch.get_num_threads(),
         "quick": bool(args.quick),
         "load_average_1min": os.getloadavg()[0],
-        "rows": measure(args),
+        "rows": rows,
     }
     figures["wall_s"] = time.perf_counter() - start
-    print_table(figures)
-    if not args.no_record:
-        append_record("assignment", figures, results_dir=args.results_dir)
-        print(f"\nrecord appended to {os.path.join(args.results_dir, 'assignment.jsonl')}")
-    return figures
+    return report("assignment", figures, print_table, args)
 
 
 if __name__ == "__main__":

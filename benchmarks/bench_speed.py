@@ -74,7 +74,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import RESULTS_DIR, append_record, count_cuda_syncs  # noqa: E402
+from benchmarks.common import RESULTS_DIR, count_cuda_syncs, report  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 R50_CONFIG = os.path.join(REPO, "configs", "bike_r50_fpn.yaml")
@@ -729,11 +729,7 @@ def main(argv=None):
     if "loader" in args.parts:
         figures["loader"] = bench_loader(args)
     figures["wall_s"] = time.perf_counter() - start
-    print_tables(figures)
-    if not args.no_record:
-        append_record("speed", figures, results_dir=args.results_dir)
-        print(f"\nrecord appended to {os.path.join(args.results_dir, 'speed.jsonl')}")
-    return figures
+    return report("speed", figures, print_tables, args)
 
 
 if __name__ == "__main__":

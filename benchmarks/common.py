@@ -58,6 +58,16 @@ def append_record(name, figures, results_dir=None):
     return record
 
 
+def report(name, figures, print_tables, args):
+    """Print ``figures`` with ``print_tables`` and, unless ``args.no_record``, append them as a
+    ``name`` record to ``args.results_dir``. Returns ``figures``."""
+    print_tables(figures)
+    if not args.no_record:
+        append_record(name, figures, results_dir=args.results_dir)
+        print(f"\nrecord appended to {os.path.join(args.results_dir, name + '.jsonl')}")
+    return figures
+
+
 def median_time(fn, repeats, warmup=1, sync=None):
     """Median wall time in seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
     for _ in range(warmup):
