@@ -28,13 +28,12 @@ from bikestate.modeling import BatchedRPN, BatchedStateROIHeads, StateROIHeads
 from bikestate.modeling.assignment import (batched_match, batched_pairwise_iou,
                                            batched_subsample_labels, pad_boxes, sampled_mask)
 
-from modeling_cases import make_cfg, random_batch, random_instances
+from modeling_cases import (BATCHED_OPTS, POOLED_OPTS, make_cfg, random_batch,
+                            random_instances)
 
 HEIGHT, WIDTH = 128, 160
 # FPN levels of the small config (P3-P6, 64 channels).
 SHAPES = {f"p{level}": ShapeSpec(channels=64, stride=2 ** level) for level in (3, 4, 5, 6)}
-BATCHED = ["MODEL.PROPOSAL_GENERATOR.NAME", "BatchedRPN",
-           "MODEL.ROI_HEADS.NAME", "BatchedStateROIHeads"]
 
 
 # ------------------------------------------------------------------------------ cases
@@ -246,7 +245,7 @@ def test_sampling_distribution_is_subsample_labels(bg_label):
 @pytest.mark.parametrize("boundary", [-1, 0])
 def test_batched_rpn_targets_are_detectron2s(boundary):
     opts = ["MODEL.RPN.BOUNDARY_THRESH", boundary]
-    rpn, batched = build_rpn(opts), build_rpn(opts + BATCHED)
+    rpn, batched = build_rpn(opts), build_rpn(opts + BATCHED_OPTS)
     assert type(rpn).__name__ == "RPN" and isinstance(batched, BatchedRPN)
     anchors, targets = anchors_of(rpn), targets_batch()
     torch.manual_seed(0)
@@ -275,7 +274,7 @@ def test_batched_rpn_sampling_distribution_is_detectron2s():
     sampled positive anchors per ground-truth box match detectron2's RPN."""
     draws = 1000
     opts = ["MODEL.RPN.BATCH_SIZE_PER_IMAGE", 32, "MODEL.RPN.POSITIVE_FRACTION", 0.25]
-    rpn, batched = build_rpn(opts), build_rpn(opts + BATCHED)
+    rpn, batched = build_rpn(opts), build_rpn(opts + BATCHED_OPTS)
     anchors, target = anchors_of(rpn), targets_batch()[0]
     owner, matcher_labels = rpn.anchor_matcher(pairwise_iou(target.gt_boxes, Boxes.cat(anchors)))
     num_positive = int((matcher_labels == 1).sum())
@@ -297,7 +296,7 @@ def test_batched_rpn_sampling_distribution_is_detectron2s():
 
 
 def test_batched_rpn_losses_are_detectron2s():
-    rpn, batched = build_rpn(), build_rpn(BATCHED)
+    rpn, batched = build_rpn(), build_rpn(BATCHED_OPTS)
     anchors, targets = anchors_of(rpn), targets_batch()
     torch.manual_seed(0)
     gt_labels, gt_boxes = batched.label_and_sample_anchors(anchors, targets)
@@ -337,7 +336,7 @@ def _rows_of(sampled_boxes, all_boxes):
 @pytest.mark.parametrize("append_gt", [True, False])
 def test_batched_roi_heads_targets_are_detectron2s(append_gt):
     opts = ["MODEL.ROI_HEADS.PROPOSAL_APPEND_GT", append_gt]
-    heads, batched = build_heads(opts), build_heads(opts + BATCHED)
+    heads, batched = build_heads(opts), build_heads(opts + BATCHED_OPTS)
     assert type(heads) is StateROIHeads and isinstance(batched, BatchedStateROIHeads)
     targets = targets_batch()
     proposals = proposals_for(targets)
@@ -379,7 +378,7 @@ def test_batched_roi_heads_sampling_distribution_is_detectron2s():
     made distinct) match detectron2's ROI heads."""
     draws = 1000
     opts = ["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32, "MODEL.ROI_HEADS.POSITIVE_FRACTION", 0.25]
-    heads, batched = build_heads(opts), build_heads(opts + BATCHED)
+    heads, batched = build_heads(opts), build_heads(opts + BATCHED_OPTS)
     target = targets_batch()[0]
     target.gt_classes = torch.arange(22)
     (proposals,) = proposals_for([target])
@@ -405,7 +404,7 @@ def test_batched_roi_heads_sampling_distribution_is_detectron2s():
 
 
 def test_batched_model_has_the_same_weights_and_inference():
-    plain, batched = (build_model(make_cfg(opts=o)) for o in ([], BATCHED))
+    plain, batched = (build_model(make_cfg(opts=o)) for o in ([], BATCHED_OPTS))
     assert isinstance(batched.proposal_generator, BatchedRPN)
     assert isinstance(batched.roi_heads, BatchedStateROIHeads)
     assert set(batched.state_dict()) == set(plain.state_dict())
@@ -420,12 +419,24 @@ def test_batched_model_has_the_same_weights_and_inference():
             assert torch.equal(a["instances"].state_scores, b["instances"].state_scores)
 
 
+# The state branch's options (MODEL.ROI_STATE_HEAD): BatchedStateROIHeads only replaces the
+# proposal sampling, the state losses are StateROIHeads'.
+STATE_OPTIONS = {
+    "box_features": [],
+    "pooled_image_both": POOLED_OPTS + ["MODEL.ROI_STATE_HEAD.TRAIN_ON", "both"],
+    "pooled_fpn_gt_boxes": ["MODEL.ROI_STATE_HEAD.NAME", "ConvStateHead",
+                            "MODEL.ROI_STATE_HEAD.IN_FEATURES", ["p3", "p4"],
+                            "MODEL.ROI_STATE_HEAD.TRAIN_ON", "gt_boxes"],
+}
+
+
+@pytest.mark.parametrize("state_options", list(STATE_OPTIONS))
 @pytest.mark.parametrize("num_boxes", [(8, 0), (0, 0)])
-def test_batched_model_training_step(num_boxes):
-    """Same losses as the per-image model (an unannotated image, a batch without annotations);
-    the state head gets its gradient."""
+def test_batched_model_training_step(num_boxes, state_options):
+    """The per-image model's set of losses, finite (an unannotated image, a batch without
+    annotations), with each kind of state branch; the state head gets its gradient."""
     torch.manual_seed(0)
-    model = build_model(make_cfg(opts=BATCHED))
+    model = build_model(make_cfg(opts=BATCHED_OPTS + STATE_OPTIONS[state_options]))
     model.train()
     with EventStorage() as storage:
         losses = model(random_batch(num_boxes=num_boxes))
@@ -470,7 +481,7 @@ def test_short_training_run_follows_the_per_image_loss_curve():
     below 3; sampling alone moves a step's loss by about 0.2 here)."""
     steps, window = 20, 8
     curves = {name: [_loss_curve(opts, seed, steps) for seed in (1, 2)]
-              for name, opts in (("per_image", []), ("batched", BATCHED))}
+              for name, opts in (("per_image", []), ("batched", BATCHED_OPTS))}
     first = curves["per_image"][0][0]
     for name, runs in curves.items():
         for curve in runs:
