@@ -67,7 +67,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import RESULTS_DIR, append_record  # noqa: E402
+from benchmarks.common import RESULTS_DIR, report  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -419,11 +419,7 @@ def main(argv=None):
         "models": models,
         "total_wall_s": time.perf_counter() - start,
     }
-    print_table(figures)
-    if not args.no_record:
-        append_record("accuracy", figures, results_dir=args.results_dir)
-        print(f"\nrecord appended to {os.path.join(args.results_dir, 'accuracy.jsonl')}")
-    return figures
+    return report("accuracy", figures, print_table, args)
 
 
 def print_table(figures):

@@ -29,14 +29,19 @@ each figure is the cost of the same step at the same weights.
    + the seed's state head, both with FrozenBatchNorm and ResNet stages 3-5 trainable (stem and
    stage 2 frozen), AdamW, same images: training images/s and inference ms/image (detections
    with states for both) at each ``--batch-sizes``, fp32 and, on CUDA, AMP (float16 autocast +
-   GradScaler). Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over one step
-   (absolute: weights, optimizer state and activations); on CPU the peak resident set
-   (``VmHWM``) of a fresh process (``spawn``) that builds only that model and runs two training
-   steps (the second with the optimizer state allocated) or one inference: weights, optimizer
-   state, activations and the framework the pipeline imports (torch + detectron2 for bikestate,
-   torch + torchvision for the seed). Measuring inside the benchmark's own process cannot
-   work on CPU: the allocator keeps freed memory, so a step's growth over the resident set of
-   earlier steps is often zero.
+   GradScaler). bikestate is trained twice, with detectron2's per-image training-target
+   assignment (``bikestate``) and with the batched one (``bikestate_batched``: ``BatchedRPN``
+   and ``BatchedStateROIHeads``, which takes over the settled weights of the first; inference is
+   the same code, timed once). Per model and training step, on CUDA: the GPU busy time of one
+   profiled step (:func:`profile_step`) and the host synchronizations of one step
+   (:func:`benchmarks.common.count_cuda_syncs`; null on CPU). Peak memory: on CUDA
+   ``torch.cuda.max_memory_allocated`` over one step (absolute: weights, optimizer state and
+   activations); on CPU the peak resident set (``VmHWM``) of a fresh process (``spawn``) that
+   builds only that model and runs two training steps (the second with the optimizer state
+   allocated) or one inference: weights, optimizer state, activations and the framework the
+   pipeline imports (torch + detectron2 for bikestate, torch + torchvision for the seed).
+   Measuring inside the benchmark's own process cannot work on CPU: the allocator keeps freed
+   memory, so a step's growth over the resident set of earlier steps is often zero.
    Target (CUDA, AMP, batch 8): bikestate >= 1.3x the seed's training images/s.
 3. **Training data loader**: ``BikeStateTrainer.build_train_loader`` (BikeStateDatasetMapper,
    augmentations of the R50-FPN config resized to the input size) on SynthBikes JPEGs written
@@ -69,11 +74,16 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import RESULTS_DIR, append_record  # noqa: E402
+from benchmarks.common import RESULTS_DIR, count_cuda_syncs, report  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 R50_CONFIG = os.path.join(REPO, "configs", "bike_r50_fpn.yaml")
 SMALL_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu.yaml")
+# bikestate with the batched training-target assignment (BatchedRPN, BatchedStateROIHeads).
+BATCHED_OPTS = ["MODEL.PROPOSAL_GENERATOR.NAME", "BatchedRPN",
+                "MODEL.ROI_HEADS.NAME", "BatchedStateROIHeads"]
+# The models of part 2, as named in the record.
+SPEED_MODELS = ("bikestate", "bikestate_batched", "seed")
 # Part 1 times inference this many times more often than training: a step is ~4x cheaper, and
 # a 2 % difference needs many rounds on a shared machine.
 INFER_REPEATS_FACTOR = 4
@@ -339,13 +349,14 @@ def _proc_status_kib(key):
     return None
 
 
-def profile_step(fn, device, path, rows=40):
-    """Profile one call of ``fn`` with torch.profiler; write where its time goes to ``path``.
+def profile_step(fn, device, path=None, rows=40):
+    """Profile one call of ``fn`` with torch.profiler; return the GPU busy time in ms (sum of
+    kernel and copy times; None on CPU) and, with ``path``, write where the time goes there.
 
-    The file starts with the step's wall time and, on CUDA, the time the GPU was busy (sum of
-    kernel and copy times): a ratio well below 1 means the step waits on the CPU (Python,
-    kernel launches, host syncs), not on GPU compute. Then the ``rows`` most expensive
-    operators by self time (device time on CUDA, CPU time otherwise).
+    The file starts with the step's wall time and, on CUDA, the time the GPU was busy: a ratio
+    well below 1 means the step waits on the CPU (Python, kernel launches, host syncs), not on
+    GPU compute. Then the ``rows`` most expensive operators by self time (device time on CUDA,
+    CPU time otherwise).
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -362,15 +373,18 @@ def profile_step(fn, device, path, rows=40):
     events = prof.key_averages()
     lines = [f"step wall time (profiled): {1000 * wall:.1f} ms"]
     sort_by = "self_cpu_time_total"
+    busy_ms = None
     if cuda:
-        busy_us = sum(e.self_device_time_total for e in events
-                      if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA)
-        lines.append(f"GPU busy (kernels + copies): {busy_us / 1000:.1f} ms "
-                     f"({100 * busy_us / 1e6 / wall:.0f} % of the step)")
+        busy_ms = sum(e.self_device_time_total for e in events
+                      if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA) / 1000
+        lines.append(f"GPU busy (kernels + copies): {busy_ms:.1f} ms "
+                     f"({100 * busy_ms / 1000 / wall:.0f} % of the step)")
         sort_by = "self_device_time_total"
-    lines.append(events.table(sort_by=sort_by, row_limit=rows))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write_text("\n".join(lines) + "\n", path)
+    if path:
+        lines.append(events.table(sort_by=sort_by, row_limit=rows))
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        atomic_write_text("\n".join(lines) + "\n", path)
+    return busy_ms
 
 
 def cuda_peak_memory_mib(fn):
@@ -464,55 +478,81 @@ def bench_overhead(config_file, samples, args):
 
 
 def bench_vs_seed(samples, args):
-    """Part 2: bikestate R50-FPN against the seed baseline, per batch size and precision."""
-    cfg = load_cfg(args.config, args.device, args.image_size, args.opts)
-    ours = D2Runner(cfg)
+    """Part 2: bikestate R50-FPN (detectron2's per-image target assignment and the batched one)
+    against the seed baseline, per batch size and precision."""
+    cuda = args.device.startswith("cuda")
+    ours = D2Runner(load_cfg(args.config, args.device, args.image_size, args.opts))
+    batched = D2Runner(load_cfg(args.config, args.device, args.image_size,
+                                args.opts + BATCHED_OPTS))
     seed = SeedRunner(args.image_size, args.device)
     initial = {runner: copy.deepcopy(runner.model.state_dict()) for runner in (ours, seed)}
-    precisions = ["fp32"] + (["amp"] if args.device.startswith("cuda") else [])
+    precisions = ["fp32"] + (["amp"] if cuda else [])
     rows = []
-    setup = {"bikestate": ours.restore, "seed": seed.restore}
+    setup = {"bikestate": ours.restore, "bikestate_batched": batched.restore,
+             "seed": seed.restore}
     for batch_size in args.batch_sizes:
         b_ours, b_seed = ours.inputs(samples[:batch_size]), seed.inputs(samples[:batch_size])
         for precision in precisions:
             amp = precision == "amp"
             what = f"batch {batch_size} {precision}"
-            # Each batch size and precision settles from the same initial weights.
+            # Each batch size and precision settles from the same initial weights; the batched
+            # model takes over the settled weights of the per-image one (same architecture).
             for runner, b in ((ours, b_ours), (seed, b_seed)):
                 runner.model.load_state_dict(initial[runner])
                 runner.optimizer.state.clear()
                 runner.settle(b, args.settle_steps, amp)
-            train, _ = alternate({"bikestate": lambda: ours.train_step(b_ours, amp),
-                                  "seed": lambda: seed.train_step(b_seed, amp)},
+            take_over(batched, ours)
+            models = (("bikestate", ours, b_ours), ("bikestate_batched", batched, b_ours),
+                      ("seed", seed, b_seed))
+            train, _ = alternate({who: (lambda r=runner, b=b: r.train_step(b, amp))
+                                  for who, runner, b in models},
                                  args.repeats, args.warmup, args.device, f"{what} train", setup)
+            # Inference runs the same code with either target assignment: timed once.
             infer, _ = alternate({"bikestate": lambda: ours.infer(b_ours, amp),
                                   "seed": lambda: seed.infer(b_seed, amp)},
                                  args.repeats, args.warmup, args.device, f"{what} inference",
                                  setup)
             row = {"batch": batch_size, "precision": precision}
-            for who, runner, b in (("bikestate", ours, b_ours), ("seed", seed, b_seed)):
+            for who, runner, b in models:
                 row[f"{who}_train_img_s"] = batch_size / train[who]
                 row[f"{who}_train_step_ms"] = 1000 * train[who]
-                row[f"{who}_infer_ms_per_img"] = 1000 * infer[who] / batch_size
-                for kind, step in (("train", runner.train_step), ("infer", runner.infer)):
-                    if args.device.startswith("cuda"):
+                kinds = [("train", runner.train_step)]
+                if who in infer:
+                    row[f"{who}_infer_ms_per_img"] = 1000 * infer[who] / batch_size
+                    kinds.append(("infer", runner.infer))
+                for kind, step in kinds:
+                    if cuda:
                         runner.restore()
                         mib = cuda_peak_memory_mib(lambda: step(b, amp))
                     else:
+                        opts = args.opts + (BATCHED_OPTS if who == "bikestate_batched" else [])
                         mib = process_peak_rss_mib(
-                            who, (args.config, "cpu", args.image_size, args.opts),
+                            "seed" if who == "seed" else "bikestate",
+                            (args.config, "cpu", args.image_size, opts),
                             samples[:batch_size], kind == "train", torch.get_num_threads())
                     row[f"{who}_{kind}_peak_mem_mib"] = mib
-            if args.profile_dir:
-                for who, runner, b in (("bikestate", ours, b_ours), ("seed", seed, b_seed)):
+                # Where the step waits: GPU busy time and host synchronizations (CUDA only);
+                # with --profile-dir, the profiled step's table.
+                train_once = lambda: runner.train_step(b, amp)  # noqa: E731
+                path = None if not args.profile_dir else os.path.join(
+                    args.profile_dir, f"train_{who}_b{batch_size}_{precision}.txt")
+                busy_ms = syncs = None
+                if cuda or path:
                     runner.restore()
-                    profile_step(lambda: runner.train_step(b, amp), args.device,
-                                 os.path.join(args.profile_dir,
-                                              f"train_{who}_b{batch_size}_{precision}.txt"))
+                    busy_ms = profile_step(train_once, args.device, path)
+                if cuda:
+                    runner.restore()
+                    syncs = count_cuda_syncs(train_once)[1]
+                row[f"{who}_train_gpu_busy_ms"] = busy_ms
+                row[f"{who}_train_syncs_per_step"] = syncs
             row["train_speedup"] = row["bikestate_train_img_s"] / row["seed_train_img_s"]
+            row["batched_train_speedup"] = (row["bikestate_batched_train_img_s"]
+                                            / row["seed_train_img_s"])
+            row["batched_vs_per_image"] = (row["bikestate_batched_train_img_s"]
+                                           / row["bikestate_train_img_s"])
             row["infer_speedup"] = row["seed_infer_ms_per_img"] / row["bikestate_infer_ms_per_img"]
             rows.append(row)
-    del ours, seed
+    del ours, batched, seed
     gc.collect()
     return rows
 
@@ -581,6 +621,13 @@ def print_tables(fig):
                          _fmt(r["seed_train_peak_mem_mib"], 0)] for r in fig["vs_seed"]],
                        headers=["batch", "prec", "ours img/s", "seed img/s", "x", "ours ms/img",
                                 "seed ms/img", "ours MiB", "seed MiB"]))
+        print("\nTraining step per model (GPU busy and host syncs: CUDA only)")
+        print(tabulate([[r["batch"], r["precision"], who, _fmt(r[f"{who}_train_step_ms"]),
+                         _fmt(r[f"{who}_train_img_s"], 2), _fmt(r[f"{who}_train_gpu_busy_ms"]),
+                         _fmt(r[f"{who}_train_syncs_per_step"])]
+                        for r in fig["vs_seed"] for who in SPEED_MODELS],
+                       headers=["batch", "prec", "model", "step ms", "img/s", "GPU busy ms",
+                                "syncs"]))
     if fig.get("loader"):
         print("\nTraining data loader (BikeStateDatasetMapper)")
         print(tabulate([[r["workers"], _fmt(r["img_s"])] for r in fig["loader"]],
@@ -682,11 +729,7 @@ def main(argv=None):
     if "loader" in args.parts:
         figures["loader"] = bench_loader(args)
     figures["wall_s"] = time.perf_counter() - start
-    print_tables(figures)
-    if not args.no_record:
-        append_record("speed", figures, results_dir=args.results_dir)
-        print(f"\nrecord appended to {os.path.join(args.results_dir, 'speed.jsonl')}")
-    return figures
+    return report("speed", figures, print_tables, args)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,16 @@ def append_record(name, figures, results_dir=None):
     return record
 
 
+def report(name, figures, print_tables, args):
+    """Print ``figures`` with ``print_tables`` and, unless ``args.no_record``, append them as a
+    ``name`` record to ``args.results_dir``. Returns ``figures``."""
+    print_tables(figures)
+    if not args.no_record:
+        append_record(name, figures, results_dir=args.results_dir)
+        print(f"\nrecord appended to {os.path.join(args.results_dir, name + '.jsonl')}")
+    return figures
+
+
 def median_time(fn, repeats, warmup=1, sync=None):
     """Median wall time in seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
     for _ in range(warmup):
@@ -72,3 +82,22 @@ def median_time(fn, repeats, warmup=1, sync=None):
             sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def count_cuda_syncs(fn):
+    """Host synchronizations during one call of ``fn`` on CUDA: every operation that makes the
+    host wait for the GPU (``item()``, ``nonzero``, a blocking copy, ...), as
+    ``torch.cuda.set_sync_debug_mode("warn")`` reports them (warnings of the backward pass
+    included: autograd replays them in the calling thread). Returns ``(result, count)``."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            result = fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return result, sum("synchronizing" in str(w.message) for w in caught)

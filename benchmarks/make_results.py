@@ -41,10 +41,11 @@ ACCURACY_LOWER = ("verify/halluc_at_95r",)
 ACCURACY_COLUMNS = ACCURACY_HIGHER + ACCURACY_LOWER + (
     "verify/present_recall", "verify/hallucination_rate", "verify/damage_precision",
     "verify/damage_recall", "verify/macro_f1_majority", "bbox_state/AP50")
-ORDER = ("demo", "speed", "accuracy", "state_branch", "eval", "synth")
+ORDER = ("demo", "speed", "assignment", "accuracy", "state_branch", "eval", "synth")
 TITLES = {
     "demo": "`make demo`: the demo model on SynthBikes val",
     "speed": "Speed: state branch overhead, bikestate vs the seed pipeline, data loading",
+    "assignment": "Training-target assignment alone: detectron2's per-image loops vs batched",
     "accuracy": "Accuracy at equal training budget: bikestate vs the seed pipeline",
     "state_branch": "State branch overhead (modeling benchmark)",
     "eval": "Evaluator speed",
@@ -205,6 +206,10 @@ def verdict(ok, how):
 # ------------------------------------------------------------------------------ speed
 
 
+# bench_speed's part-2 models, as named in its records.
+SPEED_MODELS = ("bikestate", "bikestate_batched", "seed")
+
+
 # bench_speed's "memory_measure" -> how the tables name it (older records: RSS growth).
 MEMORY_MEASURES = {
     "cuda_max_memory_allocated": "CUDA max_memory_allocated, MiB",
@@ -268,15 +273,31 @@ def render_speed(record):
              "bikestate infer ms/img", "seed infer ms/img", "infer speed-up",
              "bikestate train mem", "seed train mem", "bikestate infer mem", "seed infer mem"],
             rows))
+        batched = "bikestate_batched_train_img_s" in fig["vs_seed"][0]
+        if batched:
+            lines.append(
+                "**Training step per model** (bikestate: detectron2's per-image training-target "
+                "assignment; bikestate_batched: `BatchedRPN` + `BatchedStateROIHeads`; GPU busy: "
+                "kernel and copy time of one profiled step; host syncs: what "
+                "`torch.cuda.set_sync_debug_mode` reports in one step; both CUDA only):\n\n"
+                + table(["batch", "precision", "model", "step ms", "img/s", "GPU busy ms",
+                         "GPU busy % of step", "host syncs per step", "x seed"],
+                        [[r["batch"], r["precision"], who, r[f"{who}_train_step_ms"],
+                          r[f"{who}_train_img_s"], r[f"{who}_train_gpu_busy_ms"],
+                          _busy_pct(r, who), r[f"{who}_train_syncs_per_step"],
+                          f"{r[f'{who}_train_img_s'] / r['seed_train_img_s']:.2f}x"]
+                         for r in fig["vs_seed"] for who in SPEED_MODELS]))
         amp8 = [r for r in fig["vs_seed"] if r["precision"] == "amp" and r["batch"] == 8]
-        if amp8:
-            s = amp8[0]["train_speedup"]
-            targets.append(
-                f"GPU AMP batch 8 training >= {GPU_AMP_B8_MIN_SPEEDUP}x seed images/s: " + verdict(
-                    s >= GPU_AMP_B8_MIN_SPEEDUP, f"{s:.2f}x" + (
+        for key, what in (("train_speedup", ""),
+                          ("batched_train_speedup", " (batched target assignment)")):
+            if amp8 and key in amp8[0]:
+                s = amp8[0][key]
+                targets.append(
+                    f"GPU AMP batch 8 training >= {GPU_AMP_B8_MIN_SPEEDUP}x seed images/s{what}: "
+                    + verdict(s >= GPU_AMP_B8_MIN_SPEEDUP, f"{s:.2f}x" + (
                         "" if s >= GPU_AMP_B8_MIN_SPEEDUP
                         else f", {100 * (1 - s / GPU_AMP_B8_MIN_SPEEDUP):.0f}% short")))
-        elif not cuda:
+        if not amp8 and not cuda:
             targets.append(f"GPU AMP batch 8 training >= {GPU_AMP_B8_MIN_SPEEDUP}x seed "
                            "images/s: not measured on this machine (CPU, no AMP)")
     if fig.get("loader"):
@@ -292,6 +313,31 @@ def render_speed(record):
                            + verdict(have >= need, f"{have:.1f} img/s"))
     if targets:
         lines.append("Targets:\n\n" + "\n".join(f"- {t}" for t in targets))
+    return "\n\n".join(lines)
+
+
+def _busy_pct(row, who):
+    busy = row.get(f"{who}_train_gpu_busy_ms")
+    return None if busy is None else 100 * busy / row[f"{who}_train_step_ms"]
+
+
+# ------------------------------------------------------------------------------ assignment
+
+
+def render_assignment(record):
+    fig = record["figures"]
+    lines = [f"{fig.get('images')} images x {fig.get('gt_per_image')} ground-truth boxes "
+             f"({fmt(fig.get('image_size'))}); RPN: {fig.get('anchors_per_level')} anchors x "
+             f"{fig.get('levels')} levels per image; ROI heads: {fig.get('proposals_per_image')} "
+             f"proposals per image + the ground truth. Median of {fig.get('repeats')} "
+             f"alternating runs after {fig.get('warmup')} warm-up, {fig.get('threads')} CPU "
+             f"threads, 1-min load average at start {fmt(fig.get('load_average_1min'))}; "
+             "host syncs: what `torch.cuda.set_sync_debug_mode` reports in one call (CUDA "
+             "only).",
+             table(["stage", "per-image ms (detectron2)", "batched ms (bikestate)", "speed-up",
+                    "per-image host syncs", "batched host syncs"],
+                   [[r["stage"], r["per_image_ms"], r["batched_ms"], f"{r['speedup']:.2f}x",
+                     r.get("per_image_syncs"), r.get("batched_syncs")] for r in fig["rows"]])]
     return "\n\n".join(lines)
 
 
@@ -428,7 +474,8 @@ def update_readme(text, block):
     return head + block + rest.split(README_END, 1)[1]
 
 
-RENDERERS = {"speed": render_speed, "accuracy": render_accuracy, "demo": render_demo}
+RENDERERS = {"speed": render_speed, "accuracy": render_accuracy, "demo": render_demo,
+             "assignment": render_assignment}
 
 
 # ------------------------------------------------------------------------------ document

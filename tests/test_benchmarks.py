@@ -71,6 +71,13 @@ def speed_record(results_dir, cache_dir, profile_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def assignment_record(results_dir, tmp_path_factory):
+    _run([os.path.join(BENCH, "bench_assignment.py"), "--quick", "--threads", "1",
+          "--results-dir", results_dir], tmp_path_factory.mktemp("assignment_cwd"))
+    return _single_record(results_dir, "assignment")
+
+
+@pytest.fixture(scope="module")
 def accuracy_record(results_dir, cache_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("accuracy_work")
     _run([os.path.join(BENCH, "bench_accuracy.py"), "--setting", "tiny", "--threads", "1",
@@ -114,13 +121,41 @@ def test_speed_record(speed_record):
         assert row[f"{who}_train_peak_mem_mib"] > row[f"{who}_infer_peak_mem_mib"] + 300
     assert row["train_speedup"] == pytest.approx(row["bikestate_train_img_s"]
                                                  / row["seed_train_img_s"])
+    # The batched target assignment is one more model of the run (training only: inference is
+    # the same code); GPU busy time and host syncs are CUDA figures, null on CPU.
+    for key in ("train_img_s", "train_step_ms", "train_peak_mem_mib"):
+        assert _finite_number(row[f"bikestate_batched_{key}"]), key
+    assert row["bikestate_batched_train_peak_mem_mib"] > 100
+    assert "bikestate_batched_infer_ms_per_img" not in row
+    assert row["batched_train_speedup"] == pytest.approx(row["bikestate_batched_train_img_s"]
+                                                         / row["seed_train_img_s"])
+    assert row["batched_vs_per_image"] == pytest.approx(row["bikestate_batched_train_img_s"]
+                                                        / row["bikestate_train_img_s"])
+    for who in ("bikestate", "bikestate_batched", "seed"):
+        assert row[f"{who}_train_gpu_busy_ms"] is None
+        assert row[f"{who}_train_syncs_per_step"] is None
     (loader,) = fig["loader"]
     assert loader["workers"] == 0 and loader["images"] > 0 and loader["img_s"] > 0
+
+
+def test_assignment_record(assignment_record):
+    fig = assignment_record["figures"]
+    assert fig["quick"] is True and fig["device"] == "cpu" and fig["images"] == 2
+    assert (fig["gt_per_image"], fig["levels"], fig["anchors_per_level"]) == (22, 5, 2028)
+    assert [r["stage"] for r in fig["rows"]] == ["rpn", "roi_heads"]
+    for r in fig["rows"]:
+        for who in ("per_image", "batched"):
+            assert _finite_number(r[f"{who}_ms"]) and r[f"{who}_ms"] > 0
+            assert len(r[f"{who}_runs_ms"]) == 2  # --quick: 2 repeats
+            assert r[f"{who}_ms"] == pytest.approx(statistics.median(r[f"{who}_runs_ms"]))
+            assert r[f"{who}_syncs"] is None  # a CUDA figure
+        assert r["speedup"] == pytest.approx(r["per_image_ms"] / r["batched_ms"])
 
 
 def test_speed_profiles(speed_record, profile_dir):
     """--profile-dir: one profiled training step per part-2 model, batch size and precision."""
     assert sorted(os.listdir(profile_dir)) == ["train_bikestate_b2_fp32.txt",
+                                               "train_bikestate_batched_b2_fp32.txt",
                                                "train_seed_b2_fp32.txt"]
     for name in os.listdir(profile_dir):
         with open(os.path.join(profile_dir, name), encoding="utf-8") as f:
@@ -229,10 +264,11 @@ def test_make_results_keeps_the_latest_record_per_machine_and_scope(speed_record
     assert f"{later_full['date']} (parts overhead, vs_seed, loader; batch 2)" in text
 
 
-def test_make_results_renders_the_records(speed_record, accuracy_record, results_dir, tmp_path):
+def test_make_results_renders_the_records(speed_record, accuracy_record, assignment_record,
+                                          results_dir, tmp_path):
     records_dir = tmp_path / "results"
     shutil.copytree(os.path.join(BENCH, "results"), records_dir)
-    for name in ("speed", "accuracy"):
+    for name in ("speed", "accuracy", "assignment"):
         shutil.copy(os.path.join(results_dir, f"{name}.jsonl"), records_dir / f"{name}.jsonl")
     out = tmp_path / "RESULTS.md"
     args = ["--results-dir", str(records_dir), "--output", str(out), "--readme", ""]
@@ -241,7 +277,8 @@ def test_make_results_renders_the_records(speed_record, accuracy_record, results
     assert make_results.main(args) == 0
     text = out.read_text()
     assert "Only smoke-test records so far." in text
-    assert speed_record["date"] in text and accuracy_record["date"] in text
+    for record in (speed_record, accuracy_record, assignment_record):
+        assert record["date"] in text
     assert make_results.main(args + ["--check"]) == 0
     out.write_text(text + "edited by hand\n")
     assert make_results.main(args + ["--check"]) == 1
@@ -251,6 +288,8 @@ def test_make_results_renders_the_records(speed_record, accuracy_record, results
     text = out.read_text()
     assert "| bike_small_cpu |" in text
     assert "| 2 | fp32 |" in text
+    assert "| 2 | fp32 | bikestate_batched |" in text  # the training step per model
+    assert "| rpn |" in text and "| roi_heads |" in text
     assert "| bikestate_r50 |" in text and "| seed_r50 |" in text
     assert "**State head alone**" in text
     assert "State branch overhead, bike_small_cpu, training step <= 3%" in text

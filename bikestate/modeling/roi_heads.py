@@ -18,23 +18,30 @@ With ``MODEL.ROI_STATE_HEAD.IN_FEATURES`` set (e.g. ``["image"]``: the normalize
 or FPN levels), the state head does not share the box head's features: each box (a detection's
 final box at inference) is pooled for it alone, ``BOX_CONTEXT`` times larger around its centre,
 to ``POOLER_RESOLUTION`` x ``POOLER_RESOLUTION`` (:class:`~.state_head.ConvStateHead`).
+
+:class:`BatchedStateROIHeads` is the same model with the proposals of all images matched and
+sampled at once (:mod:`bikestate.modeling.assignment`).
 """
 import logging
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling.poolers import ROIPooler
+from detectron2.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.utils.events import get_event_storage
 
 from ..utils.errors import ConfigError
+from .assignment import batched_match, batched_pairwise_iou, batched_subsample_labels, pad_boxes
 from .state_head import build_state_head, state_loss
 
-__all__ = ["StateROIHeads", "TRAIN_ON_CHOICES"]
+__all__ = ["StateROIHeads", "BatchedStateROIHeads", "TRAIN_ON_CHOICES"]
 
 # What loss_state is trained on (MODEL.ROI_STATE_HEAD.TRAIN_ON).
 TRAIN_ON_CHOICES = ("proposals", "gt_boxes", "both")
@@ -398,3 +405,92 @@ class StateROIHeads(StandardROIHeads):
         for inst, p in zip(instances, probs.split([len(x) for x in instances], dim=0)):
             inst.state_scores = p
             inst.pred_states = p.argmax(dim=1).to(torch.int64)
+
+
+@ROI_HEADS_REGISTRY.register()
+class BatchedStateROIHeads(StateROIHeads):
+    """:class:`StateROIHeads` whose proposals are matched and sampled for all images at once.
+
+    ``MODEL.ROI_HEADS.NAME: "BatchedStateROIHeads"``. :meth:`label_and_sample_proposals` returns
+    what :meth:`ROIHeads.label_and_sample_proposals` returns (ground truth appended to the
+    proposals when ``proposal_append_gt``, detectron2's matches and labels, the same number of
+    foreground and background samples per image drawn with the same distribution, every
+    ``gt_*`` field of the targets, ``gt_states`` included, copied from the matched ground truth),
+    with one host read per batch (the per-image sample counts, which size the outputs) instead
+    of about four per image.
+    """
+
+    @torch.no_grad()
+    def label_and_sample_proposals(
+        self, proposals: List[Instances], targets: List[Instances]
+    ) -> List[Instances]:
+        """See :meth:`ROIHeads.label_and_sample_proposals`; same outputs.
+
+        Args:
+            proposals: B Instances with ``proposal_boxes`` and ``objectness_logits``.
+            targets: B Instances with ``gt_boxes``, ``gt_classes`` and other ``gt_*`` fields.
+
+        Returns:
+            B Instances of the sampled proposals (foreground first) with their fields,
+            ``gt_classes`` (num_classes for background) and, on images with ground truth, the
+            other ``gt_*`` fields of the matched ground truth.
+        """
+        if self.proposal_append_gt:
+            proposals = add_ground_truth_to_proposals(targets, proposals)
+        gt_classes, matches = self.match_proposals(proposals, targets)
+        pos_idx, num_pos, neg_idx, num_neg = batched_subsample_labels(
+            gt_classes, self.batch_size_per_image, self.positive_fraction, self.num_classes)
+        counts = torch.stack([num_pos, num_neg], dim=1).tolist()  # the one host read
+
+        proposals_with_gt = []
+        for i, (proposals_i, targets_i, (num_fg, num_bg)) in enumerate(
+                zip(proposals, targets, counts)):
+            sampled_idxs = torch.cat([pos_idx[i, :num_fg], neg_idx[i, :num_bg]])
+            sampled = proposals_i[sampled_idxs]
+            sampled.gt_classes = gt_classes[i, sampled_idxs]
+            if len(targets_i) > 0:
+                sampled_targets = matches[i, sampled_idxs]
+                for name, value in targets_i.get_fields().items():
+                    if name.startswith("gt_") and not sampled.has(name):
+                        sampled.set(name, value[sampled_targets])
+            # As detectron2: an image without ground truth gets no gt_* field but gt_classes.
+            proposals_with_gt.append(sampled)
+
+        storage = get_event_storage()
+        storage.put_scalar("roi_head/num_fg_samples", np.mean([c[0] for c in counts]))
+        storage.put_scalar("roi_head/num_bg_samples", np.mean([c[1] for c in counts]))
+        return proposals_with_gt
+
+    @torch.no_grad()
+    def match_proposals(self, proposals: List[Instances], targets: List[Instances]
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Training classes of every proposal, before sampling, as ``_sample_proposals`` sets
+        them.
+
+        Args:
+            proposals: B Instances with ``proposal_boxes`` (P = the most of any image).
+            targets: B Instances with ``gt_boxes`` and ``gt_classes``.
+
+        Returns:
+            gt_classes: (B, P) int64: the matched ground truth's class, ``num_classes`` for
+                background, -1 for ignored proposals and for the padding after an image's
+                proposals;
+            matches: (B, P) int64 matched ground-truth row of each proposal (0 where none).
+        """
+        gt_boxes, gt_valid = pad_boxes([t.gt_boxes.tensor for t in targets], min_length=1)
+        boxes, valid = pad_boxes([p.proposal_boxes.tensor for p in proposals])
+        quality = batched_pairwise_iou(gt_boxes, boxes)
+        matches, labels = batched_match(self.proposal_matcher, quality, gt_valid)
+        del quality
+        classes = torch.full(gt_valid.shape, self.num_classes, dtype=torch.int64,
+                             device=gt_valid.device)
+        for i, t in enumerate(targets):
+            classes[i, : len(t)] = t.gt_classes
+        gt_classes = classes.gather(1, matches)
+        gt_classes.masked_fill_(labels == 0, self.num_classes)
+        gt_classes.masked_fill_(labels == -1, -1)
+        # detectron2 makes every proposal of an image without ground truth background,
+        # whatever the matcher's first label.
+        gt_classes.masked_fill_(~gt_valid.any(dim=1, keepdim=True), self.num_classes)
+        gt_classes.masked_fill_(~valid, -1)
+        return gt_classes, matches

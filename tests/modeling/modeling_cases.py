@@ -32,6 +32,14 @@ TINY_OPTS = [
     "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
 ]
 
+# The batched training-target assignment (BatchedRPN, BatchedStateROIHeads).
+BATCHED_OPTS = ["MODEL.PROPOSAL_GENERATOR.NAME", "BatchedRPN",
+                "MODEL.ROI_HEADS.NAME", "BatchedStateROIHeads"]
+# A state head on boxes pooled from the input pixels for it alone (ConvStateHead).
+POOLED_OPTS = ["MODEL.ROI_STATE_HEAD.NAME", "ConvStateHead", "MODEL.ROI_STATE_HEAD.IN_FEATURES",
+               ["image"], "MODEL.ROI_STATE_HEAD.POOLER_RESOLUTION", 12,
+               "MODEL.ROI_STATE_HEAD.BOX_CONTEXT", 1.2]
+
 
 def make_cfg(config_file=SMALL_CONFIG, opts=()):
     cfg = get_cfg()

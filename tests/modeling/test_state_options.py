@@ -15,11 +15,7 @@ from bikestate.engine.trainer import prepare_training_config
 from bikestate.modeling import state_loss
 from bikestate.utils.errors import ConfigError
 
-from modeling_cases import make_cfg, random_batch
-
-POOLED = ["MODEL.ROI_STATE_HEAD.NAME", "ConvStateHead", "MODEL.ROI_STATE_HEAD.IN_FEATURES",
-          ["image"], "MODEL.ROI_STATE_HEAD.POOLER_RESOLUTION", 12,
-          "MODEL.ROI_STATE_HEAD.BOX_CONTEXT", 1.2]
+from modeling_cases import BATCHED_OPTS, POOLED_OPTS, make_cfg, random_batch
 
 
 def build(opts=(), seed=0):
@@ -69,11 +65,15 @@ def expected_state_loss(roi_heads, features, proposals, targets, train_on):
     return F.cross_entropy(roi_heads.state_head(inputs, classes), states), len(states)
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["per_image", "batched"])
 @pytest.mark.parametrize("pooled", [False, True], ids=["box_features", "pooled_image"])
 @pytest.mark.parametrize("train_on", ["proposals", "gt_boxes", "both"])
-def test_loss_state_is_cross_entropy_over_the_chosen_rows(train_on, pooled):
+def test_loss_state_is_cross_entropy_over_the_chosen_rows(train_on, pooled, batched):
+    """Also with the batched target assignment (BatchedStateROIHeads samples the proposals)."""
     opts = ["MODEL.ROI_STATE_HEAD.TRAIN_ON", train_on, "MODEL.ROI_STATE_HEAD.LOSS_WEIGHT", 1.0]
-    model = build(opts + (POOLED if pooled else []))
+    model = build(opts + (POOLED_OPTS if pooled else []) + (BATCHED_OPTS if batched else []))
+    assert type(model.roi_heads).__name__ == ("BatchedStateROIHeads" if batched
+                                              else "StateROIHeads")
     batch = random_batch(num_boxes=(6, 0))
     features, proposals, targets = sampled_inputs(model, batch)
     with EventStorage():
@@ -87,7 +87,7 @@ def test_loss_state_is_cross_entropy_over_the_chosen_rows(train_on, pooled):
 
 def test_pooled_state_head_reads_the_final_detection_boxes():
     """At inference the state comes from each detection's own box, pooled from the pixels."""
-    model = build(POOLED)
+    model = build(POOLED_OPTS)
     model.eval()
     batch = random_batch(num_boxes=(0, 0), seed=5)
     with torch.no_grad():
@@ -160,7 +160,7 @@ def test_training_fills_the_prior_from_the_training_boxes():
     (["MODEL.ROI_STATE_HEAD.TRAIN_ON", "everything"], "TRAIN_ON must be one of"),
     (["MODEL.ROI_STATE_HEAD.IN_FEATURES", ["p9"]], "p9 unknown"),
     (["MODEL.ROI_STATE_HEAD.IN_FEATURES", ["image", "p3"]], "same number of channels"),
-    (POOLED + ["MODEL.ROI_STATE_HEAD.BOX_CONTEXT", 0.5], "BOX_CONTEXT must be >= 1"),
+    (POOLED_OPTS + ["MODEL.ROI_STATE_HEAD.BOX_CONTEXT", 0.5], "BOX_CONTEXT must be >= 1"),
     (["MODEL.ROI_STATE_HEAD.STATE_PRIOR", [0.5, 0.5]], "STATE_PRIOR must be 4"),
     (["MODEL.ROI_STATE_HEAD.AUTO_LOSS_WEIGHTS", True,
       "MODEL.ROI_STATE_HEAD.STATE_LOSS_WEIGHTS", [1.0, 2.0, 1.0, 1.0]], "not both"),
