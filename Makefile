@@ -20,13 +20,13 @@ endif
 
 .PHONY: setup system-deps test demo clean-venv
 
-setup: system-deps $(STAMP)
+setup: $(STAMP)
 
-# Chromium from Debian, for the test that opens the failure-analysis page in a real browser
-# (Playwright drives it; Playwright's own browser download is not used). Nothing to do when it
-# is there. As root with apt-get (CI: a fresh Debian machine) it is installed, and a failed
-# install stops setup rather than letting the browser test skip unseen. Otherwise (not root,
-# not Debian) one warning, setup goes on and that one test is skipped.
+# Chromium from Debian, for `make test` only: one test opens the failure-analysis page in a real
+# browser (Playwright drives it; Playwright's own browser download is not used). Nothing to do
+# when it is there. As root with apt-get (CI: a fresh Debian machine) it is installed, and a
+# failed install stops the run rather than letting the browser test skip unseen. Otherwise (not
+# root, not Debian) one warning, the tests run and that one test is skipped.
 system-deps:
 	@if command -v chromium >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -49,7 +49,7 @@ $(STAMP): setup.py Makefile tools/install_detectron2.py
 	@rm -f $(VENV)/.bikestate-setup-*
 	@touch $@
 
-test: setup
+test: system-deps setup
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
