@@ -10,8 +10,6 @@ import json
 import os
 import tempfile
 
-from .errors import DataError
-
 
 @contextlib.contextmanager
 def atomic_open(path, mode="w", **kwargs):
@@ -65,6 +63,10 @@ def atomic_write_bytes(data, path):
 def read_json(path, what="annotation file"):
     """Parse a JSON file; errors become one :class:`DataError` line naming the file (with line
     and column for a syntax error)."""
+    # Imported here: the writers above must load without the package (benchmarks/make_results.py
+    # reads this file by path so as not to import torch and detectron2).
+    from .errors import DataError
+
     try:
         with open(path, "r", encoding="utf-8") as f:
             return json.load(f)
