@@ -565,7 +565,7 @@ FIGURES = ("verification_curves.png", "verdict_confusion_matrix.png",
            "state_confusion_matrix.png", "per_part_ap.png")
 # The verification figures shown together, each pair side by side: (label, key, counterpart).
 VERIFICATION_ROWS = (
-    ("present vs absent", "verify/auroc_present", None),
+    ("present vs absent AUROC", "verify/auroc_present", None),
     ("hallucination at 95 % / 90 % present recall", "verify/halluc_at_95r",
      "verify/halluc_at_90r"),
     ("present recall / hallucination (operating point)", "verify/present_recall",
