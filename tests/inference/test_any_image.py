@@ -41,7 +41,10 @@ FORMATS = {
     "I": ["tif"],
     "F": ["tif"],
 }
-ANIMATED = {"gif": "P", "webp": "RGB", "tif": "RGB"}  # several frames or pages: their mode
+# Several frames or pages: their mode. Animated WebP is written with an alpha channel because
+# Pillow reads it back as RGB or RGBA depending on the frames' content (the encoder may store
+# unchanged areas as transparent); with alpha it is RGBA every time.
+ANIMATED = {"gif": "P", "webp": "RGBA", "tif": "RGB"}
 MAX_SIDE = {"webp": 16383, "jpg": 65500, "gif": 65535}  # the formats' own limits
 EXIF_FORMATS = ("jpg", "png", "webp")  # where Pillow reads the orientation back consistently
 
