@@ -336,8 +336,8 @@ class StateROIHeads(StandardROIHeads):
             fg = (gt_classes >= 0) & (gt_classes < self.num_classes)
             fg_inds = fg.nonzero().squeeze(1)
             if self.state_pooler is not None:
-                fg_boxes = [p.proposal_boxes[(p.gt_classes >= 0) & (p.gt_classes < self.num_classes)]
-                            for p in proposals]
+                fg_per_image = fg.split([len(p) for p in proposals])
+                fg_boxes = [p.proposal_boxes[m] for p, m in zip(proposals, fg_per_image)]
                 inputs.append(self._pool_for_state(features, fg_boxes))
             else:
                 # Only foreground rows go through the head: their count is all the loss uses.
