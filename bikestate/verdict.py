@@ -43,6 +43,7 @@ __all__ = [
     "NOT_FOUND_ID",
     "THRESHOLDS_FILE",
     "OperatingPoint",
+    "as_operating_point",
     "decide_states",
     "part_verdicts",
     "verdict_name",
@@ -158,6 +159,14 @@ class OperatingPoint:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"thresholds file {path} is not valid JSON ({e})")
         return cls.from_dict(data, path, state_names)
+
+
+def as_operating_point(value):
+    """``value`` if it is an :class:`OperatingPoint`; a float is the score threshold of the
+    default rule."""
+    if isinstance(value, OperatingPoint):
+        return value
+    return OperatingPoint(score_thresh=float(value))
 
 
 def thresholds_path(weights):

@@ -38,6 +38,7 @@ so far.
 """
 import argparse
 import contextlib
+import json
 import logging
 import os
 import re
@@ -254,10 +255,10 @@ def predict(args):
         BikeStatePredictor,
         find_images,
         inspect_images,
-        write_reports,
     )
+    from bikestate.inference.report import report_files
     from bikestate.utils.errors import ConfigError, DataError
-    from bikestate.utils.io import atomic_write_bytes, atomic_write_json
+    from bikestate.utils.io import atomic_write_bytes, atomic_write_texts
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -285,11 +286,14 @@ def predict(args):
                 "part_names": list(predictor.part_names), "images_found": len(images)}
 
     def write_results(status):
+        """predictions.json, report.json and report.csv, renamed into place together."""
         info = {**run_info, "status": status}
-        atomic_write_json({**info, "score_threshold": threshold, "images": image_infos,
-                           "detections": detections, "errors": errors},
-                          os.path.join(args.output, "predictions.json"), indent=1)
-        write_reports(reports, args.output, errors=errors, operating_point=point, extra=info)
+        predictions = {**info, "score_threshold": threshold, "images": image_infos,
+                       "detections": detections, "errors": errors}
+        atomic_write_texts({
+            os.path.join(args.output, "predictions.json"): json.dumps(predictions, indent=1),
+            **report_files(reports, args.output, errors=errors, operating_point=point,
+                           extra=info)})
 
     def keep(result):
         """Add one image's result to the files' content (and write its picture)."""

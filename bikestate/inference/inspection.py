@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from ..utils.errors import BikeStateError
+from ..verdict import as_operating_point
 from .export import instances_to_records
 from .images import UnreadableImageError, read_image
 from .report import build_report
@@ -135,7 +136,7 @@ def _predict_each(predictor, images):
 
 
 def _report_and_draw(result, image_bgr, instances, part_names, operating_point, draw):
-    score_thresh = getattr(operating_point, "score_thresh", operating_point)
+    operating_point = as_operating_point(operating_point)
     try:
         result.detections = instances_to_records(result.file_name, instances, part_names)
         result.report = build_report(result.file_name, instances, part_names, operating_point)
@@ -148,6 +149,7 @@ def _report_and_draw(result, image_bgr, instances, part_names, operating_point, 
     if draw:
         try:
             result.picture = encode_jpeg(draw_predictions(
-                image_bgr[:, :, ::-1], instances, part_names, score_thresh=score_thresh))
+                image_bgr[:, :, ::-1], instances, part_names,
+                score_thresh=operating_point.score_thresh))
         except Exception as e:  # noqa: BLE001
             result.fail("draw", e)

@@ -20,12 +20,13 @@ first, then the parts not found ("missing or not in the photo"), in part order.
 """
 import csv
 import io
+import json
 import os
 
 from ..constants import NOT_FOUND, STATE_NAMES
 from ..utils.boxes import xyxy_to_xywh
-from ..utils.io import atomic_write_json, atomic_write_text
-from ..verdict import OperatingPoint, part_verdicts, verdict_name
+from ..utils.io import atomic_write_texts
+from ..verdict import as_operating_point, part_verdicts, verdict_name
 
 # Verdicts that need a repair shop's attention, in the order they are listed.
 ATTENTION_VERDICTS = ("damaged", "absent", NOT_FOUND)
@@ -63,8 +64,7 @@ def build_report(file_name, instances, part_names, operating_point):
         ``attention`` (``part``, ``verdict``, ``reason``, ``confidence``, ``box``: damaged and
         absent parts by decreasing confidence, then the parts not found).
     """
-    if not isinstance(operating_point, OperatingPoint):
-        operating_point = OperatingPoint(score_thresh=float(operating_point))
+    operating_point = as_operating_point(operating_point)
     height, width = (int(v) for v in instances.image_size)
     boxes = xyxy_to_xywh(instances.pred_boxes.tensor.detach().cpu().numpy())
     verdicts = part_verdicts(instances.scores.detach().cpu().numpy(),
@@ -129,23 +129,9 @@ def report_rows(reports):
     return rows
 
 
-def write_reports(reports, out_dir, errors=(), operating_point=None, extra=None):
-    """Write ``out_dir/report.json`` and ``out_dir/report.csv``, each atomically.
-
-    Args:
-        reports (list[dict]): outputs of :func:`build_report`.
-        out_dir (str): existing folder.
-        errors (list[dict]): images that could not be read (``file_name``, ``error``); they
-            appear in report.json (not in the CSV, whose rows are image x part).
-        operating_point (OperatingPoint or None): the verdict rule used; its values are
-            recorded in report.json (``verdict_rule``, ``score_threshold``).
-        extra (dict or None): further top-level entries of report.json (config, weights).
-
-    Returns:
-        (str, str): paths of report.json and report.csv.
-    """
-    json_path = os.path.join(out_dir, "report.json")
-    csv_path = os.path.join(out_dir, "report.csv")
+def report_files(reports, out_dir, errors=(), operating_point=None, extra=None):
+    """The contents of ``out_dir/report.json`` and ``out_dir/report.csv`` (arguments as
+    :func:`write_reports`): ``{path: text}``, for writing together with other files."""
     document = dict(extra or {})
     document.update({
         "score_threshold": operating_point.score_thresh if operating_point else None,
@@ -160,6 +146,26 @@ def write_reports(reports, out_dir, errors=(), operating_point=None, extra=None)
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(report_rows(reports))
-    atomic_write_json(document, json_path, indent=1)
-    atomic_write_text(buffer.getvalue(), csv_path)
+    return {os.path.join(out_dir, "report.json"): json.dumps(document, indent=1),
+            os.path.join(out_dir, "report.csv"): buffer.getvalue()}
+
+
+def write_reports(reports, out_dir, errors=(), operating_point=None, extra=None):
+    """Write ``out_dir/report.json`` and ``out_dir/report.csv`` atomically, together.
+
+    Args:
+        reports (list[dict]): outputs of :func:`build_report`.
+        out_dir (str): existing folder.
+        errors (list[dict]): images that could not be read (``file_name``, ``error``); they
+            appear in report.json (not in the CSV, whose rows are image x part).
+        operating_point (OperatingPoint or None): the verdict rule used; its values are
+            recorded in report.json (``verdict_rule``, ``score_threshold``).
+        extra (dict or None): further top-level entries of report.json (config, weights).
+
+    Returns:
+        (str, str): paths of report.json and report.csv.
+    """
+    files = report_files(reports, out_dir, errors, operating_point, extra)
+    atomic_write_texts(files)
+    json_path, csv_path = files
     return json_path, csv_path

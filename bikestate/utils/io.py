@@ -19,11 +19,8 @@ def atomic_open(path, mode="w", **kwargs):
     """
     if "r" in mode or "a" in mode:
         raise ValueError(f"atomic_open writes whole files; mode {mode!r} is not supported")
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = _temporary_sibling(path)
     try:
-        # mkstemp creates the file readable by its owner only; give it the usual permissions.
-        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
             f.flush()
@@ -33,6 +30,15 @@ def atomic_open(path, mode="w", **kwargs):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _temporary_sibling(path):
+    """A new hidden file beside ``path``, with the usual permissions: ``(fd, its path)``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    # mkstemp creates the file readable by its owner only; give it the usual permissions.
+    os.fchmod(fd, 0o666 & ~_current_umask())
+    return fd, tmp
 
 
 def _current_umask():
@@ -52,6 +58,32 @@ def atomic_write_text(text, path):
     """Write a string to ``path`` atomically."""
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def atomic_write_texts(texts):
+    """Write several files, each atomically and all at the same moment: every file's
+    temporary sibling is written and flushed first, then they are renamed one after the other,
+    so that a kill leaves the old set or the new one, not one new file beside an old one
+    (except in the microseconds between two renames).
+
+    Args:
+        texts (dict[str, str]): the content of each path.
+    """
+    temporaries = {}
+    try:
+        for path, text in texts.items():
+            fd, temporaries[path] = _temporary_sibling(path)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        for path, tmp in temporaries.items():
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp in temporaries.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
 
 
 def atomic_write_bytes(data, path):

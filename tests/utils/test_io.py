@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from bikestate.utils.io import atomic_open, atomic_write_json, atomic_write_text
+from bikestate.utils.io import atomic_open, atomic_write_json, atomic_write_text, atomic_write_texts
 
 
 def test_failed_write_keeps_previous_file_and_leaves_no_temporary(tmp_path):
@@ -32,3 +32,14 @@ def test_append_mode_is_refused(tmp_path):
     with pytest.raises(ValueError, match="whole files"):
         with atomic_open(str(tmp_path / "x"), "a"):
             pass
+
+
+def test_atomic_write_texts_writes_all_or_leaves_the_old_set(tmp_path):
+    first, second = tmp_path / "a.json", tmp_path / "b.csv"
+    atomic_write_texts({str(first): "new a", str(second): "new b"})
+    assert (first.read_text(), second.read_text()) == ("new a", "new b")
+    # A file that cannot be written (its folder is missing): no file of the set is replaced.
+    with pytest.raises(FileNotFoundError):
+        atomic_write_texts({str(first): "newer a", str(tmp_path / "missing" / "c.txt"): "c"})
+    assert (first.read_text(), second.read_text()) == ("new a", "new b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.csv"]
