@@ -528,6 +528,13 @@ def test_killed_run_leaves_its_last_checkpoint(signal_runs):
             for i in predictions["images"]]
     # Written after every image: at most the image being kept when killed is missing.
     assert done == drawn[:len(done)] and len(drawn) - 1 <= len(done)
-    assert [r["file_name"] for r in report["images"]] == [
-        i["file_name"] for i in predictions["images"]]
-    assert len(rows) == 22 * len(done)
+    # The three files are renamed into place one after the other (predictions.json,
+    # report.json, report.csv); no file can stop a SIGKILL between two renames, so each may hold
+    # one image fewer than the one renamed before it, never more, and never another order.
+    images = [i["file_name"] for i in predictions["images"]]
+    in_json = [r["file_name"] for r in report["images"]]
+    in_csv = [r["file_name"] for r in rows[::22]]
+    assert len(rows) % 22 == 0
+    assert in_json == images[:len(in_json)] and len(images) - 1 <= len(in_json)
+    assert in_csv == in_json[:len(in_csv)] and len(in_json) - 1 <= len(in_csv)
+    assert len(in_csv) >= len(images) - 1
