@@ -391,7 +391,6 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    import bikestate  # noqa: F401  registers StateROIHeads, the evaluator
 
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_accuracy_")
     start = time.perf_counter()

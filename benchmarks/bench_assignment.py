@@ -85,8 +85,6 @@ def build_stages(device, grid, opts=()):
     from detectron2.modeling.proposal_generator import build_proposal_generator
     from detectron2.modeling.roi_heads import build_roi_heads
 
-    import bikestate  # noqa: F401  registers BatchedRPN and the ROI heads
-
     cfg = load_cfg(R50_CONFIG, device, IMAGE_SIZE, list(opts))
     shapes = {f"p{level}": ShapeSpec(channels=cfg.MODEL.FPN.OUT_CHANNELS, stride=2 ** level)
               for level in LEVELS}

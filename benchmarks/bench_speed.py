@@ -200,8 +200,6 @@ class D2Runner(_Snapshots):
 
     def __init__(self, cfg, seed=0):
         from detectron2.modeling import build_model
-
-        import bikestate  # noqa: F401  registers StateROIHeads
         from bikestate.engine.solver import build_optimizer
 
         torch.manual_seed(seed)

@@ -207,8 +207,6 @@ def main(argv=None):
     if len(sizes) != len(configs):
         parser.error("give one --size per --config")
 
-    import bikestate  # noqa: F401  registers StateROIHeads
-
     runs = []
     for config_file, size in zip(configs, sizes):
         start = time.perf_counter()

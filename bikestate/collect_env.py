@@ -1,6 +1,8 @@
 """Print the environment facts a user pastes into a bug report.
 
-Run ``python -m bikestate.collect_env`` (or ``tools/collect_env.py``).
+Run ``python -m bikestate.collect_env`` (or ``tools/collect_env.py``). It imports neither torch
+nor detectron2 before it can report on them, so it also works, and says why, when they are
+broken.
 """
 import importlib.metadata
 import importlib.util
@@ -54,8 +56,13 @@ def collect_env_info():
         if cuda:
             for i in range(torch.cuda.device_count()):
                 rows.append((f"GPU {i}", torch.cuda.get_device_name(i)))
-    except ImportError:
-        rows.append(("PyTorch", "not installed"))
+    except ModuleNotFoundError as e:
+        if e.name != "torch":
+            rows.append(("PyTorch", f"import failed: {e}"))
+        else:
+            rows.append(("PyTorch", "not installed"))
+    except Exception as e:  # noqa: BLE001  a broken torch is what this report is for
+        rows.append(("PyTorch", f"import failed: {type(e).__name__}: {e}"))
     rows.append(("torchvision", _version("torchvision") or "not installed"))
     d2 = _version("detectron2")
     rows.append(("detectron2", d2 or "not installed"))

@@ -12,7 +12,13 @@ from .constants import STATE_NAMES
 
 
 def add_bikestate_config(cfg):
-    """Add every bikestate key to ``cfg`` (a detectron2 ``CfgNode``) in place; return ``cfg``."""
+    """Add every bikestate key to ``cfg`` (a detectron2 ``CfgNode``) in place; return ``cfg``.
+
+    Also registers bikestate's ROI heads, RPN, state heads and backbones with detectron2's
+    registries (by importing :mod:`bikestate.modeling`), so a config naming them can be built.
+    """
+    from . import modeling  # noqa: F401  registration with detectron2's registries
+
     _C = cfg
 
     # ---------------------------------------------------------------- state branch

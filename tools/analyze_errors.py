@@ -89,7 +89,6 @@ def _run_model(cfg, dataset, point, eval_dir):
 
 
 def analyze(args):
-    import bikestate  # noqa: F401  registers the model parts
     import torch
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from tabulate import tabulate

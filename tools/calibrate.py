@@ -42,7 +42,7 @@ def get_parser():
 
 
 def calibrate(args):
-    import bikestate  # noqa: F401  registers the model parts
+    import bikestate  # noqa: F401  first: quiets library deprecation notices
     import torch
     from tabulate import tabulate
 

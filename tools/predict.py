@@ -249,7 +249,7 @@ class StopSignals:
 def predict(args):
     from tqdm import tqdm
 
-    import bikestate  # noqa: F401  registers the model parts
+    import bikestate  # noqa: F401  first: quiets library deprecation notices
     from bikestate.inference import (
         IMAGE_EXTENSIONS,
         BikeStatePredictor,

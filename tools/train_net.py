@@ -21,7 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import bikestate  # noqa: E402,F401  first: registers the model parts and quiets library notices
+import bikestate  # noqa: E402,F401  first: quiets library deprecation notices
 import detectron2.utils.comm as comm  # noqa: E402
 from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
 from detectron2.evaluation import verify_results  # noqa: E402
@@ -36,7 +36,6 @@ logger = logging.getLogger("bikestate.train_net")
 def setup(args):
     """Config: defaults + bikestate keys, the YAML file, the data environment (.env), the
     command-line options; datasets registered; machine-dependent values filled in."""
-    import bikestate  # noqa: F401  registers the model parts, datasets loaders, evaluator
     from detectron2.data import DatasetCatalog
 
     from bikestate.checkpoint import check_weights

@@ -91,7 +91,6 @@ def main(argv=None):
         from PIL import Image
         from tqdm import tqdm
 
-        import bikestate  # noqa: F401  registers the bikestate components
         from detectron2.data import DatasetCatalog, MetadataCatalog
         from detectron2.data import detection_utils as utils
         from detectron2.structures import BoxMode

@@ -6,7 +6,6 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.structures import Boxes, Instances
 
-import bikestate  # noqa: F401  registers StateROIHeads, the state heads and the backbones
 from bikestate import add_bikestate_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
