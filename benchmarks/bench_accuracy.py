@@ -103,7 +103,7 @@ logger = logging.getLogger("bench_accuracy")
 
 def prepare_split(cache_dir, split, num_images, seed, image_size):
     """SynthBikes split generated once into the cache; returns (coco json, images folder)."""
-    from bikestate.data import synth
+    from bikestate import synth
     from bikestate.data.coco import convert_to_coco
     from bikestate.utils.io import atomic_write_text
 

@@ -119,7 +119,7 @@ def synthetic_samples(num, image_size, seed=0):
     in practice) are dropped, since torchvision refuses them.
     """
     from bikestate.constants import PART_NAMES
-    from bikestate.data.synth import render_bike
+    from bikestate.synth import render_bike
 
     height, width = image_size
     samples = []
@@ -559,7 +559,7 @@ def bench_loader(args):
     """Part 3: images/s of bikestate's training loader with 0 and 2 workers."""
     from bikestate.data.coco import convert_to_coco
     from bikestate.data.datasets import register_bike_instances, unregister_bike_dataset
-    from bikestate.data.synth import generate_synthbikes
+    from bikestate.synth import generate_synthbikes
     from bikestate.engine import BikeStateTrainer
 
     h, w = args.loader_source_size

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import append_record  # noqa: E402
-from bikestate.data.synth import generate_synthbikes, render_bike  # noqa: E402
+from bikestate.synth import generate_synthbikes, render_bike  # noqa: E402
 
 
 def images_per_second(fn, batch, batches):

@@ -16,7 +16,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 @pytest.fixture(scope="session")
 def synth_small(tmp_path_factory):
     """12 SynthBikes images at 320x240 in DelftBikes format: ``{"root", "json", "images"}``."""
-    from bikestate.data.synth import generate_synthbikes
+    from bikestate.synth import generate_synthbikes
 
     root = tmp_path_factory.mktemp("synth_small")
     json_path = generate_synthbikes(str(root), num_images=12, seed=7, image_size=(320, 240),

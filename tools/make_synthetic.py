@@ -31,7 +31,7 @@ def get_parser():
 
 def parse_options(args):
     """Check every option before anything is written; return (num, seed, size, probs)."""
-    from bikestate.data.synth import check_state_probs
+    from bikestate.synth import check_state_probs
     from bikestate.utils.errors import ConfigError
 
     def positive_int(text, what, minimum):
@@ -92,7 +92,7 @@ def main(argv=None):
         import json
 
         from bikestate.constants import STATE_NAMES
-        from bikestate.data.synth import generate_synthbikes
+        from bikestate.synth import generate_synthbikes
 
         num, seed, size, probs = parse_options(args)
         json_path = generate_synthbikes(args.out, num, seed, image_size=size, state_probs=probs,

@@ -2,7 +2,6 @@
 
 One concept per module, in the order data flows through them:
 
-* :mod:`.synth` -- SynthBikes, the embedded procedural dataset (DelftBikes format)
 * :mod:`.delftbikes` -- reader and validator of DelftBikes-format annotations
 * :mod:`.coco` -- conversion to COCO JSON with per-box states
 * :mod:`.split` -- stratified train/val/test split
@@ -10,15 +9,15 @@ One concept per module, in the order data flows through them:
   registration as ``bike_train`` / ``bike_val`` / ``bike_test``
 * :mod:`.mapper` -- augmentation and ``Instances`` with ``gt_states``
 
-Each module's ``__all__`` is its public API, re-exported here.
+Each module's ``__all__`` is its public API, re-exported here. SynthBikes, the embedded
+procedural dataset, is a data source of its own: :mod:`bikestate.synth`.
 """
-from . import coco, datasets, delftbikes, mapper, split, synth
-from .synth import *  # noqa: F401,F403
+from . import coco, datasets, delftbikes, mapper, split
 from .delftbikes import *  # noqa: F401,F403
 from .coco import *  # noqa: F401,F403
 from .split import *  # noqa: F401,F403
 from .datasets import *  # noqa: F401,F403
 from .mapper import *  # noqa: F401,F403
 
-__all__ = [*synth.__all__, *delftbikes.__all__, *coco.__all__, *split.__all__,
-           *datasets.__all__, *mapper.__all__]
+__all__ = [*delftbikes.__all__, *coco.__all__, *split.__all__, *datasets.__all__,
+           *mapper.__all__]

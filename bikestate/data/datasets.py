@@ -568,7 +568,7 @@ class _SynthSource:
         self.split = split
         self.cache_dir = os.path.abspath(os.path.expanduser(cache_dir))
         self.num_images, self.seed, self.image_size = num_images, seed, image_size
-        from . import synth
+        from .. import synth
 
         # A new generator version must not reuse images drawn by an older one.
         version = getattr(synth, "SYNTH_VERSION", None)
@@ -596,7 +596,7 @@ class _SynthSource:
             logger.info(f"{self.split}: SynthBikes from cache {self.folder}")
             return
         from .coco import convert_to_coco
-        from .synth import generate_synthbikes
+        from ..synth import generate_synthbikes
 
         os.makedirs(self.cache_dir, exist_ok=True)
         self._remove_stale_tmp()

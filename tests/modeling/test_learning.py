@@ -107,7 +107,7 @@ def accuracy_on_gt_boxes(model, samples):
 
 @pytest.fixture(scope="module")
 def easy_synthbikes(tmp_path_factory):
-    from bikestate.data.synth import generate_synthbikes
+    from bikestate.synth import generate_synthbikes
 
     root = tmp_path_factory.mktemp("easy_synthbikes")
     train = generate_synthbikes(str(root / "train"), NUM_TRAIN, seed=21, image_size=IMAGE_SIZE,
@@ -171,7 +171,7 @@ HELD_OUT_RECALL = 0.5  # per state, chance is 0.25
 
 @pytest.fixture(scope="module")
 def four_state_synthbikes(tmp_path_factory):
-    from bikestate.data.synth import generate_synthbikes
+    from bikestate.synth import generate_synthbikes
 
     root = tmp_path_factory.mktemp("four_state_synthbikes")
     train = generate_synthbikes(str(root / "train"), NUM_TRAIN, seed=31, image_size=IMAGE_SIZE,

@@ -2,13 +2,15 @@
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
 
 from bikestate.constants import PART_NAMES, STATE_IDS, STATE_NAMES
-from bikestate.data.synth import (
+from bikestate.synth import (
     DEFAULT_STATE_PROBS,
     MIN_OCCLUDED_COVERAGE,
     generate_synthbikes,
@@ -16,7 +18,8 @@ from bikestate.data.synth import (
 )
 from bikestate.utils.errors import ConfigError
 
-TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "make_synthetic.py")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOL = os.path.join(REPO, "tools", "make_synthetic.py")
 
 
 def _load(path):
@@ -212,3 +215,13 @@ def test_cli_rejects_bad_arguments_writing_nothing(tool, tmp_path, capsys, bad):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "error" in err[0], err
     assert sorted(os.listdir(tmp_path)) == ["a_file"]
+
+
+def test_data_package_imports_neither_the_generator_nor_opencv():
+    """``bikestate.data`` works without OpenCV; SynthBikes is imported only where it is used."""
+    code = ("import sys; sys.modules['cv2'] = None; import bikestate.data; "
+            "print(sorted(m for m in sys.modules if m.startswith('bikestate.synth')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": REPO}, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
