@@ -101,31 +101,13 @@ logger = logging.getLogger("bench_accuracy")
 # ------------------------------------------------------------------------------ data
 
 
-def prepare_split(cache_dir, split, num_images, seed, image_size):
-    """SynthBikes split generated once into the cache; returns (coco json, images folder)."""
-    from bikestate import synth
-    from bikestate.data.coco import convert_to_coco
-    from bikestate.utils.io import atomic_write_text
-
-    w, h = image_size
-    version = getattr(synth, "SYNTH_VERSION", 0)
-    folder = os.path.join(cache_dir, f"acc_{split}_n{num_images}_s{seed}_{w}x{h}_v{version}")
-    coco_json = os.path.join(folder, "coco.json")
-    images = os.path.join(folder, "images")
-    if not os.path.isfile(coco_json):
-        ann = synth.generate_synthbikes(folder, num_images, seed, image_size=(w, h),
-                                        show_progress=True)
-        convert_to_coco(ann, images, coco_json, verbose=False)
-        atomic_write_text("complete\n", os.path.join(folder, "DONE"))
-    return coco_json, images
-
-
 def register_data(cache_dir, setting):
-    from bikestate.data.datasets import register_bike_instances
+    from bikestate.data.cache import prepare_synthbikes
+    from bikestate.data.catalog import register_bike_instances
 
     size = tuple(setting["image_size"])
-    train = prepare_split(cache_dir, "train", setting["train_images"], 101, size)
-    val = prepare_split(cache_dir, "val", setting["val_images"], 102, size)
+    train = prepare_synthbikes(cache_dir, "train", setting["train_images"], 101, size)
+    val = prepare_synthbikes(cache_dir, "val", setting["val_images"], 102, size)
     register_bike_instances(TRAIN_NAME, *train, replace=True)
     register_bike_instances(VAL_NAME, *val, replace=True)
     return {"train": train, "val": val}

@@ -557,20 +557,15 @@ def bench_vs_seed(samples, args):
 
 def bench_loader(args):
     """Part 3: images/s of bikestate's training loader with 0 and 2 workers."""
-    from bikestate.data.coco import convert_to_coco
-    from bikestate.data.datasets import register_bike_instances, unregister_bike_dataset
-    from bikestate.synth import generate_synthbikes
+    from bikestate.data.cache import prepare_synthbikes
+    from bikestate.data.catalog import register_bike_instances, unregister_bike_dataset
     from bikestate.engine import BikeStateTrainer
 
     h, w = args.loader_source_size
-    num = args.loader_images
-    folder = os.path.join(args.cache_dir, f"speed_loader_n{num}_{w}x{h}")
-    coco_json = os.path.join(folder, "coco.json")
-    if not os.path.isfile(coco_json):
-        ann = generate_synthbikes(folder, num, seed=11, image_size=(w, h), show_progress=False)
-        convert_to_coco(ann, os.path.join(folder, "images"), coco_json, verbose=False)
+    coco_json, image_root = prepare_synthbikes(args.cache_dir, "speed_loader", args.loader_images,
+                                               seed=11, image_size=(w, h))
     name = "bench_speed_loader"
-    register_bike_instances(name, coco_json, os.path.join(folder, "images"), replace=True)
+    register_bike_instances(name, coco_json, image_root, replace=True)
     rows = []
     for workers in args.loader_workers:
         cfg = load_cfg(args.config, args.device, args.image_size,

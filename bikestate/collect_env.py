@@ -4,6 +4,7 @@ Run ``python -m bikestate.collect_env`` (or ``tools/collect_env.py``). It import
 nor detectron2 before it can report on them, so it also works, and says why, when they are
 broken.
 """
+import glob
 import importlib.metadata
 import importlib.util
 import os
@@ -70,7 +71,8 @@ def collect_env_info():
     if d2 is not None:
         spec = importlib.util.find_spec("detectron2")
         rows.append(("detectron2 path", os.path.dirname(spec.origin)))
-        has_c = importlib.util.find_spec("detectron2._C") is not None
+        # Looked up as a file: find_spec of a submodule would import detectron2 (and torch).
+        has_c = bool(glob.glob(os.path.join(os.path.dirname(spec.origin), "_C*")))
         rows.append(("detectron2._C", "present" if has_c else
                      "absent (fine for Faster R-CNN: torchvision ops, pycocotools eval)"))
     for dist in ("bikestate", "pycocotools", "fvcore", "opencv-python-headless", "numpy",

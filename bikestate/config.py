@@ -1,14 +1,25 @@
 """Config keys of bikestate, added to a detectron2 config by :func:`add_bikestate_config`.
 
 Call it before ``merge_from_file``: detectron2 rejects keys it does not know, which is what
-catches a typo in a user's YAML. Every key has a one-line comment; defaults follow the seed
-pipeline (AdamW 1e-4, ReduceLROnPlateau 0.5/3, 20 epochs at batch 2, state loss weight 0.5).
+catches a typo in a user's YAML. Every key has a one-line comment; docs/config.md lists the keys
+by topic. Where the data paths come from, and which source wins, is :func:`get_user_config`'s
+rule (the one place it is decided).
 """
+import logging
 import os
 
 from detectron2.config import CfgNode as CN
 
 from .constants import STATE_NAMES
+
+# Environment variables (also read from a .env file) -> the config key each sets.
+DATA_ENV_VARS = {
+    "TRAIN_JSON": "BIKESTATE.DATA.TRAIN_JSON",
+    "VAL_JSON": "BIKESTATE.DATA.VAL_JSON",
+    "TRAIN_CLEANED": "BIKESTATE.DATA.TRAIN_IMAGES",
+    "VAL_CLEANED": "BIKESTATE.DATA.VAL_IMAGES",
+    "OUTPUT_DIR": "OUTPUT_DIR",
+}
 
 
 def add_bikestate_config(cfg):
@@ -27,11 +38,11 @@ def add_bikestate_config(cfg):
     _C.MODEL.ROI_STATE_HEAD.NAME = "MLPStateHead"
     # Number of part states (intact, damaged, absent, occluded).
     _C.MODEL.ROI_STATE_HEAD.NUM_STATES = len(STATE_NAMES)
-    # Width of the hidden layer of the state MLP (seed: 256).
+    # Width of the hidden layer of the state MLP.
     _C.MODEL.ROI_STATE_HEAD.HIDDEN_DIM = 256
-    # Dropout after the hidden layer (seed: 0.2).
+    # Dropout after the hidden layer.
     _C.MODEL.ROI_STATE_HEAD.DROPOUT = 0.2
-    # Weight of loss_state in the total loss (seed: 0.5).
+    # Weight of loss_state in the total loss.
     _C.MODEL.ROI_STATE_HEAD.LOSS_WEIGHT = 0.5
     # Per-state cross-entropy weights, one per state; empty means all 1 (damaged is ~6% of parts).
     _C.MODEL.ROI_STATE_HEAD.STATE_LOSS_WEIGHTS = []
@@ -108,7 +119,7 @@ def add_bikestate_config(cfg):
     # Unreadable images skipped during training before it stops with an error (-1: no limit).
     _C.BIKESTATE.DATA.MAX_SKIPPED_IMAGES = 100
 
-    # Photometric augmentation of training images (the seed had none; the issue asks for it).
+    # Photometric augmentation of training images.
     _C.INPUT.COLOR_JITTER = CN()
     # Apply random brightness/contrast/saturation changes while training.
     _C.INPUT.COLOR_JITTER.ENABLED = True
@@ -117,14 +128,13 @@ def add_bikestate_config(cfg):
     _C.INPUT.COLOR_JITTER.CONTRAST = 0.2
     _C.INPUT.COLOR_JITTER.SATURATION = 0.2
 
-    # Data loading as the seed sets it: pinned memory on CUDA, 2 batches prefetched per worker.
     # Pin host memory of batches when training on CUDA.
     _C.DATALOADER.PIN_MEMORY = True
     # Batches loaded in advance by each worker.
     _C.DATALOADER.PREFETCH_FACTOR = 2
 
     # ---------------------------------------------------------------- solver
-    # "SGD" (detectron2's) or "AdamW" (the seed's).
+    # "SGD" (detectron2's) or "AdamW".
     _C.SOLVER.OPTIMIZER = "SGD"
     # Betas of AdamW.
     _C.SOLVER.BETAS = (0.9, 0.999)
@@ -157,7 +167,7 @@ def add_bikestate_config(cfg):
     # Compute the average loss over the validation set at every evaluation (avg_val_loss).
     _C.TEST.VAL_LOSS = True
     _C.TEST.BEST_CHECKPOINT = CN()
-    # Metric that picks model_best.pth (seed: avg_val_loss); e.g. "bbox/AP" with MODE "max".
+    # Metric that picks model_best.pth; e.g. "bbox/AP" with MODE "max".
     _C.TEST.BEST_CHECKPOINT.METRIC = "avg_val_loss"
     # "min" or "max".
     _C.TEST.BEST_CHECKPOINT.MODE = "min"
@@ -239,13 +249,66 @@ def _merge_error_line(error):
     return " ".join(str(message).split())
 
 
+def apply_data_environment(cfg, environ=None, dotenv_path=".env"):
+    """Set the data paths of ``cfg`` from environment variables and a ``.env`` file.
+
+    ``TRAIN_JSON``, ``VAL_JSON``, ``TRAIN_CLEANED``, ``VAL_CLEANED`` and ``OUTPUT_DIR`` set
+    ``BIKESTATE.DATA.TRAIN_JSON``, ``VAL_JSON``, ``TRAIN_IMAGES``, ``VAL_IMAGES`` and
+    ``OUTPUT_DIR``. Real environment variables win over the ``.env`` file (python-dotenv's
+    ``override=False`` rule); empty values count as unset.
+
+    The precedence users get is: command-line config options > environment / ``.env`` >
+    config file keys > embedded default (SynthBikes). A tool therefore does::
+
+        cfg = get_cfg(); add_bikestate_config(cfg)
+        cfg.merge_from_file(args.config_file)   # config file keys
+        apply_data_environment(cfg)             # env / .env override the file
+        cfg.merge_from_list(args.opts)          # command line overrides everything
+
+    Args:
+        cfg (CfgNode): a config with the bikestate keys; modified in place (even if frozen;
+            its frozen state is restored).
+        environ (Mapping or None): the environment; ``None`` means ``os.environ``.
+        dotenv_path (str or None): ``.env`` file read when it exists; ``None`` skips it.
+
+    Returns:
+        dict: ``{config key: (variable name, value)}`` of what was applied (for logging).
+    """
+    environ = os.environ if environ is None else environ
+    values = {}
+    if dotenv_path and os.path.isfile(dotenv_path):
+        from dotenv import dotenv_values
+
+        values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v})
+    values.update({k: environ[k] for k in DATA_ENV_VARS if environ.get(k)})
+
+    applied = {}
+    was_frozen = cfg.is_frozen()
+    cfg.defrost()
+    try:
+        for var, key in DATA_ENV_VARS.items():
+            if not values.get(var):
+                continue
+            node = cfg
+            *parents, leaf = key.split(".")
+            for p in parents:
+                node = getattr(node, p)
+            setattr(node, leaf, values[var])
+            applied[key] = (var, values[var])
+    finally:
+        if was_frozen:
+            cfg.freeze()
+    for key, (var, value) in applied.items():
+        logging.getLogger(__name__).info(f"{key} = {value} (from {var})")
+    return applied
+
+
 def get_user_config(config_file, opts):
     """A config in the precedence users get from every tool: command-line ``opts`` (KEY VALUE
-    list) > environment variables / ``.env`` (the seed's TRAIN_JSON, ...) > ``config_file`` >
+    list) > environment variables / ``.env`` (:data:`DATA_ENV_VARS`) > ``config_file`` >
     defaults. Returns an unfrozen cfg; bad input is one :class:`ConfigError`."""
     from detectron2.config import get_cfg
 
-    from .data.datasets import apply_data_environment
     from .utils.errors import ConfigError
 
     cfg = add_bikestate_config(get_cfg())

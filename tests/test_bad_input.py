@@ -478,7 +478,7 @@ def restore_logging():
 def forget_datasets():
     """detectron2's dataset catalog is global to the process; a tool run in a new Python starts
     with no bike_* datasets, so each case does too."""
-    from bikestate.data.datasets import unregister_bike_dataset
+    from bikestate.data.catalog import unregister_bike_dataset
 
     yield
     for split in ("train", "val", "test"):

@@ -69,7 +69,7 @@ class BikeStateEvaluator(DatasetEvaluator):
 
     The dataset must be registered with the ``state`` of every annotation kept (e.g. through
     ``load_coco_json(..., extra_annotation_keys=["state"])``, as
-    :func:`bikestate.data.datasets.register_bike_instances` does) and metadata ``thing_classes``
+    :func:`bikestate.data.catalog.register_bike_instances` does) and metadata ``thing_classes``
     and, optionally, ``state_classes`` (default :data:`bikestate.constants.STATE_NAMES`) and
     ``json_file`` (a COCO file for :class:`COCOEvaluator`; converted from the dicts if missing).
     Ground truth is read from ``DatasetCatalog`` because the test-time mapper drops annotations.

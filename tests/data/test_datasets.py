@@ -14,9 +14,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from bikestate import add_bikestate_config
 from bikestate.constants import PART_NAMES, STATE_IDS, STATE_NAMES
+from bikestate.config import DATA_ENV_VARS, apply_data_environment
 from bikestate.data import (
-    DATA_ENV_VARS,
-    apply_data_environment,
     convert_to_coco,
     register_bike_datasets,
     register_bike_instances,

@@ -116,7 +116,7 @@ def test_failing_write_keeps_previous_checkpoint(tmp_path):
 @pytest.fixture
 def own_datasets():
     """This test registers bike_* from its own SynthBikes copy: unregister around it."""
-    from bikestate.data.datasets import unregister_bike_dataset
+    from bikestate.data.catalog import unregister_bike_dataset
 
     names = ("bike_train", "bike_val", "bike_test")
     for name in names:
@@ -128,7 +128,7 @@ def own_datasets():
 
 def test_unreadable_training_images_are_skipped_and_counted(tmp_path, train_net, make_args,
                                                             own_datasets):
-    from bikestate.data.datasets import unregister_bike_dataset
+    from bikestate.data.catalog import unregister_bike_dataset
     from bikestate.engine import BikeStateTrainer
     from bikestate.utils.errors import DataError
     from detectron2.data import DatasetCatalog

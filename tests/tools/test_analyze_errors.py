@@ -12,7 +12,7 @@ import pytest
 from detectron2.data import MetadataCatalog
 
 from bikestate.constants import STATE_NAMES
-from bikestate.data.datasets import register_bike_instances, unregister_bike_dataset
+from bikestate.data.catalog import register_bike_instances, unregister_bike_dataset
 from bikestate.evaluation.evaluator import load_ground_truth, load_results
 from bikestate.evaluation.failures import analyze_failures
 from bikestate.evaluation.verification import verdict_pairs

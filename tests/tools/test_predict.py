@@ -220,7 +220,7 @@ def test_predictions_round_trip_into_the_evaluators_format(run, tmp_path):
     assert evaluation.stats.shape == (12,)
 
     # BikeStateEvaluator, fed the same detections as model outputs, writes the same results.
-    from bikestate.data.datasets import register_bike_instances
+    from bikestate.data.catalog import register_bike_instances
     from bikestate.evaluation import BikeStateEvaluator
 
     register_bike_instances("predict_roundtrip", str(gt_path), str(run["photos"]), replace=True)
