@@ -63,6 +63,16 @@ def main():
                         help="extra config options for training, as KEY VALUE pairs")
     args = parser.parse_args()
 
+    opts = list(args.opts)
+    if "MODEL.DEVICE" not in opts[::2]:
+        # The demo runs where it is: on the GPU when there is one, else on the CPU (said once
+        # here instead of a warning from each step).
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        print(f"demo: running on the {'GPU' if device == 'cuda' else 'CPU (no CUDA GPU)'}")
+        opts += ["MODEL.DEVICE", device]
+
     out = os.path.abspath(args.output)
     data = os.path.join(out, "synthbikes")
     train_dir = os.path.join(out, "train")
@@ -82,7 +92,7 @@ def main():
             [py, os.path.join(TOOLS, "make_synthetic.py"), "--out", os.path.join(data, split),
              "--num-images", str(num), "--seed", str(seed), "--image-size", args.image_size])
 
-    # The seed's environment variables: the same route a user takes with their own .env file.
+    # The data environment variables: the same route a user takes with their own .env file.
     env = dict(os.environ, TRAIN_JSON=os.path.join(data, "train", "annotations.json"),
                TRAIN_CLEANED=os.path.join(data, "train", "images"),
                VAL_JSON=os.path.join(data, "val", "annotations.json"),
@@ -90,7 +100,7 @@ def main():
     env.setdefault("WANDB_MODE", "offline")
     timings["train"] = run("train (small CPU config, from scratch)",
                            [py, os.path.join(TOOLS, "train_net.py"), "--config-file",
-                            args.config_file, *args.opts], env=env)
+                            args.config_file, *opts], env=env)
 
     # The config evaluates once, at the end of training (TEST.EVAL_PERIOD = MAX_ITER): that
     # evaluation scores the final weights, which are therefore also model_best.pth.
@@ -102,7 +112,7 @@ def main():
                              [py, os.path.join(TOOLS, "predict.py"), "--config-file",
                               args.config_file, "--input",
                               os.path.join(data, "heldout", "images"), "--output", predict_dir,
-                              *args.opts, "MODEL.WEIGHTS", weights])
+                              *opts, "MODEL.WEIGHTS", weights])
 
     # Written by BikeStateEvaluator (nested by task, as detectron2 returns results).
     results_file = os.path.join(eval_dir, "bikestate_metrics.json")

@@ -21,6 +21,8 @@ _LIBRARY_WARNINGS = (
 _LIBRARY_LOG_NOTICES = (
     # detectron2's ``torch.fx`` wrap checks call ``is_fx_tracing`` on every forward.
     ("torch.fx._symbolic_trace", "is_fx_tracing will return true"),
+    # detectron2's environment report (default_setup) probes CUDA_HOME on a machine without CUDA.
+    ("torch.utils.cpp_extension", "No CUDA runtime is found"),
 )
 
 

@@ -49,3 +49,12 @@ def test_fx_tracing_log_notice_is_dropped_other_records_kept(caplog):
         logger.warning("is_fx_tracing will return true for both fx.symbolic_trace and export")
         logger.warning("a real problem")
     assert [r.getMessage() for r in caplog.records] == ["a real problem"]
+
+
+def test_cuda_home_probe_notice_is_dropped_other_records_kept(caplog):
+    silence_library_warnings()
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    with caplog.at_level(logging.WARNING, logger="torch.utils.cpp_extension"):
+        logger.warning("No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local")
+        logger.warning("Error checking compiler version for %s", "c++")
+    assert [r.getMessage() for r in caplog.records] == ["Error checking compiler version for c++"]
