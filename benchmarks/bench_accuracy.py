@@ -146,7 +146,7 @@ def _gt_state_figures(gt_states, state_probs):
     import numpy as np
 
     from bikestate.constants import STATE_NAMES
-    from bikestate.evaluation.metrics import state_metrics
+    from bikestate.evaluation.states import state_metrics
 
     gt = np.asarray(gt_states, dtype=np.int64)
     probs = np.asarray(state_probs, dtype=np.float64).reshape(len(gt), len(STATE_NAMES))

@@ -27,7 +27,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import append_record, median_time  # noqa: E402
 from bikestate.constants import PART_NAMES, STATE_NAMES  # noqa: E402
-from bikestate.evaluation import metrics as M  # noqa: E402
+from bikestate.evaluation import coco_ap as AP  # noqa: E402
+from bikestate.evaluation import matching as MT  # noqa: E402
+from bikestate.evaluation import states as SM  # noqa: E402
 from bikestate.evaluation import verification as V  # noqa: E402
 from bikestate.utils.boxes import xyxy_to_xywh  # noqa: E402
 
@@ -73,13 +75,13 @@ def synthetic(num_images, num_dets=100, seed=0, size=(1067, 800)):
 def state_and_verification(gts, preds):
     from bikestate.verdict import OperatingPoint
 
-    matched = M.match_pairs(preds, gts, M.MATCH_IOU)
-    state, _ = M.state_metrics(matched["pair_gt_state"], matched["pair_pred_state"], STATE_NAMES,
+    matched = MT.match_pairs(preds, gts, MT.MATCH_IOU)
+    state, _ = SM.state_metrics(matched["pair_gt_state"], matched["pair_pred_state"], STATE_NAMES,
                                matched["pair_part"], PART_NAMES)
     pairs = V.verdict_pairs(preds, gts, len(PART_NAMES), OperatingPoint(), STATE_NAMES)
     verify, _ = V.verification_metrics(pairs, STATE_NAMES)
     V.verification_metrics(V.localized(pairs, STATE_NAMES), STATE_NAMES)
-    M.per_part_state_accuracy(matched, PART_NAMES)
+    SM.per_part_state_accuracy(matched, PART_NAMES)
     V.per_part_verification(pairs, PART_NAMES, STATE_NAMES)
     return state, verify
 
@@ -97,7 +99,7 @@ def bbox_present(gts, preds):
         for box, cls, score in zip(xyxy_to_xywh(p["boxes"]).tolist(), p["classes"].tolist(),
                                    scores.tolist()):
             dets.append({"image_id": image_id, "category_id": cls + 1, "bbox": box, "score": score})
-    return M.standard_ap(M.coco_bbox_eval(list(gts), anns, dets, range(1, len(PART_NAMES) + 1)))
+    return AP.standard_ap(AP.coco_bbox_eval(list(gts), anns, dets, range(1, len(PART_NAMES) + 1)))
 
 
 def run_evaluator(gts, preds):
@@ -177,7 +179,7 @@ def main():
     print(f"state + verification metrics: {figures['state_verify_s']:.2f} s (target < 10 s)")
     ap50 = []
     figures["bbox_state_ap50_s"] = median_time(
-        lambda: ap50.append(M.bbox_state_ap50(list(gts), gts, preds, len(PART_NAMES),
+        lambda: ap50.append(AP.bbox_state_ap50(list(gts), gts, preds, len(PART_NAMES),
                                               len(STATE_NAMES))), 1, warmup=0)
     print(f"bbox_state/AP50 ({ap50[-1]:.2f}): {figures['bbox_state_ap50_s']:.2f} s")
     figures["state_verify_plus_bbox_state_s"] = (figures["state_verify_s"]

@@ -1,19 +1,9 @@
 """State-aware evaluation: COCO AP per part, part-state metrics and part verification."""
 from .calibration import choose_operating_point
 from .evaluator import BikeStateEvaluator, verification_table
-from .metrics import (
-    MATCH_IOU,
-    bbox_state_ap50,
-    coco_ap_at_iou,
-    coco_bbox_eval,
-    confusion_matrix,
-    greedy_match,
-    match_pairs,
-    mean_ap,
-    pairwise_iou,
-    standard_ap,
-    state_metrics,
-)
+from .coco_ap import bbox_state_ap50, coco_ap_at_iou, coco_bbox_eval, mean_ap, standard_ap
+from .matching import MATCH_IOU, greedy_match, match_pairs, pairwise_iou
+from .states import confusion_matrix, state_metrics
 from .verification import verdict_pairs, verification_metrics
 
 __all__ = [

@@ -52,7 +52,9 @@ from ..utils.boxes import xyxy_to_xywh
 from ..utils.errors import DataError
 from ..utils.io import atomic_open, atomic_write_json, atomic_write_text, read_json
 from ..verdict import OperatingPoint, load_operating_point
-from . import metrics as M
+from .coco_ap import bbox_state_ap50, coco_bbox_eval, mean_ap, standard_ap
+from .matching import MATCH_IOU, match_pairs
+from .states import per_part_state_accuracy, state_metrics
 from . import verification as V
 
 __all__ = ["BikeStateEvaluator", "RESULTS_FILE", "load_ground_truth", "load_results"]
@@ -98,7 +100,7 @@ class BikeStateEvaluator(DatasetEvaluator):
                 also classifies every ground-truth box (``state_gt/*``), which costs one more
                 backbone pass per image.
         """
-        match = M.MATCH_IOU if cfg is None else cfg.TEST.BIKESTATE.MATCH_IOU
+        match = MATCH_IOU if cfg is None else cfg.TEST.BIKESTATE.MATCH_IOU
         self._match_iou = float(match if match_iou is None else match_iou)
         if operating_point is None and cfg is not None:
             operating_point = load_operating_point(
@@ -258,8 +260,8 @@ class BikeStateEvaluator(DatasetEvaluator):
                 results[key] = self._eval_bbox_present(image_ids, gt, by_image, part_names,
                                                        state_names, rescore)
         with timer("state"):
-            matched = M.match_pairs(by_image, gt, self._match_iou)
-            state, state_cm = M.state_metrics(matched["pair_gt_state"],
+            matched = match_pairs(by_image, gt, self._match_iou)
+            state, state_cm = state_metrics(matched["pair_gt_state"],
                                               matched["pair_pred_state"], state_names,
                                               matched["pair_part"], part_names)
             results["state"] = state
@@ -277,10 +279,10 @@ class BikeStateEvaluator(DatasetEvaluator):
                                                              state_names)
             self.pairs = pairs
         with timer("bbox_state"):
-            results["bbox_state"] = {"AP50": M.bbox_state_ap50(
+            results["bbox_state"] = {"AP50": bbox_state_ap50(
                 image_ids, gt, by_image, len(part_names), len(state_names), self._max_dets)}
 
-        rows = M.per_part_state_accuracy(matched, part_names)
+        rows = per_part_state_accuracy(matched, part_names)
         for row, verify_row in zip(rows, V.per_part_verification(pairs, part_names,
                                                                  state_names)):
             row.update(verify_row)
@@ -308,9 +310,9 @@ class BikeStateEvaluator(DatasetEvaluator):
         # COCOEvaluator answers NaN without any detection; AP's definition gives 0 where there
         # is ground truth (nothing recalled), NaN where there is none.
         anns = self._gt_annotations(image_ids, gt)
-        coco_eval = M.coco_bbox_eval(image_ids, anns, [], range(1, len(part_names) + 1),
+        coco_eval = coco_bbox_eval(image_ids, anns, [], range(1, len(part_names) + 1),
                                      max_dets=self._max_dets)
-        return M.standard_ap(coco_eval, part_names)
+        return standard_ap(coco_eval, part_names)
 
     def _eval_bbox_present(self, image_ids, gt, by_image, part_names, state_names, rescore):
         """``AP, AP50, AP75, AP-<part>`` on present parts only; with ``rescore`` each score is
@@ -329,14 +331,14 @@ class BikeStateEvaluator(DatasetEvaluator):
                              "score": score})
         # Area "all" only (no APs/m/l): a quarter of the per-image work of a standard COCOeval,
         # same AP / AP50 / AP75 as its summary.
-        coco_eval = M.coco_bbox_eval(image_ids, anns, dets, range(1, len(part_names) + 1),
+        coco_eval = coco_bbox_eval(image_ids, anns, dets, range(1, len(part_names) + 1),
                                      standard=False, max_dets=self._max_dets)
         iou_thrs = list(np.round(coco_eval.params.iouThrs, 2))
-        results = {"AP": M.mean_ap(coco_eval),
-                   "AP50": M.mean_ap(coco_eval, iou_index=iou_thrs.index(0.5)),
-                   "AP75": M.mean_ap(coco_eval, iou_index=iou_thrs.index(0.75))}
+        results = {"AP": mean_ap(coco_eval),
+                   "AP50": mean_ap(coco_eval, iou_index=iou_thrs.index(0.5)),
+                   "AP75": mean_ap(coco_eval, iou_index=iou_thrs.index(0.75))}
         for k, name in enumerate(part_names):
-            results[f"AP-{name}"] = M.mean_ap(coco_eval, category_index=k)
+            results[f"AP-{name}"] = mean_ap(coco_eval, category_index=k)
         return results
 
     @staticmethod
@@ -637,7 +639,7 @@ def _state_gt_metrics(state_gt, state_names):
     ground-truth boxes. ``state_gt`` is a list of (gt states (M,), probabilities (M, S))."""
     gt = np.concatenate([g for g, _ in state_gt]).astype(np.int64)
     probs = np.concatenate([p for _, p in state_gt]).reshape(len(gt), len(state_names))
-    figures, _ = M.state_metrics(gt, probs.argmax(axis=1), state_names)
+    figures, _ = state_metrics(gt, probs.argmax(axis=1), state_names)
     results = {"accuracy": figures["accuracy"], "macro_f1": figures["macro_f1"],
                "num_boxes": float(len(gt))}
     for s, name in enumerate(state_names):

@@ -26,7 +26,8 @@ import numpy as np
 
 from ..constants import STATE_NAMES
 from ..verdict import NOT_FOUND_ID, part_verdicts
-from .metrics import pairwise_iou
+from .conventions import nan_div
+from .matching import pairwise_iou
 
 __all__ = [
     "GT_STATE_PRIORITY",
@@ -47,10 +48,6 @@ __all__ = [
 GT_STATE_PRIORITY = ("damaged", "intact", "occluded", "absent")
 # IoU with the ground-truth box at which a verdict counts as localized (verify_loc/*).
 LOCALIZED_IOU = 0.5
-
-
-def _nan_div(num, den):
-    return float(num) / float(den) if den else float("nan")
 
 
 # ------------------------------------------------------------------------------ curves
@@ -244,9 +241,9 @@ def verification_metrics(pairs, state_names=STATE_NAMES):
         "auroc_present": roc_auc(pairs["p_present"], is_present),
         "halluc_at_95r": rate_at_recall(pairs["p_present"], is_present, 0.95)[0],
         "halluc_at_90r": rate_at_recall(pairs["p_present"], is_present, 0.90)[0],
-        "present_recall": _nan_div((is_present & said_present).sum(), is_present.sum()),
-        "hallucination_rate": _nan_div((~is_present & said_present).sum(), (~is_present).sum()),
-        "not_found_rate": _nan_div((is_present & (verdict == NOT_FOUND_ID)).sum(),
+        "present_recall": nan_div((is_present & said_present).sum(), is_present.sum()),
+        "hallucination_rate": nan_div((~is_present & said_present).sum(), (~is_present).sum()),
+        "not_found_rate": nan_div((is_present & (verdict == NOT_FOUND_ID)).sum(),
                                    is_present.sum()),
         "damage_ap": average_precision(p_damaged, gt == damaged),
     }
@@ -254,9 +251,9 @@ def verification_metrics(pairs, state_names=STATE_NAMES):
     tp, n_gt, n_said = np.diag(cm[:, :num_states]), cm.sum(axis=1), cm[:, :num_states].sum(0)
     f1s = []
     for s, name in enumerate(state_names):
-        results[f"precision-{name}"] = _nan_div(tp[s], n_said[s])
-        results[f"recall-{name}"] = _nan_div(tp[s], n_gt[s])
-        results[f"f1-{name}"] = _nan_div(2 * tp[s], n_said[s] + n_gt[s])
+        results[f"precision-{name}"] = nan_div(tp[s], n_said[s])
+        results[f"recall-{name}"] = nan_div(tp[s], n_gt[s])
+        results[f"f1-{name}"] = nan_div(2 * tp[s], n_said[s] + n_gt[s])
         if n_said[s] + n_gt[s]:
             f1s.append(results[f"f1-{name}"])
     results["damage_precision"] = results["precision-damaged"]

@@ -5,17 +5,19 @@ import numpy as np
 import pytest
 
 from bikestate.constants import STATE_NAMES
-from bikestate.evaluation import metrics as M
+from bikestate.evaluation import coco_ap as AP
+from bikestate.evaluation import matching as MT
+from bikestate.evaluation import states as SM
 from bikestate.utils.boxes import xyxy_to_xywh
 
 
 def test_pairwise_iou():
     a = np.array([[0, 0, 10, 10], [0, 0, 0, 0]], dtype=float)
     b = np.array([[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10]], dtype=float)
-    iou = M.pairwise_iou(a, b)
+    iou = MT.pairwise_iou(a, b)
     # [0,0,10,10] vs [5,0,15,10]: intersection 50, union 150.
     np.testing.assert_allclose(iou, [[1 / 3, 0, 1], [0, 0, 0]])
-    assert M.pairwise_iou(np.zeros((0, 4)), b).shape == (0, 3)
+    assert MT.pairwise_iou(np.zeros((0, 4)), b).shape == (0, 3)
 
 
 def test_greedy_match_takes_best_score_first_and_leaves_duplicates():
@@ -25,21 +27,21 @@ def test_greedy_match_takes_best_score_first_and_leaves_duplicates():
         [0.8, 0.7],   # det 1, score 0.9: visited first, takes gt 0 (IoU 0.8 > 0.7)
         [0.95, 0.1],  # det 2, score 0.7: gt 0 taken, gt 1 IoU 0.1 < 0.5 -> unmatched
     ])
-    match = M.greedy_match(np.array([0.5, 0.9, 0.7]), iou, 0.5)
+    match = MT.greedy_match(np.array([0.5, 0.9, 0.7]), iou, 0.5)
     # det 0 (last) gets gt 1 (0.6 >= 0.5).
     assert match.tolist() == [1, 0, -1]
 
 
 def test_greedy_match_respects_parts():
     boxes = np.array([[0, 0, 10, 10]], dtype=float)
-    iou = M._same_class_iou(boxes, np.array([1]), boxes, np.array([2]))
-    assert M.greedy_match(np.array([0.9]), iou).tolist() == [-1]
+    iou = MT.same_class_iou(boxes, np.array([1]), boxes, np.array([2]))
+    assert MT.greedy_match(np.array([0.9]), iou).tolist() == [-1]
 
 
 def test_state_metrics_by_hand():
     gt = np.array([0, 0, 1, 2])
     pred = np.array([0, 1, 1, 1])
-    res, cm = M.state_metrics(gt, pred, STATE_NAMES)
+    res, cm = SM.state_metrics(gt, pred, STATE_NAMES)
     assert cm.tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]]
     assert res["accuracy"] == pytest.approx(2 / 4)
     assert res["precision-damaged"] == pytest.approx(1 / 3)
@@ -53,8 +55,8 @@ def test_state_metrics_by_hand():
 
 def test_coco_bbox_eval_accepts_no_detection():
     gts = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]}]
-    coco_eval = M.coco_bbox_eval([1, 2], gts, [], [1, 2])
-    ap = M.standard_ap(coco_eval, ["a", "b"])
+    coco_eval = AP.coco_bbox_eval([1, 2], gts, [], [1, 2])
+    ap = AP.standard_ap(coco_eval, ["a", "b"])
     assert ap["AP"] == 0.0 and ap["AP-a"] == 0.0
     assert math.isnan(ap["AP-b"])  # no ground truth of category 2
 
@@ -65,8 +67,8 @@ def test_bbox_state_ap50_wrong_state_misses():
     right = {1: {"boxes": np.array([[0, 0, 10, 10]]), "scores": np.array([0.9]),
                  "classes": np.array([0]), "states": np.array([2])}}
     wrong = {1: dict(right[1], states=np.array([0]))}
-    assert M.bbox_state_ap50([1], gt, right, 1, 4) == pytest.approx(100.0)
-    assert M.bbox_state_ap50([1], gt, wrong, 1, 4) == 0.0
+    assert AP.bbox_state_ap50([1], gt, right, 1, 4) == pytest.approx(100.0)
+    assert AP.bbox_state_ap50([1], gt, wrong, 1, 4) == 0.0
 
 
 def _random_case(seed, num_images=12, num_cats=5, max_gt=6, max_dets=15):
@@ -98,7 +100,7 @@ def _random_case(seed, num_images=12, num_cats=5, max_gt=6, max_dets=15):
 def test_coco_ap_at_iou_equals_pycocotools(seed, max_dets):
     gts, preds = _random_case(seed)
     images = list(gts)
-    ours = M.coco_ap_at_iou(images, gts, preds, 0.5, max_dets)
+    ours = AP.coco_ap_at_iou(images, gts, preds, 0.5, max_dets)
     to_list = lambda d, score: [  # noqa: E731
         dict({"image_id": i, "category_id": int(c) + 1, "bbox": list(b)},
              **({"score": float(s)} if score else {}))
@@ -106,7 +108,7 @@ def test_coco_ap_at_iou_equals_pycocotools(seed, max_dets):
                                            d[i]["classes"],
                                            d[i].get("scores", np.zeros(len(d[i]["classes"]))))
     ]
-    ref = M.coco_bbox_eval(images, to_list(gts, False), to_list(preds, True), range(1, 6),
+    ref = AP.coco_bbox_eval(images, to_list(gts, False), to_list(preds, True), range(1, 6),
                            iou_thrs=[0.5], standard=False, max_dets=max_dets)
     precision = ref.eval["precision"][0, :, :, 0, -1]  # (101, K)
     with_gt = [k for k in range(5) if (precision[:, k] > -1).all()]
@@ -122,7 +124,7 @@ def test_bbox_state_ap50_numpy_equals_pycocotools():
         g["states"] = rng.integers(4, size=len(g["classes"]))
     for p in preds.values():
         p["states"] = rng.integers(4, size=len(p["classes"]))
-    fast = M.bbox_state_ap50(list(gts), gts, preds, 3, 4)
-    ref = M.bbox_state_ap50(list(gts), gts, preds, 3, 4, implementation="pycocotools")
+    fast = AP.bbox_state_ap50(list(gts), gts, preds, 3, 4)
+    ref = AP.bbox_state_ap50(list(gts), gts, preds, 3, 4, implementation="pycocotools")
     assert 0 < ref < 100
     assert fast == pytest.approx(ref, abs=1e-9)

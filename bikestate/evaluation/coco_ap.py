@@ -1,24 +1,7 @@
-"""State-aware metrics of bike-part detections: pure numpy (+ pycocotools), no dataset catalog.
+"""COCO average precision from numpy dicts (pycocotools underneath): box AP per part, AP at one
+IoU, and the state-aware ``bbox_state`` AP50 (a detection counts only with the right state).
 
-Everything here works on per-image dicts of numpy arrays, so it can be unit-tested and
-benchmarked without detectron2's catalogs or a model:
-
-* **predictions** of one image: ``{"image_id": int, "boxes": (N, 4) float XYXY_ABS,
-  "scores": (N,) float, "classes": (N,) int part index, "states": (N,) int state index,
-  "state_scores": (N, S) float, rows sum to 1}``;
-* **ground truth** of one image: ``{"image_id": int, "boxes": (M, 4) float XYXY_ABS,
-  "classes": (M,) int, "states": (M,) int, "iscrowd": (M,) bool (optional)}``.
-  Crowd annotations are ignored by the state and verification metrics (COCO AP ignores them its
-  own way).
-
-Conventions (documented once here, used everywhere):
-
-* AP values are in percent (0-100) like detectron2's ``COCOEvaluator``; rates, accuracies and
-  F1 scores are fractions in [0, 1].
-* A metric whose denominator is empty is ``float("nan")`` (a float, so detectron2's
-  ``EvalHook`` and W&B accept it): e.g. the hallucination rate of a dataset without absent parts.
-* AP with ground truth but no detection at all is 0.0 (nothing recalled); AP of a category or
-  area range without ground truth is NaN (pycocotools' -1).
+AP values are in percent, as :mod:`.conventions` says.
 """
 import contextlib
 import io
@@ -28,205 +11,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..utils.boxes import xyxy_to_xywh
+from .matching import greedy_match, same_class_iou
 
-__all__ = [
-    "MATCH_IOU",
-    "pairwise_iou",
-    "greedy_match",
-    "match_pairs",
-    "confusion_matrix",
-    "state_metrics",
-    "per_part_state_accuracy",
-    "coco_bbox_eval",
-    "coco_ap_at_iou",
-    "bbox_state_ap50",
-    "mean_ap",
-    "standard_ap",
-]
-
-# IoU at which a detection matches a ground-truth part of the same class.
-MATCH_IOU = 0.5
-
-
-def _nan_div(num, den):
-    """``num / den`` as a float, NaN when ``den`` is 0."""
-    return float(num) / float(den) if den else float("nan")
-
-
-def pairwise_iou(boxes1, boxes2):
-    """IoU of every pair of XYXY boxes, the COCO way (no +1 on widths).
-
-    Args:
-        boxes1 (ndarray): (N, 4) XYXY_ABS.
-        boxes2 (ndarray): (M, 4) XYXY_ABS.
-    Returns:
-        ndarray: (N, M) float64 IoU; 0 where the union is empty.
-    """
-    boxes1 = np.asarray(boxes1, dtype=np.float64).reshape(-1, 4)
-    boxes2 = np.asarray(boxes2, dtype=np.float64).reshape(-1, 4)
-    wh1 = np.clip(boxes1[:, 2:] - boxes1[:, :2], 0, None)
-    wh2 = np.clip(boxes2[:, 2:] - boxes2[:, :2], 0, None)
-    area1, area2 = wh1[:, 0] * wh1[:, 1], wh2[:, 0] * wh2[:, 1]
-    lt = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area1[:, None] + area2[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
-    return iou
-
-
-def _same_class_iou(pred_boxes, pred_classes, gt_boxes, gt_classes):
-    """(N, M) IoU with -1 wherever the predicted part differs from the ground-truth part."""
-    iou = pairwise_iou(pred_boxes, gt_boxes)
-    iou[np.asarray(pred_classes)[:, None] != np.asarray(gt_classes)[None, :]] = -1.0
-    return iou
-
-
-def greedy_match(pred_scores, iou, iou_thresh=MATCH_IOU):
-    """One-to-one greedy matching by score, as COCO does it for one IoU threshold.
-
-    Detections are visited from the highest score down; each takes the still unmatched ground
-    truth with the highest IoU if that IoU is >= ``iou_thresh`` (on equal IoUs the later ground
-    truth, as pycocotools). Duplicates stay unmatched.
-
-    Args:
-        pred_scores (ndarray): (N,) detection scores.
-        iou (ndarray): (N, M) IoU, negative where a pair may not match (other part).
-        iou_thresh (float): minimum IoU of a match.
-    Returns:
-        ndarray: (N,) int64 index of the matched ground truth, -1 when unmatched.
-    """
-    num_pred, num_gt = iou.shape
-    match = np.full(num_pred, -1, dtype=np.int64)
-    if num_pred == 0 or num_gt == 0:
-        return match
-    order = np.argsort(-np.asarray(pred_scores), kind="stable")
-    candidates = iou[order] >= iou_thresh
-    rows = np.flatnonzero(candidates.any(axis=1))  # only detections that can match cost a loop
-    taken = np.zeros(num_gt, dtype=bool)
-    for row in rows:
-        det = order[row]
-        ious = np.where(taken, -1.0, iou[det])
-        best = num_gt - 1 - int(ious[::-1].argmax())  # ties: the last, as pycocotools
-        if ious[best] >= iou_thresh:
-            match[det] = best
-            taken[best] = True
-    return match
-
-
-def match_pairs(predictions, ground_truths, iou_thresh=MATCH_IOU):
-    """Match detections one-to-one to ground truth (greedy by score, same part), per image.
-
-    Args:
-        predictions (dict[int, dict]): per image id, the predictions (module docstring). An
-            image without an entry has no detection.
-        ground_truths (dict[int, dict]): per image id, the ground truth; images without
-            annotations may be missing or have empty arrays.
-        iou_thresh (float): IoU of a match.
-    Returns:
-        dict of 1-d int64 arrays, one entry per matched (ground truth, detection) pair,
-        concatenated over images: ``pair_part``, ``pair_gt_state``, ``pair_pred_state``.
-    """
-    pair_part, pair_gt, pair_pred = [], [], []
-    for image_id, gt in ground_truths.items():
-        gt_classes = np.asarray(gt["classes"], dtype=np.int64).reshape(-1)
-        pred = predictions.get(image_id)
-        if gt_classes.size == 0 or pred is None or len(pred["scores"]) == 0:
-            continue
-        keep = ~np.asarray(gt.get("iscrowd", np.zeros(gt_classes.size, bool)), dtype=bool)
-        gt_classes = gt_classes[keep]
-        gt_boxes = np.asarray(gt["boxes"], dtype=np.float64).reshape(-1, 4)[keep]
-        gt_states = np.asarray(gt["states"], dtype=np.int64).reshape(-1)[keep]
-        iou = _same_class_iou(pred["boxes"], pred["classes"], gt_boxes, gt_classes)
-        match = greedy_match(np.asarray(pred["scores"], dtype=np.float64), iou, iou_thresh)
-        matched = match >= 0
-        pair_part.append(gt_classes[match[matched]])
-        pair_gt.append(gt_states[match[matched]])
-        pair_pred.append(np.asarray(pred["states"], dtype=np.int64)[matched])
-
-    def cat(arrays):
-        return np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, np.int64)
-
-    return {"pair_part": cat(pair_part), "pair_gt_state": cat(pair_gt),
-            "pair_pred_state": cat(pair_pred)}
-
-
-def confusion_matrix(gt_states, pred_states, num_states):
-    """(S, S) int64 counts: rows are ground-truth states, columns predicted states.
-
-    Predicted values outside ``[0, S)`` are not counted.
-    """
-    gt_states = np.asarray(gt_states, dtype=np.int64)
-    pred_states = np.asarray(pred_states, dtype=np.int64)
-    ok = (pred_states >= 0) & (pred_states < num_states)
-    flat = gt_states[ok] * num_states + pred_states[ok]
-    return np.bincount(flat, minlength=num_states * num_states).reshape(num_states, num_states)
-
-
-def state_metrics(gt_states, pred_states, state_names, gt_parts=None, part_names=None):
-    """State metrics over matched (ground truth, detection) pairs.
-
-    * ``accuracy``: share of pairs whose predicted state equals the ground-truth state.
-    * ``precision-<s>``: among pairs predicted ``s``, the share whose ground truth is ``s``
-      (NaN if ``s`` is never predicted); ``recall-<s>``: among pairs whose ground truth is
-      ``s``, the share predicted ``s`` (NaN if ``s`` is not in the ground truth);
-      ``f1-<s>`` = 2 TP / (#predicted s + #ground-truth s), i.e. the harmonic mean, 0 when one
-      side is empty and NaN when both are.
-    * ``macro_f1``: mean F1 over the states present in ground truth or prediction (sklearn's
-      ``f1_score(average="macro")`` with ``zero_division=0``).
-    * ``accuracy-<part>`` (when ``gt_parts`` is given): accuracy over that part's pairs.
-    * ``num_pairs``: number of matched pairs.
-
-    Args:
-        gt_states, pred_states (ndarray): (P,) states of the matched pairs.
-        state_names (sequence[str]): S names.
-        gt_parts (ndarray or None): (P,) part index of each pair.
-        part_names (sequence[str] or None): names of the parts.
-    Returns:
-        (dict[str, float], ndarray): the metrics and the (S, S) confusion matrix.
-    """
-    num_states = len(state_names)
-    gt_states = np.asarray(gt_states, dtype=np.int64)
-    pred_states = np.asarray(pred_states, dtype=np.int64)
-    cm = confusion_matrix(gt_states, pred_states, num_states)
-    tp = np.diag(cm)
-    n_gt = cm.sum(axis=1)
-    n_pred = cm.sum(axis=0)
-    results = {"accuracy": _nan_div(tp.sum(), cm.sum())}
-    f1s = []
-    for s, name in enumerate(state_names):
-        results[f"precision-{name}"] = _nan_div(tp[s], n_pred[s])
-        results[f"recall-{name}"] = _nan_div(tp[s], n_gt[s])
-        f1 = _nan_div(2 * tp[s], n_pred[s] + n_gt[s])
-        results[f"f1-{name}"] = f1
-        if n_pred[s] + n_gt[s] > 0:
-            f1s.append(f1)
-    results["macro_f1"] = float(np.mean(f1s)) if f1s else float("nan")
-    results["num_pairs"] = float(len(gt_states))
-    if gt_parts is not None and part_names is not None:
-        gt_parts = np.asarray(gt_parts, dtype=np.int64)
-        correct = gt_states == pred_states
-        for p, name in enumerate(part_names):
-            sel = gt_parts == p
-            results[f"accuracy-{name}"] = _nan_div(correct[sel].sum(), sel.sum())
-    return results, cm
-
-
-def per_part_state_accuracy(matched, part_names):
-    """Per part: ``part``, ``n_matched`` and ``state_accuracy`` over its matched pairs (NaN if
-    none), from :func:`match_pairs`'s output."""
-    correct = matched["pair_gt_state"] == matched["pair_pred_state"]
-    rows = []
-    for p, name in enumerate(part_names):
-        pairs = matched["pair_part"] == p
-        rows.append({"part": name, "n_matched": int(pairs.sum()),
-                     "state_accuracy": _nan_div(correct[pairs].sum(), pairs.sum())})
-    return rows
-
-
-# ------------------------------------------------------------------------------ COCO AP
+__all__ = ["coco_bbox_eval", "coco_ap_at_iou", "bbox_state_ap50", "mean_ap", "standard_ap"]
 
 
 def _coco_from_lists(image_ids, category_ids, annotations):
@@ -374,7 +161,7 @@ def coco_ap_at_iou(image_ids, ground_truths, predictions, iou_thresh=0.5, max_de
         starts = np.searchsorted(sorted_classes[by_class], sorted_classes[by_class], side="left")
         rank[by_class] = np.arange(order.size) - starts
         keep = order[rank < max_dets]
-        iou = _same_class_iou(np.asarray(pred["boxes"])[keep], classes[keep], gt_boxes,
+        iou = same_class_iou(np.asarray(pred["boxes"])[keep], classes[keep], gt_boxes,
                               gt_classes)
         match = greedy_match(scores[keep], iou, min(iou_thresh, 1 - 1e-10))
         sorted_keep = np.argsort(-scores[keep], kind="mergesort")
