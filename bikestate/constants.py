@@ -31,7 +31,7 @@ PART_NAMES = (
     "steer",
 )
 
-# Seed numbering: the value of ``object_state_class`` and of the COCO ``state`` field.
+# State ids: the value of DelftBikes' ``object_state_class`` and of the COCO ``state`` field.
 STATE_NAMES = ("intact", "damaged", "absent", "occluded")
 STATE_INTACT, STATE_DAMAGED, STATE_ABSENT, STATE_OCCLUDED = range(4)
 STATE_IDS = {name: i for i, name in enumerate(STATE_NAMES)}

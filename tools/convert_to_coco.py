@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Convert DelftBikes annotations (the seed's custom JSON) to COCO JSON with part states.
+"""Convert DelftBikes annotations (docs/data_formats.md) to COCO JSON with part states.
 
     tools/convert_to_coco.py --json annotations.json --images images/ --out train_coco.json \
         [--on-invalid error|skip]

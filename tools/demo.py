@@ -4,7 +4,7 @@
 1. generate SynthBikes in DelftBikes format: train, val and a held-out set, each from its own
    seed (so no image is shared);
 2. train the small CPU config from scratch with tools/train_net.py, the DelftBikes files given
-   through the seed's environment variables (TRAIN_JSON, VAL_JSON, TRAIN_CLEANED, VAL_CLEANED,
+   through the data environment variables (TRAIN_JSON, VAL_JSON, TRAIN_CLEANED, VAL_CLEANED,
    OUTPUT_DIR), so they are converted to OUTPUT_DIR/train_coco.json and val_coco.json;
 3. evaluate on val at the end of training (COCO mAP, state and verification metrics; the
    evaluator's files, confusion matrices, curves and per-part table under train/inference),

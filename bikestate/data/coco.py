@@ -1,8 +1,8 @@
 """Conversion of DelftBikes annotations to COCO detection JSON with per-box states.
 
-The output is standard COCO (pycocotools and detectron2's ``load_coco_json`` read it) plus, per
-DESIGN.md §2, ``"state"``, ``"state_name"`` and ``"trust"`` on every annotation and a top-level
-``"state_categories"`` list. It is the seed's step 3 (``convert_to_coco``) made strict: the input
+The output is standard COCO (pycocotools and detectron2's ``load_coco_json`` read it) plus (docs/data_formats.md)
+``"state"``, ``"state_name"`` and ``"trust"`` on every annotation and a top-level
+``"state_categories"`` list. The conversion is strict: the input
 is validated first (:mod:`bikestate.data.delftbikes`) and the output appears atomically.
 """
 import json
@@ -24,7 +24,7 @@ def category_names_for(part_names):
     """The category list of a dataset whose boxes carry ``part_names``.
 
     When every name is a DelftBikes part, the categories are all 22 :data:`PART_NAMES` in their
-    order, so ``category_id`` is always the index plus one (DESIGN.md) and a train file and a
+    order, so ``category_id`` is always the index plus one and a train file and a
     val file that happen to miss different parts still agree on ids. A dataset with other parts
     gets the DelftBikes parts it uses, in their order, then its other names sorted.
     """
@@ -43,7 +43,7 @@ def problems_report_path(save_path):
 
 def convert_to_coco(json_path, images_dir, save_path, on_invalid="error", categories=None,
                     verbose=True):
-    """Convert a DelftBikes annotation file to COCO JSON with states (the seed's step 3).
+    """Convert a DelftBikes annotation file to COCO JSON with states.
 
     Args:
         json_path (str): DelftBikes annotations (never modified).

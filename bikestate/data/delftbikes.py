@@ -1,6 +1,6 @@
-"""Reader and validator of the DelftBikes annotation format (the seed's "custom JSON").
+"""Reader and validator of the DelftBikes annotation format.
 
-The format (see DESIGN.md §2) is a JSON object keyed by image file name::
+The format (docs/data_formats.md) is a JSON object keyed by image file name::
 
     {"F01.jpg": {"image": {"height": 480, "width": 640, "channels": 3},      (may be missing)
                  "parts": {"saddle": {"part_name": "saddle",

@@ -1,4 +1,4 @@
-"""Stratified train / val / test split of a DelftBikes annotation dict (the seed's data_split).
+"""Stratified train / val / test split of a DelftBikes annotation dict.
 
 Each image is a multi-label example: how many of its boxes fall in each (part, state) pair. The
 split is iterative stratification (Sechidis, Tsoumakas and Vlahavas, "On the stratification of

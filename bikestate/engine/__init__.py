@@ -12,6 +12,6 @@ from .hooks import (
 from .solver import WarmupReduceLROnPlateau, build_lr_scheduler, build_optimizer
 from .train_loop import BikeStateTrainLoop, NonFiniteLossError, SkipUnreadableImages
 from .trainer import BikeStateTrainer, create_ddp_model, log_device_info, prepare_training_config
-from .wandb_writer import SEED_KEYS, WandbWriter, resolve_wandb_mode
+from .wandb_writer import WANDB_KEYS, WandbWriter, resolve_wandb_mode
 
 __all__ = [k for k in globals().keys() if not k.startswith("_")]

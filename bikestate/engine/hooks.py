@@ -42,7 +42,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Seed's name of the averaged validation loss, and the prefix of its components.
+# W&B / metrics.json names of the averaged validation and training losses.
 AVG_VAL_LOSS = "avg_val_loss"
 AVG_TRAIN_LOSS = "avg_train_loss"
 VAL_LOSS_PREFIX = "val_"

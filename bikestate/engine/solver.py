@@ -1,11 +1,11 @@
 """Optimizers and learning-rate schedules of bikestate.
 
-* ``SOLVER.OPTIMIZER``: ``"SGD"`` (detectron2's :func:`build_optimizer`) or ``"AdamW"`` (the seed's:
+* ``SOLVER.OPTIMIZER``: ``"SGD"`` (detectron2's :func:`build_optimizer`) or ``"AdamW"`` (e.g.
   lr 1e-4, weight decay 1e-4), both with detectron2's per-parameter weight decay
   (``WEIGHT_DECAY_NORM``, ``WEIGHT_DECAY_BIAS``, ``BIAS_LR_FACTOR``) and gradient clipping
   (``SOLVER.CLIP_GRADIENTS``).
 * ``SOLVER.LR_SCHEDULER_NAME``: detectron2's ``WarmupMultiStepLR`` / ``WarmupCosineLR`` /
-  ``WarmupStepWithFixedGammaLR``, or ``"ReduceLROnPlateau"`` (the seed's: factor 0.5, patience 3
+  ``WarmupStepWithFixedGammaLR``, or ``"ReduceLROnPlateau"`` (by default factor 0.5, patience 3
   evaluations), driven by the validation loss through :meth:`WarmupReduceLROnPlateau.report`.
 """
 import logging
@@ -83,7 +83,7 @@ class WarmupReduceLROnPlateau(LRScheduler):
 
     It is stepped every iteration like detectron2's schedulers (by the ``LRScheduler`` hook,
     which also checkpoints its ``state_dict``), and :meth:`report` is called once per evaluation
-    with the monitored value (the seed: ``avg_val_loss``). Unlike torch's ``ReduceLROnPlateau``
+    with the monitored value (by default ``avg_val_loss``). Unlike torch's ``ReduceLROnPlateau``
     it composes with warmup and keeps everything it needs to resume in ``state_dict()``:
     ``scale``, ``best``, ``num_bad_evals``, ``num_reductions``, ``last_epoch``.
     Improvement follows torch's ``threshold_mode="rel"``.

@@ -1,6 +1,6 @@
-"""``BikeStateTrainer``: detectron2's ``DefaultTrainer`` with the seed pipeline's training features.
+"""``BikeStateTrainer``: detectron2's ``DefaultTrainer`` with what training a bikestate model needs.
 
-Seed steps 1, 2 and 6: optimizer by config (SGD / AdamW), warmup multi-step / cosine /
+Optimizer by config (SGD / AdamW), warmup multi-step / cosine /
 ReduceLROnPlateau schedules, epochs, mixed precision on CUDA, gradient accumulation, seeding,
 validation loss, best checkpoint, early stopping, W&B, and ``--resume`` that restores every
 piece of state (iteration, optimizer, schedulers including the plateau state, best value,
@@ -213,7 +213,7 @@ def _to_tuples(x):
 
 
 class BikeStateTrainer(DefaultTrainer):
-    """Train a bikestate model as the seed pipeline does, the detectron2 way.
+    """Train a bikestate model, the detectron2 way.
 
     Hooks, in order: iteration timer, LR scheduler (per iteration; also checkpoints the
     scheduler), PreciseBN (if enabled), evaluation + validation loss, plateau LR, best checkpoint,
@@ -269,7 +269,7 @@ class BikeStateTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg, skip_iters=0):
-        """The seed's loading: shuffled (seeded) order, aspect-ratio grouping,
+        """Training data loading: shuffled (seeded) order, aspect-ratio grouping,
         ``DATALOADER.NUM_WORKERS`` workers, ``PREFETCH_FACTOR`` batches prefetched per worker,
         pinned memory on CUDA; unreadable images skipped. ``skip_iters`` starts the data order
         where an uninterrupted run would be after that many iterations."""

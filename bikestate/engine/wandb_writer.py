@@ -1,6 +1,6 @@
 """Weights & Biases logging as a detectron2 ``EventWriter`` (modelled on ``TensorboardXWriter``).
 
-Logged, under the names the seed's dashboards use:
+Logged under the names of bikestate's W&B dashboards (:data:`WANDB_KEYS`):
 
 * every iteration: ``train_loss`` (detectron2's ``total_loss``), ``train_loss_classifier``
   (``loss_cls``), ``train_loss_box_reg`` (``loss_box_reg``), ``train_loss_objectness``
@@ -30,12 +30,12 @@ from detectron2.utils.events import EventWriter, get_event_storage
 
 from ..utils.io import atomic_write_text
 
-__all__ = ["WandbWriter", "resolve_wandb_mode", "SEED_KEYS"]
+__all__ = ["WandbWriter", "resolve_wandb_mode", "WANDB_KEYS"]
 
 logger = logging.getLogger(__name__)
 
-# detectron2 storage name -> the seed's W&B name.
-SEED_KEYS = {
+# detectron2 storage name -> W&B name.
+WANDB_KEYS = {
     "total_loss": "train_loss",
     "loss_cls": "train_loss_classifier",
     "loss_box_reg": "train_loss_box_reg",
@@ -215,7 +215,7 @@ class WandbWriter(EventWriter):
             if not new:
                 continue
             self._last_iter[name] = new[0][1]
-            key = SEED_KEYS.get(name, name)
+            key = WANDB_KEYS.get(name, name)
             for value, it in new:
                 rows[int(it)][key] = float(value)
         for it, extra in self._pending.items():

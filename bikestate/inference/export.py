@@ -7,7 +7,7 @@ A detection record (one per box, JSON-friendly)::
      "state_scores": {"intact": 0.05, "damaged": 0.87, "absent": 0.03, "occluded": 0.05}}
 
 ``bbox`` is in the pixels of the upright original image; ``category_id`` is the contiguous class
-id + 1 (the COCO id of DelftBikes parts, see DESIGN.md). :func:`predictions_to_coco_results`
+id + 1 (the COCO id of DelftBikes parts, docs/data_formats.md). :func:`predictions_to_coco_results`
 turns such records into the COCO results list that pycocotools' ``loadRes`` and
 :class:`bikestate.evaluation.BikeStateEvaluator` read, against the images and categories of a
 COCO ground-truth file.

@@ -20,7 +20,7 @@ from ..verdict import load_operating_point
 
 logger = logging.getLogger(__name__)
 
-# Fields every prediction of a bikestate model carries (see DESIGN.md, "Instances fields").
+# Fields every prediction of a bikestate model carries (docs/data_formats.md, "Instances fields").
 PREDICTION_FIELDS = ("pred_boxes", "scores", "pred_classes", "pred_states", "state_scores")
 
 

@@ -1,8 +1,8 @@
 """StateROIHeads: detectron2's StandardROIHeads plus a per-box part-state branch.
 
 The box head's output features are computed once per ROI and feed both the box predictor
-(part class + box) and the state head (intact / damaged / absent / occluded), as in the seed's
-multi-task Faster R-CNN, but without its second pass over the ROIs:
+(part class + box) and the state head (intact / damaged / absent / occluded), with no second
+pass over the ROIs:
 
 * training: ``loss_state`` is the cross-entropy of the state head (or its focal /
   logit-adjusted variant) times ``MODEL.ROI_STATE_HEAD.LOSS_WEIGHT``, on the boxes chosen by

@@ -78,7 +78,7 @@ class _StateClassifierMixin:
 
 @STATE_HEAD_REGISTRY.register()
 class MLPStateHead(_StateClassifierMixin, nn.Module):
-    """The seed's state head: ``Linear(D -> H) -> ReLU -> Dropout -> Linear(H -> S)``.
+    """The default state head: ``Linear(D -> H) -> ReLU -> Dropout -> Linear(H -> S)``.
 
     With ``class_conditioned`` a learned embedding of the box's part class (``E`` numbers) is
     concatenated to the box features before the first layer, so one part's "absent" can look

@@ -7,10 +7,10 @@ import os
 import pytest
 import torch
 
-from bikestate.engine.wandb_writer import SEED_KEYS
+from bikestate.engine.wandb_writer import WANDB_KEYS
 from wandb_files import offline_runs, read_run
 
-SEED_WANDB_KEYS = sorted(SEED_KEYS.values()) + ["avg_train_loss", "avg_val_loss"]
+SEED_WANDB_KEYS = sorted(WANDB_KEYS.values()) + ["avg_train_loss", "avg_val_loss"]
 
 
 def read_metrics(output_dir):

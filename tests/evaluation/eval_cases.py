@@ -18,7 +18,7 @@ from bikestate.evaluation import BikeStateEvaluator
 
 
 def write_coco_with_states(path, parts, images, annotations):
-    """Write a "COCO with states" file (DESIGN.md).
+    """Write a "COCO with states" file (docs/data_formats.md).
 
     Args:
         parts (list[str]): category names, ids 1..K.
