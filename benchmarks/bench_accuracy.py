@@ -67,7 +67,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import RESULTS_DIR, report  # noqa: E402
+from benchmarks.common import RESULTS_DIR, load_config, report  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -238,16 +238,10 @@ def _flat(results):
 
 
 def bikestate_cfg(model, setting, args, output_dir):
-    from detectron2.config import get_cfg
-
-    from bikestate.config import add_bikestate_config
-
     w, h = setting["image_size"]
     iters_per_epoch = math.ceil(setting["train_images"] / 2)
     max_iter = setting["epochs"] * iters_per_epoch
-    cfg = get_cfg()
-    add_bikestate_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, CONFIGS[model]))
+    cfg = load_config(os.path.join(REPO, CONFIGS[model]))
     opts = [
         "MODEL.DEVICE", args.device,
         "DATASETS.TRAIN", (TRAIN_NAME,), "DATASETS.TEST", (VAL_NAME,),
@@ -261,7 +255,7 @@ def bikestate_cfg(model, setting, args, output_dir):
         "WANDB.MODE", "disabled", "OUTPUT_DIR", output_dir, "SEED", 42,
     ]
     if model == "bikestate_r50":
-        # The seed's per-epoch validation loss drives the plateau schedule.
+        # A per-epoch validation loss drives the plateau schedule.
         opts += R50_SCRATCH_OPTS + ["TEST.EVAL_PERIOD", iters_per_epoch]
     else:
         opts += ["MODEL.WEIGHTS", "", "TEST.EVAL_PERIOD", max_iter]

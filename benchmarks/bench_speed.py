@@ -74,7 +74,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import RESULTS_DIR, count_cuda_syncs, report  # noqa: E402
+from benchmarks.common import RESULTS_DIR, count_cuda_syncs, load_config, report  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 R50_CONFIG = os.path.join(REPO, "configs", "bike_r50_fpn.yaml")
@@ -94,21 +94,13 @@ INFER_REPEATS_FACTOR = 4
 
 def load_cfg(config_file, device, image_size, opts=()):
     """A bikestate config for ``device`` whose test and training resize keep ``image_size``."""
-    from detectron2.config import get_cfg
-
-    from bikestate.config import add_bikestate_config
-
     height, width = image_size
-    cfg = get_cfg()
-    add_bikestate_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.DEVICE", device,
-                         "INPUT.MIN_SIZE_TRAIN", (min(height, width),),
-                         "INPUT.MAX_SIZE_TRAIN", max(height, width),
-                         "INPUT.MIN_SIZE_TEST", min(height, width),
-                         "INPUT.MAX_SIZE_TEST", max(height, width),
-                         "WANDB.MODE", "disabled", *opts])
-    return cfg
+    return load_config(config_file, ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device,
+                                     "INPUT.MIN_SIZE_TRAIN", (min(height, width),),
+                                     "INPUT.MAX_SIZE_TRAIN", max(height, width),
+                                     "INPUT.MIN_SIZE_TEST", min(height, width),
+                                     "INPUT.MAX_SIZE_TEST", max(height, width),
+                                     "WANDB.MODE", "disabled", *opts])
 
 
 def synthetic_samples(num, image_size, seed=0):

@@ -30,29 +30,21 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import append_record, median_time  # noqa: E402
+from benchmarks.common import append_record, load_config, median_time  # noqa: E402
 
 TRAIN_TARGET_PCT = 3.0
 INFER_TARGET_PCT = 2.0
 
 
 def make_cfg(config_file, size, roi_heads_name, opts=()):
-    from detectron2.config import get_cfg
-
-    from bikestate import add_bikestate_config
-
-    cfg = get_cfg()
-    add_bikestate_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list([
+    return load_config(config_file, [
         "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.TIMM.PRETRAINED", False,
         "INPUT.MIN_SIZE_TEST", size, "MODEL.ROI_HEADS.NAME", roi_heads_name,
         # Every image keeps its 100 best detections (TEST.DETECTIONS_PER_IMAGE), even with
         # random weights: the state head's worst case at inference.
         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
+        *opts,
     ])
-    cfg.merge_from_list(list(opts))
-    return cfg
 
 
 def make_inputs(batch, height, width, seed):

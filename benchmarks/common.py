@@ -39,6 +39,20 @@ def machine_info():
     return info
 
 
+def load_config(config_file, opts=()):
+    """A benchmark's config: detectron2's defaults + bikestate's keys, ``config_file``, then
+    ``opts`` (KEY VALUE list). No environment variables or ``.env`` are read, so a benchmark
+    measures what its record says whatever the shell holds."""
+    from detectron2.config import get_cfg
+
+    from bikestate.config import add_bikestate_config
+
+    cfg = add_bikestate_config(get_cfg())
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
 def append_record(name, figures, results_dir=None):
     """Append ``{"benchmark", "date", "machine", "figures"}`` to ``<results_dir>/<name>.jsonl``.
 

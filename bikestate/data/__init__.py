@@ -9,7 +9,8 @@ One concept per module, in the order data flows through them:
 * :mod:`.cache` -- preparing a split: a user's file (converted once) or a cached SynthBikes split
 * :mod:`.catalog` -- registration of a COCO-with-states file with detectron2's catalogs
 * :mod:`.datasets` -- the registrar of ``bike_train`` / ``bike_val`` / ``bike_test``
-* :mod:`.mapper` -- augmentation and ``Instances`` with ``gt_states``
+* :mod:`.mapper` -- augmentation and ``Instances`` with ``gt_states``; unreadable images skipped
+* :mod:`.samplers` -- the training sampler that resumes at a position in its stream
 
 Each module's ``__all__`` is its public API, available here too. Modules load on first use, so
 the annotation tools (converter, splitter) need neither torch nor detectron2. SynthBikes, the
@@ -17,7 +18,8 @@ embedded procedural dataset, is a data source of its own: :mod:`bikestate.synth`
 """
 import importlib
 
-_MODULES = ("delftbikes", "formats", "coco", "split", "cache", "catalog", "datasets", "mapper")
+_MODULES = ("delftbikes", "formats", "coco", "split", "cache", "catalog", "datasets", "mapper",
+            "samplers")
 # Public name -> module, as each module's __all__ declares it (kept in sync by a test).
 _EXPORTS = {
     "delftbikes": ("Problem", "DelftBikesDataset", "load_delftbikes", "read_annotation_json",
@@ -32,7 +34,9 @@ _EXPORTS = {
                 "load_bike_json"),
     "datasets": ("register_bike_datasets", "register_dataset_to_evaluate"),
     "mapper": ("BikeStateDatasetMapper", "build_bike_augmentation", "RandomSaturationWithFormat",
-               "UnreadableImageError", "ImageSizeMismatchError"),
+               "UnreadableImageError", "ImageSizeMismatchError", "SkipUnreadableImages",
+               "SKIPPED_KEY"),
+    "samplers": ("ResumableTrainingSampler",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -28,6 +28,8 @@ __all__ = [
     "RandomSaturationWithFormat",
     "UnreadableImageError",
     "ImageSizeMismatchError",
+    "SkipUnreadableImages",
+    "SKIPPED_KEY",
 ]
 
 
@@ -213,3 +215,34 @@ class BikeStateDatasetMapper(DatasetMapper):
                 f"{annotation.get('category_id')}) has no 'state'; register the data with "
                 "register_bike_instances (it keeps the state keys)"
             ) from None
+
+
+# Key added to a mapped dataset dict: the images the mapper skipped before producing it.
+SKIPPED_KEY = "_bikestate_skipped_images"
+
+
+class SkipUnreadableImages:
+    """Wrap a dataset mapper so a corrupt or vanished image is skipped instead of ending training.
+
+    The mapper returns None for such an image (detectron2's ``MapDataset`` then takes another
+    one) after one warning naming the file; the names of skipped images ride along with the
+    next dict this (worker) process produces, under ``_bikestate_skipped_images``, so the training
+    loop can count them in the main process.
+    """
+
+    def __init__(self, mapper):
+        self.mapper = mapper
+        self._pending = []
+
+    def __call__(self, dataset_dict):
+        try:
+            out = self.mapper(dataset_dict)
+        except (UnreadableImageError, OSError) as e:
+            name = dataset_dict.get("file_name", "?")
+            logger.warning("Skipping unreadable training image %s: %s", name, e)
+            self._pending.append(str(name))
+            return None
+        if out is not None and self._pending:
+            out[SKIPPED_KEY] = self._pending
+            self._pending = []
+        return out

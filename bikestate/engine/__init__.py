@@ -10,8 +10,15 @@ from .hooks import (
     compute_validation_loss,
 )
 from .solver import WarmupReduceLROnPlateau, build_lr_scheduler, build_optimizer
-from .train_loop import BikeStateTrainLoop, NonFiniteLossError, SkipUnreadableImages
-from .trainer import BikeStateTrainer, create_ddp_model, log_device_info, prepare_training_config
+from .rng import capture_rng_state, preserve_rng_state, restore_rng_state
+from .train_loop import BikeStateTrainLoop, NonFiniteLossError
+from .trainer import (
+    BikeStateTrainer,
+    create_ddp_model,
+    log_device_info,
+    prepare_training_config,
+    set_cudnn_determinism,
+)
 from .wandb_writer import WANDB_KEYS, WandbWriter, resolve_wandb_mode
 
 __all__ = [k for k in globals().keys() if not k.startswith("_")]

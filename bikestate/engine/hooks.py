@@ -14,7 +14,6 @@ Each stateful hook defines ``state_dict``/``load_state_dict``; detectron2's
 import contextlib
 import logging
 import math
-import random
 from collections import defaultdict
 
 import numpy as np
@@ -27,9 +26,10 @@ from detectron2.engine.hooks import HookBase
 from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.utils.events import EventStorage
 
+from .rng import preserve_rng_state
+
 __all__ = [
     "is_eval_iteration",
-    "preserve_rng_state",
     "loss_mode",
     "compute_validation_loss",
     "BikeStateEvalHook",
@@ -56,25 +56,6 @@ def is_eval_iteration(iteration, max_iter, period):
 
 def unwrap_model(model):
     return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-@contextlib.contextmanager
-def preserve_rng_state():
-    """Run a block without disturbing the Python, NumPy and torch (CPU and CUDA) random streams.
-
-    Evaluation draws random numbers (data loader seeds, ROI sampling in the validation loss); the
-    training that follows must not depend on whether an evaluation happened, or ``--resume``
-    could not reproduce an uninterrupted run.
-    """
-    py_state = random.getstate()
-    np_state = np.random.get_state()
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
 
 
 @contextlib.contextmanager

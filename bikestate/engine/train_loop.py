@@ -16,52 +16,15 @@ import detectron2.utils.comm as comm
 from detectron2.engine.train_loop import SimpleTrainer
 from detectron2.utils.events import get_event_storage
 
+from ..data.mapper import SKIPPED_KEY
 from ..utils.errors import BikeStateError, DataError
 
-__all__ = ["NonFiniteLossError", "BikeStateTrainLoop", "SkipUnreadableImages"]
+__all__ = ["NonFiniteLossError", "BikeStateTrainLoop"]
 
 logger = logging.getLogger(__name__)
 
-try:  # the data layer's error for a corrupt or vanished image
-    from ..data.mapper import UnreadableImageError as _UnreadableImageError
-
-    UNREADABLE_IMAGE_ERRORS = (_UnreadableImageError, OSError)
-except ImportError:  # pragma: no cover - until the data layer exists
-    UNREADABLE_IMAGE_ERRORS = (OSError,)
-
-# Key added to a mapped dataset dict: the images the mapper skipped before producing it.
-SKIPPED_KEY = "_bikestate_skipped_images"
-
-
 class NonFiniteLossError(BikeStateError, FloatingPointError):
     """A loss term became NaN or infinite; training stops before the weights are touched."""
-
-
-class SkipUnreadableImages:
-    """Wrap a dataset mapper so a corrupt or vanished image is skipped instead of ending training.
-
-    The mapper returns None for such an image (detectron2's ``MapDataset`` then takes another
-    one) after one warning naming the file; the names of skipped images ride along with the
-    next dict this (worker) process produces, under ``_bikestate_skipped_images``, so the training
-    loop can count them in the main process.
-    """
-
-    def __init__(self, mapper):
-        self.mapper = mapper
-        self._pending = []
-
-    def __call__(self, dataset_dict):
-        try:
-            out = self.mapper(dataset_dict)
-        except UNREADABLE_IMAGE_ERRORS as e:
-            name = dataset_dict.get("file_name", "?")
-            logger.warning("Skipping unreadable training image %s: %s", name, e)
-            self._pending.append(str(name))
-            return None
-        if out is not None and self._pending:
-            out[SKIPPED_KEY] = self._pending
-            self._pending = []
-        return out
 
 
 class BikeStateTrainLoop(SimpleTrainer):

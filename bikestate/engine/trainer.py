@@ -11,7 +11,6 @@ import io
 import logging
 import math
 import os
-import random
 import weakref
 
 import numpy as np
@@ -22,13 +21,12 @@ import detectron2.data.transforms as T
 import detectron2.utils.comm as comm
 from detectron2.data import (
     DatasetCatalog,
-    DatasetMapper,
     MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
-from detectron2.data.samplers import InferenceSampler, TrainingSampler
+from detectron2.data.samplers import InferenceSampler
 from detectron2.engine import DefaultTrainer, hooks as d2_hooks
 from detectron2.engine.defaults import default_writers
 from detectron2.engine.train_loop import TrainerBase
@@ -38,6 +36,8 @@ from fvcore.nn.precise_bn import get_bn_modules
 
 from ..checkpoint import BikeStateCheckpointer
 from ..constants import STATE_NAMES
+from ..data.mapper import BikeStateDatasetMapper, SkipUnreadableImages
+from ..data.samplers import ResumableTrainingSampler
 from ..utils.io import atomic_open
 from ..utils.errors import BikeStateError, ConfigError, DataError
 from .checkpoint import RetainingPeriodicCheckpointer, TrainingCheckpointer
@@ -49,10 +49,10 @@ from .hooks import (
     PlateauLRHook,
     WandbPredictionImagesHook,
     compute_validation_loss,
-    preserve_rng_state,
 )
+from .rng import capture_rng_state, preserve_rng_state, restore_rng_state
 from .solver import PLATEAU_NAME, build_lr_scheduler, build_optimizer
-from .train_loop import BikeStateTrainLoop, SkipUnreadableImages
+from .train_loop import BikeStateTrainLoop
 from .wandb_writer import WandbWriter
 
 __all__ = [
@@ -60,19 +60,10 @@ __all__ = [
     "create_ddp_model",
     "prepare_training_config",
     "log_device_info",
-    "ResumableTrainingSampler",
+    "set_cudnn_determinism",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def _bike_mapper_class():
-    try:
-        from ..data.mapper import BikeStateDatasetMapper
-
-        return BikeStateDatasetMapper
-    except ImportError:  # pragma: no cover - until the data layer exists
-        return DatasetMapper
 
 
 def create_ddp_model(model, *, fp16_compression=False, **kwargs):
@@ -89,21 +80,6 @@ def create_ddp_model(model, *, fp16_compression=False, **kwargs):
 
         ddp.register_comm_hook(state=None, hook=comm_hooks.fp16_compress_hook)
     return ddp
-
-
-class ResumableTrainingSampler(TrainingSampler):
-    """detectron2's infinite, seeded ``TrainingSampler`` that can start ``skip`` indices into its
-    (per-process) stream, so a resumed run sees the images an uninterrupted run would see."""
-
-    def __init__(self, size, shuffle=True, seed=None, skip=0):
-        super().__init__(size, shuffle=shuffle, seed=seed)
-        self._skip = int(skip)
-
-    def __iter__(self):
-        it = super().__iter__()
-        for _ in range(self._skip):
-            next(it)
-        yield from it
 
 
 def _count_train_images(cfg):
@@ -167,11 +143,16 @@ def _state_shares(dataset_names, num_states):
     return [float(c) for c in counts / counts.sum()]
 
 
-def log_device_info(cfg):
-    """Log the device, GPU name and CUDA version (seed step 2) and set cuDNN determinism."""
+def set_cudnn_determinism(cfg):
+    """``CUDNN_DETERMINISTIC``: make cuDNN choose deterministic algorithms (slower); seeding
+    alone does not fix cuDNN's algorithm choice. Nothing to do when the key is off."""
     if cfg.CUDNN_DETERMINISTIC:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+
+
+def log_device_info(cfg):
+    """Log the device, GPU name, CUDA version, seed and effective batch size."""
     device = cfg.MODEL.DEVICE
     if device.startswith("cuda") and torch.cuda.is_available():
         index = torch.cuda.current_device()
@@ -185,31 +166,6 @@ def log_device_info(cfg):
                 cfg.SEED, comm.get_world_size(),
                 cfg.SOLVER.IMS_PER_BATCH * cfg.SOLVER.GRAD_ACCUM_STEPS,
                 cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.GRAD_ACCUM_STEPS)
-
-
-def _capture_rng_state():
-    np_state = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:]),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng_state(state):
-    random.setstate(_to_tuples(state["python"]))
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _to_tuples(x):
-    return tuple(_to_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 class BikeStateTrainer(DefaultTrainer):
@@ -265,7 +221,7 @@ class BikeStateTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_mapper(cls, cfg):
-        return _bike_mapper_class()(cfg, is_train=True)
+        return BikeStateDatasetMapper(cfg, is_train=True)
 
     @classmethod
     def build_train_loader(cls, cfg, skip_iters=0):
@@ -307,7 +263,7 @@ class BikeStateTrainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         return build_detection_test_loader(
-            cfg, dataset_name, mapper=_bike_mapper_class()(cfg, is_train=False))
+            cfg, dataset_name, mapper=BikeStateDatasetMapper(cfg, is_train=False))
 
     @classmethod
     def build_val_loss_loader(cls, cfg, dataset_name):
@@ -315,7 +271,7 @@ class BikeStateTrainer(DefaultTrainer):
         random augmentation (test-time resize only), one image per batch, sharded."""
         dataset = get_detection_dataset_dicts([dataset_name], filter_empty=False)
         resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
-        mapper = _bike_mapper_class()(cfg, is_train=True, augmentations=[resize])
+        mapper = BikeStateDatasetMapper(cfg, is_train=True, augmentations=[resize])
         return build_detection_test_loader(
             dataset=dataset, mapper=mapper, sampler=InferenceSampler(len(dataset)),
             num_workers=cfg.DATALOADER.NUM_WORKERS)
@@ -468,7 +424,7 @@ class BikeStateTrainer(DefaultTrainer):
 
         name = self.cfg.DATASETS.TEST[0]
         dicts = DatasetCatalog.get(name)[: self.cfg.WANDB.NUM_VIS_IMAGES]
-        mapper = _bike_mapper_class()(self.cfg, is_train=False)
+        mapper = BikeStateDatasetMapper(self.cfg, is_train=False)
         inputs, originals = [], []
         for d in dicts:
             try:
@@ -500,7 +456,7 @@ class BikeStateTrainer(DefaultTrainer):
     def state_dict(self):
         ret = super().state_dict()
         ret["stop_reason"] = self.stop_reason
-        ret["rng"] = _capture_rng_state()
+        ret["rng"] = capture_rng_state()
         return ret
 
     def load_state_dict(self, state_dict):
@@ -508,7 +464,7 @@ class BikeStateTrainer(DefaultTrainer):
         self.stop_reason = state_dict.get("stop_reason")
         # Per-process streams cannot be restored from the main process's checkpoint.
         if "rng" in state_dict and comm.get_world_size() == 1:
-            _restore_rng_state(state_dict["rng"])
+            restore_rng_state(state_dict["rng"])
 
     def request_stop(self, reason):
         """Ask the loop to end after the current iteration's hooks (early stopping)."""
@@ -523,6 +479,7 @@ class BikeStateTrainer(DefaultTrainer):
             logger.info("This run already reached SOLVER.MAX_ITER=%d; nothing to do.",
                         self.max_iter)
             return self._last_eval_results
+        set_cudnn_determinism(self.cfg)
         log_device_info(self.cfg)
         if self.wandb_writer is not None:
             with preserve_rng_state():
