@@ -66,7 +66,8 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
-    from bikestate.engine import BikeStateTrainer, TrainingCheckpointer
+    from bikestate.checkpoint import TrainingCheckpointer
+    from bikestate.engine import BikeStateTrainer
 
     if args.eval_only:
         model = BikeStateTrainer.build_model(cfg)

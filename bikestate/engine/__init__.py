@@ -1,11 +1,11 @@
 """Training: ``BikeStateTrainer`` (a detectron2 ``DefaultTrainer``), its hooks, solver and W&B
 writer."""
-from .checkpoint import CheckpointWriteError, RetainingPeriodicCheckpointer, TrainingCheckpointer
 from .hooks import (
     BestCheckpointHook,
     BikeStateEvalHook,
     EarlyStopHook,
     PlateauLRHook,
+    RetainingPeriodicCheckpointer,
     WandbPredictionImagesHook,
     compute_validation_loss,
 )

@@ -1,5 +1,5 @@
 """Training hooks of bikestate: evaluation with validation loss, plateau LR, best checkpoint,
-early stopping, and W&B prediction images.
+early stopping, W&B prediction images, and periodic checkpoints with retention.
 
 Order matters and is set by :meth:`BikeStateTrainer.build_hooks`: :class:`BikeStateEvalHook`
 runs the evaluation and the validation loss and puts every number into the ``EventStorage``
@@ -14,6 +14,8 @@ Each stateful hook defines ``state_dict``/``load_state_dict``; detectron2's
 import contextlib
 import logging
 import math
+import os
+import re
 from collections import defaultdict
 
 import numpy as np
@@ -38,6 +40,7 @@ __all__ = [
     "EarlyStopHook",
     "WandbPredictionImagesHook",
     "PeriodicWriter",
+    "RetainingPeriodicCheckpointer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -382,3 +385,54 @@ class WandbPredictionImagesHook(HookBase):
             self._writer.log_predictions(self.trainer.iter, originals, outputs)
         except Exception as e:  # W&B images are a convenience: never stop training for them
             self._writer.disable(f"could not log prediction images: {e}")
+
+
+# Periodic checkpoint files: <prefix>_<iteration:07d>.pth.
+_PERIODIC_RE = re.compile(r"^(?P<prefix>.+)_(?P<iter>\d{7})\.pth$")
+
+
+class RetainingPeriodicCheckpointer(HookBase):
+    """Save ``<prefix>_<iter:07d>.pth`` every ``period`` iterations and ``<prefix>_final.pth`` at
+    the end; keep the newest ``max_to_keep`` periodic files (0: all).
+
+    Retention looks at the files on disk, not at an in-memory list, so checkpoints written before
+    a ``--resume`` are also subject to it. Runs on the main process only.
+    """
+
+    def __init__(self, checkpointer, period, max_to_keep=0, file_prefix="model"):
+        self.checkpointer = checkpointer
+        self.period = int(period)
+        self.max_to_keep = int(max_to_keep)
+        self.file_prefix = file_prefix
+
+    def after_step(self):
+        iteration = self.trainer.iter
+        last = iteration >= self.trainer.max_iter - 1
+        if self.period > 0 and (iteration + 1) % self.period == 0:
+            self.checkpointer.save(f"{self.file_prefix}_{iteration:07d}", iteration=iteration)
+            self._apply_retention()
+        if last:
+            self.checkpointer.save(f"{self.file_prefix}_final", iteration=iteration)
+
+    def save_final(self):
+        """Save ``<prefix>_final`` now (early stop ends training before ``max_iter``)."""
+        self.checkpointer.save(f"{self.file_prefix}_final", iteration=self.trainer.iter)
+
+    def _apply_retention(self):
+        if self.max_to_keep <= 0:
+            return
+        save_dir = self.checkpointer.save_dir
+        tagged = os.path.basename(self.checkpointer.get_checkpoint_file())
+        periodic = []
+        for name in os.listdir(save_dir):
+            m = _PERIODIC_RE.match(name)
+            if m and m.group("prefix") == self.file_prefix:
+                periodic.append((int(m.group("iter")), name))
+        periodic.sort()
+        for _, name in periodic[: max(0, len(periodic) - self.max_to_keep)]:
+            if name == tagged:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(save_dir, name))
+                logger.info("Deleted old checkpoint %s (SOLVER.MAX_TO_KEEP=%d)", name,
+                            self.max_to_keep)

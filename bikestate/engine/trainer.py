@@ -34,19 +34,19 @@ from detectron2.evaluation import COCOEvaluator, inference_on_dataset, verify_re
 from detectron2.utils.events import EventStorage
 from fvcore.nn.precise_bn import get_bn_modules
 
-from ..checkpoint import BikeStateCheckpointer
+from ..checkpoint import BikeStateCheckpointer, TrainingCheckpointer
 from ..constants import STATE_NAMES
 from ..data.mapper import BikeStateDatasetMapper, SkipUnreadableImages
 from ..data.samplers import ResumableTrainingSampler
 from ..utils.io import atomic_open
 from ..utils.errors import BikeStateError, ConfigError, DataError
-from .checkpoint import RetainingPeriodicCheckpointer, TrainingCheckpointer
 from .hooks import (
     BestCheckpointHook,
     BikeStateEvalHook,
     EarlyStopHook,
     PeriodicWriter,
     PlateauLRHook,
+    RetainingPeriodicCheckpointer,
     WandbPredictionImagesHook,
     compute_validation_loss,
 )

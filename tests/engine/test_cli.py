@@ -10,7 +10,8 @@ from wandb_files import offline_runs, read_run
 
 
 def test_eval_only_prints_results(tmp_path, train_net, make_args, synth_dir):
-    from bikestate.engine import BikeStateTrainer, TrainingCheckpointer
+    from bikestate.checkpoint import TrainingCheckpointer
+    from bikestate.engine import BikeStateTrainer
 
     cfg = train_net.setup(make_args(tmp_path / "init"))
     model = BikeStateTrainer.build_model(cfg)

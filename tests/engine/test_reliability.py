@@ -85,7 +85,7 @@ def test_kill_9_mid_iteration_and_during_checkpoint_write_then_resume(tmp_path, 
 
 _DISK_FULL = r"""
 import os, resource, signal, sys, torch
-from bikestate.engine.checkpoint import TrainingCheckpointer, CheckpointWriteError
+from bikestate.checkpoint import CheckpointWriteError, TrainingCheckpointer
 out = sys.argv[1]
 model = torch.nn.Linear(64, 64)
 ck = TrainingCheckpointer(model, out)

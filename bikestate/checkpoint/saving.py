@@ -1,10 +1,10 @@
-"""Crash-safe training checkpoints.
+"""Crash-safe saving of checkpoints.
 
 Every checkpoint and the ``last_checkpoint`` tag are written to a temporary file in the output
 folder, flushed, fsync'ed and renamed into place (:func:`bikestate.utils.io.atomic_open`), so a
 ``kill -9`` at any moment leaves either the previous file or the new one. The periodic
-checkpointer deletes old checkpoints (``SOLVER.MAX_TO_KEEP``) only after the new one and its tag
-are in place, and never the one ``last_checkpoint`` points to.
+checkpointer hook (:class:`bikestate.engine.hooks.RetainingPeriodicCheckpointer`) deletes old
+checkpoints (``SOLVER.MAX_TO_KEEP``) only after the new one and its tag are in place.
 
 Debugging knob: ``BIKESTATE_DEBUG_SAVE_DELAY=<seconds>`` sleeps after a checkpoint's bytes are
 written and before the rename, which makes "killed during a checkpoint write" reproducible in
@@ -14,24 +14,20 @@ import contextlib
 import glob
 import logging
 import os
-import re
 import shutil
 import time
 
 import torch
-from detectron2.engine.hooks import HookBase
 
 from ..utils.errors import BikeStateError
 from ..utils.io import atomic_open, atomic_write_text
+from .loading import BikeStateCheckpointer
 
-from ..checkpoint import BikeStateCheckpointer
-
-__all__ = ["CheckpointWriteError", "TrainingCheckpointer", "RetainingPeriodicCheckpointer"]
+__all__ = ["CheckpointWriteError", "TrainingCheckpointer"]
 
 logger = logging.getLogger(__name__)
 
 SAVE_DELAY_ENV = "BIKESTATE_DEBUG_SAVE_DELAY"
-_PERIODIC_RE = re.compile(r"^(?P<prefix>.+)_(?P<iter>\d{7})\.pth$")
 
 
 class CheckpointWriteError(BikeStateError):
@@ -112,50 +108,3 @@ def _debug_save_delay():
     delay = os.environ.get(SAVE_DELAY_ENV, "")
     if delay:
         time.sleep(float(delay))
-
-
-class RetainingPeriodicCheckpointer(HookBase):
-    """Save ``<prefix>_<iter:07d>.pth`` every ``period`` iterations and ``<prefix>_final.pth`` at
-    the end; keep the newest ``max_to_keep`` periodic files (0: all).
-
-    Retention looks at the files on disk, not at an in-memory list, so checkpoints written before
-    a ``--resume`` are also subject to it. Runs on the main process only.
-    """
-
-    def __init__(self, checkpointer, period, max_to_keep=0, file_prefix="model"):
-        self.checkpointer = checkpointer
-        self.period = int(period)
-        self.max_to_keep = int(max_to_keep)
-        self.file_prefix = file_prefix
-
-    def after_step(self):
-        iteration = self.trainer.iter
-        last = iteration >= self.trainer.max_iter - 1
-        if self.period > 0 and (iteration + 1) % self.period == 0:
-            self.checkpointer.save(f"{self.file_prefix}_{iteration:07d}", iteration=iteration)
-            self._apply_retention()
-        if last:
-            self.checkpointer.save(f"{self.file_prefix}_final", iteration=iteration)
-
-    def save_final(self):
-        """Save ``<prefix>_final`` now (early stop ends training before ``max_iter``)."""
-        self.checkpointer.save(f"{self.file_prefix}_final", iteration=self.trainer.iter)
-
-    def _apply_retention(self):
-        if self.max_to_keep <= 0:
-            return
-        save_dir = self.checkpointer.save_dir
-        tagged = os.path.basename(self.checkpointer.get_checkpoint_file())
-        periodic = []
-        for name in os.listdir(save_dir):
-            m = _PERIODIC_RE.match(name)
-            if m and m.group("prefix") == self.file_prefix:
-                periodic.append((int(m.group("iter")), name))
-        periodic.sort()
-        for _, name in periodic[: max(0, len(periodic) - self.max_to_keep)]:
-            if name == tagged:
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(save_dir, name))
-                logger.info("Deleted old checkpoint %s (SOLVER.MAX_TO_KEEP=%d)", name,
-                            self.max_to_keep)

@@ -26,7 +26,7 @@ import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from .utils.errors import WeightsError
+from ..utils.errors import WeightsError
 
 __all__ = ["BikeStateCheckpointer", "check_weights", "is_model_zoo_url",
            "TRUSTED_PICKLE_PREFIXES"]

@@ -1,0 +1,15 @@
+"""Model weights on disk, in one place: safe loading (:mod:`.loading`) and crash-safe saving
+(:mod:`.saving`).
+
+- :class:`BikeStateCheckpointer`: detectron2's ``DetectionCheckpointer`` that runs no code while
+  loading, reports what it kept and skipped, and turns every way of not getting weights into one
+  :class:`~bikestate.utils.errors.WeightsError`;
+- :func:`check_weights`: the training tool's early check of ``MODEL.WEIGHTS``;
+- :class:`TrainingCheckpointer`: the same checkpointer whose files appear atomically, so a
+  ``kill -9`` leaves the previous checkpoint or the new one, never half of one.
+"""
+from .loading import TRUSTED_PICKLE_PREFIXES, BikeStateCheckpointer, check_weights, is_model_zoo_url
+from .saving import CheckpointWriteError, TrainingCheckpointer
+
+__all__ = ["BikeStateCheckpointer", "check_weights", "is_model_zoo_url", "TRUSTED_PICKLE_PREFIXES",
+           "TrainingCheckpointer", "CheckpointWriteError"]
