@@ -12,6 +12,8 @@ from PIL import Image
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from coco_builders import coco_with_states, write_json
+
 from bikestate import add_bikestate_config
 from bikestate.constants import PART_NAMES, STATE_IDS, STATE_NAMES
 from bikestate.config import DATA_ENV_VARS, apply_data_environment
@@ -102,12 +104,9 @@ def test_synth_convert_register_keeps_every_state(synth_small, tmp_path):
 
 
 def write_coco(path, categories, annotations, images=None, state_categories=True):
-    coco = {"images": images or [{"id": 1, "file_name": "a.jpg", "height": 10, "width": 10}],
-            "annotations": annotations, "categories": categories}
-    if state_categories:
-        coco["state_categories"] = [{"id": i, "name": n} for i, n in enumerate(STATE_NAMES)]
-    path.write_text(json.dumps(coco))
-    return str(path)
+    images = images or [{"id": 1, "file_name": "a.jpg", "height": 10, "width": 10}]
+    return str(write_json(coco_with_states(images, annotations, categories, state_categories),
+                          path))
 
 
 def test_register_twice_same_args_is_noop_different_args_error(tmp_path):

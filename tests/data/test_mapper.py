@@ -16,6 +16,8 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.data import transforms as T
 
+from coco_builders import coco_with_states, write_json
+
 from bikestate import add_bikestate_config
 from bikestate.constants import PART_NAMES, STATE_IDS
 from bikestate.data import (
@@ -92,13 +94,7 @@ def write_coco(folder, images, annotations):
     for img in images:
         Image.fromarray(np.full((img["height"], img["width"], 3), 128, np.uint8)).save(
             os.path.join(root, img["file_name"]))
-    coco = {"images": images, "annotations": annotations,
-            "categories": [{"id": i + 1, "name": n} for i, n in enumerate(PART_NAMES)],
-            "state_categories": [{"id": i, "name": n} for i, n in
-                                 enumerate(("intact", "damaged", "absent", "occluded"))]}
-    path = os.path.join(folder, "coco.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(coco, f)
+    path = write_json(coco_with_states(images, annotations), os.path.join(folder, "coco.json"))
     return path, root
 
 

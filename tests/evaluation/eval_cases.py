@@ -13,6 +13,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from detectron2.structures import Boxes, Instances
 
+from coco_builders import coco_annotation, coco_with_states, write_json
+
 from bikestate.constants import STATE_NAMES
 from bikestate.evaluation import BikeStateEvaluator
 
@@ -25,20 +27,12 @@ def write_coco_with_states(path, parts, images, annotations):
         images (list[int]): image ids (200 x 200).
         annotations (list[tuple]): (image_id, part index, [x0, y0, x1, y1], state).
     """
-    coco = {
-        "images": [{"id": i, "file_name": f"img{i}.jpg", "height": 200, "width": 200}
-                   for i in images],
-        "categories": [{"id": k + 1, "name": name} for k, name in enumerate(parts)],
-        "state_categories": [{"id": s, "name": n} for s, n in enumerate(STATE_NAMES)],
-        "annotations": [
-            {"id": k + 1, "image_id": img, "category_id": part + 1,
-             "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
-             "state": state, "state_name": STATE_NAMES[state], "trust": 1.0}
-            for k, (img, part, (x0, y0, x1, y1), state) in enumerate(annotations)
-        ],
-    }
-    with open(path, "w") as f:
-        json.dump(coco, f)
+    coco = coco_with_states(
+        [{"id": i, "file_name": f"img{i}.jpg", "height": 200, "width": 200} for i in images],
+        [coco_annotation(k + 1, img, part + 1, box, state, state_name=True, trust=1.0)
+         for k, (img, part, box, state) in enumerate(annotations)],
+        categories=parts)
+    write_json(coco, path)
     return path
 
 

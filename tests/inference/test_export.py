@@ -2,6 +2,8 @@
 import pytest
 from pycocotools.coco import COCO
 
+from coco_builders import coco_annotation, coco_with_states
+
 from bikestate.constants import PART_NAMES, STATE_NAMES
 from bikestate.inference import instances_to_records, predictions_to_coco_results
 from bikestate.utils.errors import DataError
@@ -19,14 +21,11 @@ def records(instances_factory):
 
 def _ground_truth():
     # Category ids deliberately not index + 1: parts are matched by name.
-    return {
-        "images": [{"id": 7, "file_name": "photos/a.jpg", "height": 240, "width": 320},
-                   {"id": 9, "file_name": "b.jpg", "height": 240, "width": 320}],
-        "categories": [{"id": 100 + i, "name": n} for i, n in enumerate(PART_NAMES)],
-        "annotations": [{"id": 1, "image_id": 7, "category_id": 100 + PART_NAMES.index("saddle"),
-                         "bbox": [10, 20, 40, 40], "area": 1600, "iscrowd": 0, "state": 1}],
-        "state_categories": [{"id": i, "name": n} for i, n in enumerate(STATE_NAMES)],
-    }
+    return coco_with_states(
+        [{"id": 7, "file_name": "photos/a.jpg", "height": 240, "width": 320},
+         {"id": 9, "file_name": "b.jpg", "height": 240, "width": 320}],
+        [coco_annotation(1, 7, 100 + PART_NAMES.index("saddle"), [10, 20, 50, 60], 1)],
+        categories=[{"id": 100 + i, "name": n} for i, n in enumerate(PART_NAMES)])
 
 
 def test_records_hold_part_box_state_and_probabilities(records):

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from detectron2.data import MetadataCatalog
 
+from coco_builders import coco_annotation, coco_with_states
+
 from bikestate.constants import STATE_NAMES
 from bikestate.data.catalog import register_bike_instances, unregister_bike_dataset
 from bikestate.evaluation.evaluator import load_ground_truth, load_results
@@ -67,17 +69,11 @@ def _write_hand_built(root):
         for _, part, box, _ in [g for g in GROUND_TRUTH if g[0] == image_id]:
             cv2.rectangle(photo, tuple(box[:2]), tuple(box[2:]), (40, 40, 40), 3)
         cv2.imwrite(str(images / f"img{image_id}.jpg"), photo)
-    coco = {
-        "images": [{"id": i, "file_name": f"img{i}.jpg", "height": 160, "width": 200}
-                   for i in (1, 2, 3)],
-        "categories": [{"id": k, "name": n} for k, n in CATEGORIES.items()],
-        "state_categories": [{"id": s, "name": n} for s, n in enumerate(STATE_NAMES)],
-        "annotations": [
-            {"id": k, "image_id": i, "category_id": part,
-             "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
-             "state": state, "state_name": STATE_NAMES[state]}
-            for k, (i, part, (x0, y0, x1, y1), state) in enumerate(GROUND_TRUTH, start=1)],
-    }
+    coco = coco_with_states(
+        [{"id": i, "file_name": f"img{i}.jpg", "height": 160, "width": 200} for i in (1, 2, 3)],
+        [coco_annotation(k, i, part, box, state, state_name=True)
+         for k, (i, part, box, state) in enumerate(GROUND_TRUTH, start=1)],
+        categories=[{"id": k, "name": n} for k, n in CATEGORIES.items()])
     (root / "gt.json").write_text(json.dumps(coco))
     # What BikeStateEvaluator writes: COCO results (dataset category ids) with state scores.
     evaluation = root / "evaluation"

@@ -18,6 +18,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from coco_builders import coco_annotation, coco_with_states
+
 from bikestate import add_bikestate_config
 from bikestate.constants import NOT_FOUND, PART_NAMES, STATE_NAMES
 from bikestate.inference import predictions_to_coco_results
@@ -190,13 +192,11 @@ def _gt_for(run):
     for i, (name, (h, w)) in enumerate(sorted(READABLE.items()), start=1):
         images.append({"id": i, "file_name": name, "height": h, "width": w})
         for j, (part, state) in enumerate([("saddle", 0), ("bell", 2)]):
-            annotations.append({"id": len(annotations) + 1, "image_id": i,
-                                "category_id": PART_NAMES.index(part) + 1,
-                                "bbox": [10 + 30 * j, 10, 40, 30], "area": 1200, "iscrowd": 0,
-                                "state": state})
-    return {"images": images, "annotations": annotations,
-            "categories": [{"id": k + 1, "name": n} for k, n in enumerate(PART_NAMES)],
-            "state_categories": [{"id": k, "name": n} for k, n in enumerate(STATE_NAMES)]}
+            x0 = 10 + 30 * j
+            annotations.append(coco_annotation(len(annotations) + 1, i,
+                                               PART_NAMES.index(part) + 1, [x0, 10, x0 + 40, 40],
+                                               state))
+    return coco_with_states(images, annotations)
 
 
 def test_predictions_round_trip_into_the_evaluators_format(run, tmp_path):
