@@ -82,6 +82,15 @@ def encode_jpeg(image_rgb, quality=JPEG_QUALITY):
     return encoded.tobytes()
 
 
+def draw_predictions(image_rgb, instances, part_names, **kwargs):
+    """:func:`.visualizer.draw_predictions`, imported on first use: detectron2 draws the
+    pictures, and a run without them (the ONNX runtime where detectron2 is not installed) does
+    not need it."""
+    from .visualizer import draw_predictions as draw
+
+    return draw(image_rgb, instances, part_names, **kwargs)
+
+
 def inspect_images(predictor, paths, *, operating_point, batch_size=1, draw=True):
     """Inspect photos one batch at a time; yield an :class:`ImageResult` per photo, in order.
 
@@ -149,10 +158,6 @@ def _report_and_draw(result, image_bgr, instances, part_names, operating_point, 
         result.report["notes"] = list(result.notes)
     if draw:
         try:
-            # Imported here: detectron2 draws the pictures, and a run without them (the ONNX
-            # runtime where detectron2 is not installed) does not need it.
-            from .visualizer import draw_predictions
-
             result.picture = encode_jpeg(draw_predictions(
                 image_bgr[:, :, ::-1], instances, part_names,
                 score_thresh=operating_point.score_thresh))
