@@ -22,6 +22,7 @@ folder), nothing written; 1 the export failed or disagrees with the model.
 """
 import argparse
 import logging
+import os
 import sys
 
 
@@ -76,17 +77,33 @@ def export(args):
         except OSError as e:
             raise DataError(str(e)) from e
 
-    print(f"Tracing the model of {args.config_file} ({cfg.MODEL.WEIGHTS or 'random weights'}) "
-          f"to {args.format}...", file=sys.stderr)
-    model = build_export_model(cfg)
-    info = export_model(cfg, args.output, args.format,
-                        opset=args.opset if args.opset is not None else DEFAULT_OPSET,
-                        example_bgr=example, config_file=args.config_file, model=model)
-    print(f"Wrote {args.output}/{info['graph']} and {args.output}/model.json")
+    from tqdm import tqdm
+
+    steps = ["building the model", f"tracing to {args.format}"] + (
+        [] if args.no_check else ["checking against PyTorch"])
+    bar = tqdm(total=len(steps), desc="export", unit="step", file=sys.stderr,
+               bar_format="{desc}: {n}/{total} steps |{bar}|{postfix}")
+    try:
+        bar.set_postfix_str(steps[0])
+        model = build_export_model(cfg)
+        bar.update(1)
+        bar.set_postfix_str(steps[1])
+        info = export_model(cfg, args.output, args.format,
+                            opset=args.opset if args.opset is not None else DEFAULT_OPSET,
+                            example_bgr=example, config_file=args.config_file, model=model)
+        bar.update(1)
+        if not args.no_check:
+            bar.set_postfix_str(steps[2])
+            # Another shape than the tracing example: the graph must not depend on it.
+            image = sample_image(cfg, seed=1, portrait=True)
+            result = check_export(cfg, model, args.output, image)
+            bar.update(1)
+    finally:
+        bar.close()
+    print(f"Wrote {os.path.join(args.output, info['graph'])} and "
+          f"{os.path.join(args.output, 'model.json')} "
+          f"({os.path.getsize(os.path.join(args.output, info['graph'])) / 2 ** 20:.1f} MiB)")
     if not args.no_check:
-        # Another shape than the tracing example: the graph must not depend on it.
-        image = sample_image(cfg, seed=1, portrait=True)
-        result = check_export(cfg, model, args.output, image)
         print(f"Checked on a {image.shape[1]}x{image.shape[0]} image against PyTorch: "
               f"{result['detections']} detections, boxes within {result['max_box_diff']:.2g} "
               f"px, probabilities within {result['max_prob_diff']:.2g}")

@@ -153,8 +153,8 @@ def export_model(cfg, output_dir, fmt, opset=DEFAULT_OPSET, example_bgr=None,
 
     Args:
         cfg (CfgNode): the model's config.
-        output_dir (str): folder for the graph and model.json (created; files of an earlier
-            export there are replaced, only once the new ones are complete).
+        output_dir (str): folder for the graph and model.json (created once the export is
+            complete; the files of an earlier export there are replaced then).
         fmt (str): ``onnx`` or ``torchscript``.
         opset (int): ONNX opset, at least :data:`MIN_OPSET`.
         example_bgr (np.ndarray or None): uint8 (H, W, 3) BGR tracing example; default
@@ -181,17 +181,23 @@ def export_model(cfg, output_dir, fmt, opset=DEFAULT_OPSET, example_bgr=None,
     adapter = TracingAdapter(_ExportableModel(model), (example,)).eval()
     info = _model_info(cfg, fmt, opset, part_names, config_file)
 
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ExportError(f"output folder {output_dir} is a file")
     parent = os.path.dirname(os.path.abspath(output_dir))
     try:
-        os.makedirs(output_dir, exist_ok=True)
+        # The graph and model.json are written beside the output folder first, and moved into
+        # it (created then) only once both are complete.
+        os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
     except OSError as e:
-        raise ExportError(f"cannot create output folder {output_dir} ({e.strerror or e})") from e
+        raise ExportError(f"cannot create output folder {output_dir} "
+                          f"({e.strerror or e})") from e
     try:
         graph = os.path.join(staging, GRAPH_FILES[fmt])
         _trace_outputs(adapter, example, graph, fmt, opset)
         with open(os.path.join(staging, MODEL_JSON), "w", encoding="utf-8") as f:
             json.dump(info, f, indent=1)
+        os.makedirs(output_dir, exist_ok=True)
         # model.json last: a folder whose model.json names a graph has that graph.
         for name in (GRAPH_FILES[fmt], MODEL_JSON):
             os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
