@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
-from benchmarks.common import RESULTS_DIR, report  # noqa: E402
+from benchmarks.common import RESULTS_DIR, at_least, report  # noqa: E402
 
 CONFIGS = {"small": "configs/bike_small_cpu.yaml", "r50": "configs/bike_r50_fpn.yaml"}
 RUNTIMES = ("pytorch", "torchscript", "onnxruntime")
@@ -228,15 +228,6 @@ def print_table(figures):
                             "max prob diff"]))
 
 
-def _at_least(low):
-    def parse(text):
-        value = int(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-    return parse
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", choices=tuple(CONFIGS), default=list(CONFIGS))
@@ -244,10 +235,10 @@ def parse_args(argv=None):
                         help="weights of the small config (default: seeded random init)")
     parser.add_argument("--r50-weights", default="", metavar="FILE",
                         help="weights of the R50 config (default: seeded random init)")
-    parser.add_argument("--images", type=_at_least(1), default=8)
-    parser.add_argument("--repeats", type=_at_least(1), default=5,
+    parser.add_argument("--images", type=at_least(1), default=8)
+    parser.add_argument("--repeats", type=at_least(1), default=5,
                         help="timed passes over the photos")
-    parser.add_argument("--threads", type=_at_least(1), nargs="+", default=[1, 2])
+    parser.add_argument("--threads", type=at_least(1), nargs="+", default=[1, 2])
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 photos of 160x120, test size 128-192, 1 repeat")
     parser.add_argument("--results-dir", default=RESULTS_DIR)

@@ -121,3 +121,17 @@ def test_r50_fpn_onnx_export_matches_pytorch(tmp_path, images):
     # the same in both runtimes up to the order of operations, then moves a state probability
     # by up to ~1.3e-4 (one detection in 100 here; the others within 3e-5).
     assert_same_detections(predictor(images["portrait.png"]), eager, prob_tol=2e-4)
+
+
+def test_onnx_detections_draw_the_pytorch_picture(onnx_export, pytorch_predictor, images):
+    """The pictures of vis/ are drawn from either runtime's detections alike."""
+    from bikestate.inference import draw_predictions
+
+    predictor = OnnxBikeStatePredictor(onnx_export[0])
+    image = images["portrait.png"]
+    pictures = [draw_predictions(image[:, :, ::-1], detections, predictor.part_names,
+                                 score_thresh=0.06)
+                for detections in (predictor(image), pytorch_predictor(image))]
+    assert pictures[0].shape == pictures[1].shape
+    differing = (pictures[0] != pictures[1]).any(axis=2).mean()
+    assert differing < 1e-3, f"{differing:.2%} of the pixels differ"

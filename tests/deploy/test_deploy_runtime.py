@@ -77,6 +77,8 @@ def test_onnx_predictor_api_without_torch(onnx_export, photos, no_torch_env):
 
 
 def test_export_tool_writes_a_half_pixel_roialign_graph_and_model_json(onnx_export):
+    """Opset 17 by default, whose RoiAlign is detectron2's aligned one (an opset below 16 is
+    refused: tests/test_bad_input.py, export-opset-without-aligned-roialign)."""
     folder, tool = onnx_export
     info = ModelInfo.load(folder)
     assert info.format == "onnx" and len(info.part_names) == 22
@@ -88,17 +90,6 @@ def test_export_tool_writes_a_half_pixel_roialign_graph_and_model_json(onnx_expo
              for attr in node.attribute if attr.name == "coordinate_transformation_mode"]
     assert modes and set(modes) == {"half_pixel"}  # detectron2's aligned ROIAlign
     assert [o.name for o in graph.graph.output] == list(info.data["outputs"])
-
-
-def test_export_tool_refuses_an_opset_without_aligned_roialign(tmp_path, small_cfg_opts):
-    out = tmp_path / "export"
-    result = run_tool("export_model.py", "--config-file", SMALL_CONFIG, "--output", str(out),
-                      "--opset", "11", *small_cfg_opts)
-    assert result.returncode == 2
-    assert _error_lines(result) == [
-        "export_model.py: error: ONNX opset 11 cannot express detectron2's aligned ROIAlign "
-        "(half-pixel RoiAlign needs opset >= 16)"]
-    assert not out.exists()
 
 
 def _broken_exports(root, export):
