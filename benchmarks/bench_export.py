@@ -9,10 +9,12 @@ the whole predictor call: resize, graph, boxes back to the original pixels), the
 memory of a process running only that runtime (the onnxruntime one cannot import torch or
 detectron2, as in a deployment), the export's file size and how far its detections are from
 PyTorch eager's at the same threads (photos whose detections differ in number, largest box and
-score or state-probability differences). Each runtime runs in its own process, one after the other, on the
-same photos.
+score or state-probability differences). Each runtime runs in its own process, one after the
+other, on the same photos. A trained model (``make demo``'s ``output/demo/train/model_best.pth``
+for the small config) gives the real number of detections; a random one keeps 100 per photo.
 
     python benchmarks/bench_export.py                   # both configs, 1 and 2 threads
+    python benchmarks/bench_export.py --small-weights output/demo/train/model_best.pth
     python benchmarks/bench_export.py --configs small
     python benchmarks/bench_export.py --quick           # smoke run: tiny photos and sizes
 

@@ -350,8 +350,9 @@ def render_assignment(record):
 def render_export(record):
     fig = record["figures"]
     rows = fig["rows"]
+    options = f"; options {options_text(fig['opts'])}" if fig.get("opts") else ""
     lines = [f"{fig.get('images')} SynthBikes photos of {fmt(fig.get('image_size'))} (WxH), "
-             f"each config at its own test size{'; options ' + options_text(fig['opts']) if fig.get('opts') else ''}; "
+             f"each config at its own test size{options}; "
              f"ms per image: median of {fig.get('repeats')} passes after one warm-up pass, the "
              "whole predictor call (resize, graph, boxes back to original pixels). Each runtime "
              "in its own process; peak RSS of that process (the onnxruntime one without torch "

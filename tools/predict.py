@@ -153,7 +153,7 @@ def setup_cfg(args):
     return cfg, point
 
 
-def load_predictor(args):
+def build_predictor(args):
     """The predictor of ``--backend``, its verdict rule, and what the result files say about
     the model."""
     from bikestate.utils.errors import ConfigError
@@ -328,7 +328,7 @@ def predict(args):
         except ImportError as e:
             raise ConfigError(f"drawing the pictures needs detectron2 ({e}); add --no-vis") from e
     # Model and weights before the output folder: a bad weights file leaves nothing behind.
-    predictor, point, run_info = load_predictor(args)
+    predictor, point, run_info = build_predictor(args)
     threshold = point.score_thresh
     prepare_output(args.output)
     names = vis_names(images)

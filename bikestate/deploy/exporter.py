@@ -19,18 +19,19 @@ The whole model, detector and state branch, is traced with detectron2's
 This module needs torch and detectron2; the runtimes do not (:mod:`bikestate.deploy`).
 """
 import json
-import logging
 import os
 import shutil
 import tempfile
 import warnings
 
+import detectron2
 import numpy as np
 import torch
 from detectron2.export import TracingAdapter
 from detectron2.modeling import build_model
 
 from .. import __version__
+from ..constants import STATE_NAMES
 from ..utils.errors import ConfigError, ExportError
 from ..verdict import load_operating_point
 from .model_info import FORMAT_VERSION, GRAPH_FILES, MODEL_JSON, OUTPUT_NAMES
@@ -38,8 +39,6 @@ from .preprocess import resize_image, resize_shape
 
 __all__ = ["EXPORT_FORMATS", "DEFAULT_OPSET", "MIN_OPSET", "build_export_model",
            "check_export", "export_model", "sample_image"]
-
-logger = logging.getLogger(__name__)
 
 EXPORT_FORMATS = tuple(GRAPH_FILES)
 # The first opset whose RoiAlign has half-pixel offsets (detectron2's aligned ROIAlign).
@@ -98,10 +97,6 @@ def graph_input(cfg, image_bgr):
 def _model_info(cfg, fmt, opset, part_names, config_file):
     point = load_operating_point(cfg.TEST.BIKESTATE.THRESHOLDS_FILE, cfg.MODEL.WEIGHTS,
                                  default_score_thresh=cfg.TEST.BIKESTATE.VERIFY_SCORE_THRESH)
-    import detectron2
-
-    from ..constants import STATE_NAMES
-
     info = {
         "format_version": FORMAT_VERSION,
         "format": fmt,
