@@ -11,14 +11,16 @@ valid for any image size, and model.json beside it: part and state names, the in
 pixel mean and std, the test resize, the score threshold the graph applies
 (MODEL.ROI_HEADS.SCORE_THRESH_TEST) and the verdict rule (the thresholds.json beside the
 weights when there is one). The graph is traced on --sample-image (default: a SynthBikes
-picture) and then checked on a picture of another shape against the PyTorch model.
+picture) and checked on a picture of another shape against the PyTorch model before it is
+written (--no-check skips that).
 
 Run an export with ``tools/predict.py --backend onnxruntime --export OUTPUT`` or, in Python,
 ``bikestate.deploy.OnnxBikeStatePredictor(OUTPUT)`` (onnxruntime only: no torch, no
 detectron2).
 
-Exit status: 0 exported and checked; 2 bad input (config, weights, options, image, output
-folder), nothing written; 1 the export failed or disagrees with the model.
+Exit status: 0 exported (and checked); 2 bad input (config, weights, options, image, output
+folder); 1 the export failed or disagrees with the model. Nothing is written unless it
+succeeds; an earlier export in OUTPUT is replaced only then.
 """
 import argparse
 import logging
@@ -56,7 +58,6 @@ def export(args):
     from bikestate.deploy.exporter import (
         DEFAULT_OPSET,
         build_export_model,
-        check_export,
         export_model,
         sample_image,
     )
@@ -79,8 +80,8 @@ def export(args):
 
     from tqdm import tqdm
 
-    steps = ["building the model", f"tracing to {args.format}"] + (
-        [] if args.no_check else ["checking against PyTorch"])
+    steps = ["building the model", f"tracing to {args.format}, checking against PyTorch"
+             if not args.no_check else f"tracing to {args.format}"]
     bar = tqdm(total=len(steps), desc="export", unit="step", file=sys.stderr,
                bar_format="{desc}: {n}/{total} steps |{bar}|{postfix}")
     try:
@@ -88,22 +89,20 @@ def export(args):
         model = build_export_model(cfg)
         bar.update(1)
         bar.set_postfix_str(steps[1])
+        # Checked on another shape than the tracing example: the graph must not depend on it.
+        image = None if args.no_check else sample_image(cfg, seed=1, portrait=True)
         info = export_model(cfg, args.output, args.format,
                             opset=args.opset if args.opset is not None else DEFAULT_OPSET,
-                            example_bgr=example, config_file=args.config_file, model=model)
+                            example_bgr=example, config_file=args.config_file, model=model,
+                            check_bgr=image)
         bar.update(1)
-        if not args.no_check:
-            bar.set_postfix_str(steps[2])
-            # Another shape than the tracing example: the graph must not depend on it.
-            image = sample_image(cfg, seed=1, portrait=True)
-            result = check_export(cfg, model, args.output, image)
-            bar.update(1)
     finally:
         bar.close()
     print(f"Wrote {os.path.join(args.output, info['graph'])} and "
           f"{os.path.join(args.output, 'model.json')} "
           f"({os.path.getsize(os.path.join(args.output, info['graph'])) / 2 ** 20:.1f} MiB)")
-    if not args.no_check:
+    if info["check"]:
+        result = info["check"]
         print(f"Checked on a {image.shape[1]}x{image.shape[0]} image against PyTorch: "
               f"{result['detections']} detections, boxes within {result['max_box_diff']:.2g} "
               f"px, probabilities within {result['max_prob_diff']:.2g}")

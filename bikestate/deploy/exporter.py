@@ -32,7 +32,7 @@ from detectron2.modeling import build_model
 
 from .. import __version__
 from ..constants import STATE_NAMES
-from ..utils.errors import ConfigError, ExportError
+from ..utils.errors import ConfigError, ExportError, ExportMismatchError
 from ..verdict import load_operating_point
 from .model_info import FORMAT_VERSION, GRAPH_FILES, MODEL_JSON, OUTPUT_NAMES
 from .preprocess import resize_image, resize_shape
@@ -143,7 +143,7 @@ def _trace_outputs(adapter, example, path, fmt, opset):
 
 
 def export_model(cfg, output_dir, fmt, opset=DEFAULT_OPSET, example_bgr=None,
-                 config_file=None, model=None):
+                 config_file=None, model=None, check_bgr=None):
     """Export the model of ``cfg`` (weights ``cfg.MODEL.WEIGHTS``) into ``output_dir``.
 
     Args:
@@ -156,9 +156,12 @@ def export_model(cfg, output_dir, fmt, opset=DEFAULT_OPSET, example_bgr=None,
             :func:`sample_image`.
         config_file (str or None): recorded in model.json.
         model (nn.Module or None): the model to export; default :func:`build_export_model`.
+        check_bgr (np.ndarray or None): an image on which the export must agree with the model
+            (:func:`check_export`) before it is moved into ``output_dir``.
 
     Returns:
-        dict: the model.json written.
+        dict: the model.json written, with ``check``: the result of :func:`check_export`
+        (None without ``check_bgr``).
     """
     from ..inference.predictor import resolve_part_names
 
@@ -192,19 +195,20 @@ def export_model(cfg, output_dir, fmt, opset=DEFAULT_OPSET, example_bgr=None,
         _trace_outputs(adapter, example, graph, fmt, opset)
         with open(os.path.join(staging, MODEL_JSON), "w", encoding="utf-8") as f:
             json.dump(info, f, indent=1)
+        check = None if check_bgr is None else check_export(cfg, model, staging, check_bgr)
         os.makedirs(output_dir, exist_ok=True)
         # model.json last: a folder whose model.json names a graph has that graph.
         for name in (GRAPH_FILES[fmt], MODEL_JSON):
             os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return info
+    return dict(info, check=check)
 
 
 def check_export(cfg, model, output_dir, image_bgr, box_tol=0.5, prob_tol=1e-4):
     """Run the export in ``output_dir`` and the eager ``model`` on ``image_bgr``; raise
-    :class:`ExportError` unless they agree: the same detections, classes and states, boxes
-    within ``box_tol`` pixels, scores and state probabilities within ``prob_tol``.
+    :class:`ExportMismatchError` unless they agree: the same detections, classes and states,
+    boxes within ``box_tol`` pixels, scores and state probabilities within ``prob_tol``.
 
     Returns:
         dict: ``detections`` (their number), ``max_box_diff`` (pixels), ``max_prob_diff``.
@@ -218,17 +222,16 @@ def check_export(cfg, model, output_dir, image_bgr, box_tol=0.5, prob_tol=1e-4):
         instances = model([{"image": graph_input(cfg, image_bgr), "height": height,
                             "width": width}])[0]["instances"]
     eager = Detections.from_instances(instances)
-    where = f"{output_dir}: the exported graph disagrees with the model on a " \
-            f"{width}x{height} image"
+    where = f"the exported graph disagrees with the model on a {width}x{height} image"
     if len(exported) != len(eager):
-        raise ExportError(f"{where}: {len(exported)} detections instead of {len(eager)}")
+        raise ExportMismatchError(f"{where}: {len(exported)} detections instead of {len(eager)}")
     if not (np.array_equal(exported.classes, eager.classes)
             and np.array_equal(exported.states, eager.states)):
-        raise ExportError(f"{where}: other parts or states")
+        raise ExportMismatchError(f"{where}: other parts or states")
     box_diff = float(np.abs(exported.boxes - eager.boxes).max(initial=0.0))
     prob_diff = float(max(np.abs(exported.scores - eager.scores).max(initial=0.0),
                           np.abs(exported.state_scores - eager.state_scores).max(initial=0.0)))
     if box_diff > box_tol or prob_diff > prob_tol:
-        raise ExportError(f"{where}: boxes differ by up to {box_diff:.3g} px, scores or state "
+        raise ExportMismatchError(f"{where}: boxes differ by up to {box_diff:.3g} px, scores or state "
                           f"probabilities by up to {prob_diff:.3g}")
     return {"detections": len(eager), "max_box_diff": box_diff, "max_prob_diff": prob_diff}
