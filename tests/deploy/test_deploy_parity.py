@@ -135,3 +135,20 @@ def test_onnx_detections_draw_the_pytorch_picture(onnx_export, pytorch_predictor
     assert pictures[0].shape == pictures[1].shape
     differing = (pictures[0] != pictures[1]).any(axis=2).mean()
     assert differing < 1e-3, f"{differing:.2%} of the pixels differ"
+
+
+def test_conv_state_head_on_image_pixels_exports(tmp_path, small_cfg_opts, images):
+    """The state head that pools each detection's enlarged box from the input pixels
+    (``ConvStateHead``, IN_FEATURES ["image"], BOX_CONTEXT) traces and matches too."""
+    torch.manual_seed(1)
+    cfg = make_cfg(SMALL_CONFIG, small_cfg_opts + [
+        "MODEL.WEIGHTS", "", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.05",
+        "MODEL.ROI_STATE_HEAD.NAME", "ConvStateHead", "MODEL.ROI_STATE_HEAD.IN_FEATURES",
+        '["image"]', "MODEL.ROI_STATE_HEAD.BOX_CONTEXT", "1.5"])
+    pytorch_predictor = BikeStatePredictor(cfg)
+    export_model(cfg, str(tmp_path), "onnx", model=pytorch_predictor.model)
+    predictor = OnnxBikeStatePredictor(str(tmp_path))
+    for name in ("portrait.png", "large.jpg"):
+        eager = _eager(pytorch_predictor, images[name])
+        assert len(eager) > 0
+        assert_same_detections(predictor(images[name]), eager)
