@@ -3,6 +3,7 @@
 Every benchmark appends one JSON record per run to ``benchmarks/results/<name>.jsonl``;
 ``benchmarks/make_results.py`` regenerates RESULTS.md from those records.
 """
+import argparse
 import datetime
 import json
 import os
@@ -80,6 +81,16 @@ def report(name, figures, print_tables, args):
         append_record(name, figures, results_dir=args.results_dir)
         print(f"\nrecord appended to {os.path.join(args.results_dir, name + '.jsonl')}")
     return figures
+
+
+def at_least(low):
+    """argparse type: an int >= ``low``."""
+    def parse(text):
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
 
 
 def median_time(fn, repeats, warmup=1, sync=None):

@@ -41,11 +41,15 @@ ACCURACY_LOWER = ("verify/halluc_at_95r",)
 ACCURACY_COLUMNS = ACCURACY_HIGHER + ACCURACY_LOWER + (
     "verify/present_recall", "verify/hallucination_rate", "verify/damage_precision",
     "verify/damage_recall", "verify/macro_f1_majority", "bbox_state/AP50")
-ORDER = ("demo", "speed", "assignment", "accuracy", "state_branch", "eval", "synth", "imports")
+# onnxruntime vs PyTorch eager, small config, both cores.
+EXPORT_MIN_SPEEDUP = 1.5
+ORDER = ("demo", "speed", "assignment", "export", "accuracy", "state_branch", "eval", "synth",
+         "imports")
 TITLES = {
     "demo": "`make demo`: the demo model on SynthBikes val",
     "speed": "Speed: state branch overhead, bikestate vs the seed pipeline, data loading",
     "assignment": "Training-target assignment alone: detectron2's per-image loops vs batched",
+    "export": "Exported models: PyTorch eager vs TorchScript vs onnxruntime (CPU inference)",
     "accuracy": "Accuracy at equal training budget: bikestate vs the seed pipeline",
     "state_branch": "State branch overhead (modeling benchmark)",
     "eval": "Evaluator speed",
@@ -342,6 +346,41 @@ def render_assignment(record):
     return "\n\n".join(lines)
 
 
+# ------------------------------------------------------------------------------ export
+
+
+def render_export(record):
+    fig = record["figures"]
+    rows = fig["rows"]
+    options = f"; options {options_text(fig['opts'])}" if fig.get("opts") else ""
+    lines = [f"{fig.get('images')} SynthBikes photos of {fmt(fig.get('image_size'))} (WxH), "
+             f"each config at its own test size{options}; "
+             f"ms per image: median of {fig.get('repeats')} passes after one warm-up pass, the "
+             "whole predictor call (resize, graph, boxes back to original pixels). Each runtime "
+             "in its own process; peak RSS of that process (the onnxruntime one without torch "
+             "and detectron2). Differences: against PyTorch eager at the same threads. 1-min "
+             f"load average at start {fmt(fig.get('load_average_1min'))}.",
+             table(["config", "runtime", "threads", "ms/image", "vs eager", "peak RSS MiB",
+                    "export MiB", "photos with other detections", "max box diff px",
+                    "max score/prob diff"],
+                   [[r["config"], r["runtime"], r["threads"], r["ms_per_image"],
+                     f"{r['speedup_vs_eager']:.2f}x", r["peak_rss_mib"], r.get("export_mib"),
+                     r["photos_with_other_detections"], r["max_box_diff_px"],
+                     r["max_prob_diff"]] for r in rows])]
+    goal = [r for r in rows if r["config"] == "small" and r["runtime"] == "onnxruntime"]
+    if goal:
+        best = max(goal, key=lambda r: r["threads"])
+        same = best["photos_with_other_detections"] == 0 and best["max_box_diff_px"] <= 0.5 \
+            and best["max_prob_diff"] <= 1e-4
+        lines.append(
+            f"Target: onnxruntime at least {EXPORT_MIN_SPEEDUP}x faster than PyTorch eager on "
+            f"the small config with the same outputs, {best['threads']} threads: "
+            + verdict(best["speedup_vs_eager"] >= EXPORT_MIN_SPEEDUP and same,
+                      f"{best['speedup_vs_eager']:.2f}x, "
+                      + ("same outputs" if same else "outputs differ")))
+    return "\n\n".join(lines)
+
+
 # ------------------------------------------------------------------------------ accuracy
 
 
@@ -476,7 +515,7 @@ def update_readme(text, block):
 
 
 RENDERERS = {"speed": render_speed, "accuracy": render_accuracy, "demo": render_demo,
-             "assignment": render_assignment}
+             "assignment": render_assignment, "export": render_export}
 
 
 # ------------------------------------------------------------------------------ document

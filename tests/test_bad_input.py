@@ -248,6 +248,10 @@ def predict(*opts, inputs=("{ws}/images",), output="{ws}/inspection", config=SMA
     return ["--config-file", config, "--output", output, "--input", *inputs, *TINY_MODEL, *opts]
 
 
+def export(*opts, output="{ws}/export", config=SMALL_CONFIG):
+    return ["--config-file", config, "--output", output, *opts, *TINY_MODEL]
+
+
 def visualize(*opts, dataset="bike_val", output="{ws}/drawn", config=SMALL_CONFIG):
     return ["--config-file", config, "--dataset", dataset, "--output", output, "--num", "2",
             *opts]
@@ -414,6 +418,20 @@ CASES = [
          ["{ws}/broken.pth", "cannot read weights file"], truncated_checkpoint("broken.pth")),
     Case("predict-output-under-a-file", "predict", predict(output="{ws}/a_file/inspection"),
          ["{ws}/a_file/inspection", "cannot create output folder"]),
+    # --- export_model ---------------------------------------------------------------------
+    Case("export-config-missing", "export_model", export(config="{ws}/nope.yaml"),
+         ["{ws}/nope.yaml", "does not exist"]),
+    Case("export-opset-without-aligned-roialign", "export_model", export("--opset", "11"),
+         ["opset 11", "opset >= 16"]),
+    Case("export-opset-with-torchscript", "export_model",
+         export("--format", "torchscript", "--opset", "17"), ["--opset", "onnx only"]),
+    Case("export-weights-missing", "export_model", export("MODEL.WEIGHTS", "{ws}/nope.pth"),
+         ["{ws}/nope.pth", "not found"]),
+    Case("export-sample-image-unreadable", "export_model",
+         export("--sample-image", "{ws}/images/a.jpg"), ["{ws}/images/a.jpg", "cannot read"],
+         write_bytes("images/a.jpg", b"not a picture at all")),
+    Case("export-output-is-a-file", "export_model", export(output="{ws}/a_file"),
+         ["{ws}/a_file", "is a file"]),
     # --- visualize_data -------------------------------------------------------------------
     Case("visualize-unknown-dataset", "visualize_data", visualize(dataset="bike_nope"),
          ["'bike_nope'", "unknown dataset"], env=TRAIN_ENV),

@@ -4,6 +4,14 @@
     tools/predict.py --config-file configs/bike_small_cpu.yaml --input photos/ more/*.jpg \
         --output inspection/ [--confidence-threshold 0.5] [--batch-size 2] [--recursive] \
         MODEL.WEIGHTS output/model_best.pth [KEY VALUE ...]
+    # the same with a model exported by tools/export_model.py, without detectron2
+    tools/predict.py --backend onnxruntime --export export/ --input photos/ \
+        --output inspection/
+
+``--backend pytorch`` (default) runs the config's model with detectron2; ``--backend
+onnxruntime`` runs the ONNX export in ``--export`` with onnxruntime (it needs neither torch nor
+detectron2, except for drawing the pictures: add --no-vis where detectron2 is not installed).
+Both give the same detections and reports.
 
 Inputs are image files, folders (their images, not sub-folders unless --recursive) and glob
 patterns (quote them; ``**`` descends folders). Files without an image extension are skipped
@@ -59,7 +67,14 @@ def get_parser():
         epilog="Trailing KEY VALUE pairs override the config, e.g. MODEL.WEIGHTS model.pth "
                "MODEL.DEVICE cpu INPUT.MIN_SIZE_TEST 480.",
     )
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="model config")
+    parser.add_argument("--backend", choices=("pytorch", "onnxruntime"), default="pytorch",
+                        help="pytorch: the config's model (default); onnxruntime: the ONNX "
+                             "export in --export")
+    parser.add_argument("--config-file", metavar="FILE",
+                        help="model config (--backend pytorch)")
+    parser.add_argument("--export", metavar="DIR",
+                        help="folder written by tools/export_model.py --format onnx "
+                             "(--backend onnxruntime)")
     parser.add_argument("--input", required=True, nargs="+", metavar="PATH",
                         help="image files, folders or glob patterns")
     parser.add_argument("--output", required=True, metavar="DIR",
@@ -67,7 +82,8 @@ def get_parser():
     parser.add_argument("--confidence-threshold", type=float, default=None, metavar="T",
                         help="minimum detection score kept, drawn and used by the report "
                              "(default: the score_thresh of thresholds.json beside the weights, "
-                             "else the config's TEST.BIKESTATE.VERIFY_SCORE_THRESH); to "
+                             "else the config's TEST.BIKESTATE.VERIFY_SCORE_THRESH; with "
+                             "onnxruntime: the one in the export's model.json); to "
                              "compute COCO AP from predictions.json use a low one, e.g. 0.05")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="images per forward pass (more helps on a GPU; default 1)")
@@ -135,6 +151,43 @@ def setup_cfg(args):
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     return cfg, point
+
+
+def build_predictor(args):
+    """The predictor of ``--backend``, its verdict rule, and what the result files say about
+    the model."""
+    from bikestate.utils.errors import ConfigError
+
+    if args.backend == "onnxruntime":
+        if args.export is None:
+            raise ConfigError("--backend onnxruntime needs --export DIR (a folder written by "
+                              "tools/export_model.py)")
+        if args.config_file or args.opts:
+            raise ConfigError("--config-file and config overrides apply to --backend pytorch; "
+                              "an export carries its config (give --export only)")
+        if args.confidence_threshold is not None and not 0.0 <= args.confidence_threshold <= 1:
+            raise ConfigError(f"the confidence threshold must be in [0, 1], got "
+                              f"{args.confidence_threshold}")
+        from bikestate.deploy import ModelInfo, OnnxBikeStatePredictor
+
+        info = ModelInfo.load(args.export)
+        threshold = args.confidence_threshold
+        predictor = OnnxBikeStatePredictor(
+            args.export, threshold if threshold is not None
+            else info.operating_point.score_thresh)
+        return predictor, predictor.operating_point, {
+            "backend": args.backend, "export": args.export,
+            "weights": info.data.get("exported_from", {}).get("weights")}
+    if args.config_file is None:
+        raise ConfigError("--backend pytorch needs --config-file FILE")
+    if args.export is not None:
+        raise ConfigError("--export applies to --backend onnxruntime")
+    from bikestate.inference import BikeStatePredictor
+
+    cfg, point = setup_cfg(args)
+    predictor = BikeStatePredictor(cfg, operating_point=point)
+    return predictor, point, {"backend": args.backend, "config_file": args.config_file,
+                              "weights": cfg.MODEL.WEIGHTS}
 
 
 def prepare_output(out_dir):
@@ -250,12 +303,7 @@ def predict(args):
     from tqdm import tqdm
 
     import bikestate  # noqa: F401  first: quiets library deprecation notices
-    from bikestate.inference import (
-        IMAGE_EXTENSIONS,
-        BikeStatePredictor,
-        find_images,
-        inspect_images,
-    )
+    from bikestate.inference import IMAGE_EXTENSIONS, find_images, inspect_images
     from bikestate.inference.report import report_files
     from bikestate.utils.errors import ConfigError, DataError
     from bikestate.utils.io import atomic_write_bytes, atomic_write_texts
@@ -274,16 +322,19 @@ def predict(args):
     if not images:
         raise DataError(f"no images found in {' '.join(args.input)}")
 
-    cfg, point = setup_cfg(args)
-    threshold = point.score_thresh
+    if not args.no_vis:
+        try:
+            import bikestate.inference.visualizer  # noqa: F401  detectron2 draws the pictures
+        except ImportError as e:
+            raise ConfigError(f"drawing the pictures needs detectron2 ({e}); add --no-vis") from e
     # Model and weights before the output folder: a bad weights file leaves nothing behind.
-    predictor = BikeStatePredictor(cfg, operating_point=point)
+    predictor, point, run_info = build_predictor(args)
+    threshold = point.score_thresh
     prepare_output(args.output)
     names = vis_names(images)
 
     detections, reports, errors, image_infos = [], [], [], []
-    run_info = {"config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS,
-                "part_names": list(predictor.part_names), "images_found": len(images)}
+    run_info.update({"part_names": list(predictor.part_names), "images_found": len(images)})
 
     def write_results(status):
         """predictions.json, report.json and report.csv, renamed into place together."""

@@ -7,30 +7,46 @@
 - :func:`draw_predictions`: boxes coloured by state, labelled ``saddle · damaged 87%``.
 - :func:`instances_to_records` / :func:`predictions_to_coco_results`: predictions.json and
   its conversion into COCO results for evaluation.
+- :class:`Detections`: one image's predictions as numpy arrays, what the report, the records
+  and the pictures are computed from (also for the ONNX runtime of :mod:`bikestate.deploy`).
 - :func:`find_images` / :func:`read_image`: the photos users really have.
 - :func:`inspect_images`: all of that photo by photo, one bad photo costing only itself.
 """
-from .export import instances_to_records, predictions_to_coco_results
-from .images import IMAGE_EXTENSIONS, UnreadableImageError, find_images, read_image
-from .inspection import ImageResult, inspect_images
-from .predictor import BikeStatePredictor, load_model_weights, resolve_part_names
-from .report import build_report, write_reports
-from .visualizer import draw_predictions, format_label
+import importlib
 
-__all__ = [
-    "BikeStatePredictor",
-    "IMAGE_EXTENSIONS",
-    "ImageResult",
-    "UnreadableImageError",
-    "build_report",
-    "draw_predictions",
-    "find_images",
-    "format_label",
-    "inspect_images",
-    "instances_to_records",
-    "load_model_weights",
-    "predictions_to_coco_results",
-    "read_image",
-    "resolve_part_names",
-    "write_reports",
-]
+# Public name -> the submodule defining it. Names are imported on first use: the submodules of
+# records, report and images import neither torch nor detectron2, and
+# :mod:`bikestate.deploy` uses them in processes that have neither.
+_EXPORTS = {
+    "BikeStatePredictor": ".predictor",
+    "Detections": ".detections",
+    "IMAGE_EXTENSIONS": ".images",
+    "ImageResult": ".inspection",
+    "UnreadableImageError": ".images",
+    "as_detections": ".detections",
+    "build_report": ".report",
+    "draw_predictions": ".visualizer",
+    "find_images": ".images",
+    "format_label": ".visualizer",
+    "inspect_images": ".inspection",
+    "instances_to_records": ".export",
+    "load_model_weights": ".predictor",
+    "predictions_to_coco_results": ".export",
+    "read_image": ".images",
+    "resolve_part_names": ".predictor",
+    "write_reports": ".report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

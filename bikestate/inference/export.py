@@ -17,6 +17,7 @@ import os
 
 from ..constants import STATE_NAMES
 from ..utils.errors import DataError
+from .detections import as_detections
 
 
 def instances_to_records(file_name, instances, part_names):
@@ -24,15 +25,16 @@ def instances_to_records(file_name, instances, part_names):
 
     Args:
         file_name (str): the image.
-        instances (Instances): predictions in original pixels: ``pred_boxes``, ``scores``,
-            ``pred_classes``, ``pred_states``, ``state_scores`` (N, 4).
+        instances (Instances or Detections): predictions in original pixels: boxes, scores,
+            classes, states and (N, 4) state probabilities (see :mod:`.detections`).
         part_names (Sequence[str]): class names by contiguous id.
     """
-    boxes = instances.pred_boxes.tensor.detach().cpu().tolist()
-    scores = instances.scores.detach().cpu().tolist()
-    classes = instances.pred_classes.detach().cpu().tolist()
-    states = instances.pred_states.detach().cpu().tolist()
-    probs = instances.state_scores.detach().cpu().tolist()
+    detections = as_detections(instances)
+    boxes = detections.boxes.tolist()
+    scores = detections.scores.tolist()
+    classes = detections.classes.tolist()
+    states = detections.states.tolist()
+    probs = detections.state_scores.tolist()
     records = []
     for box, score, cls, state, p in zip(boxes, scores, classes, states, probs):
         x0, y0, x1, y1 = box

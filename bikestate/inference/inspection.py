@@ -23,7 +23,6 @@ from ..verdict import as_operating_point
 from .export import instances_to_records
 from .images import UnreadableImageError, read_image
 from .report import build_report
-from .visualizer import draw_predictions
 
 JPEG_QUALITY = 92
 _STAGE_NAMES = {"read": "reading", "predict": "the model", "report": "the report",
@@ -83,11 +82,22 @@ def encode_jpeg(image_rgb, quality=JPEG_QUALITY):
     return encoded.tobytes()
 
 
+def draw_predictions(image_rgb, instances, part_names, **kwargs):
+    """:func:`.visualizer.draw_predictions`, imported on first use: detectron2 draws the
+    pictures, and a run without them (the ONNX runtime where detectron2 is not installed) does
+    not need it."""
+    from .visualizer import draw_predictions as draw
+
+    return draw(image_rgb, instances, part_names, **kwargs)
+
+
 def inspect_images(predictor, paths, *, operating_point, batch_size=1, draw=True):
     """Inspect photos one batch at a time; yield an :class:`ImageResult` per photo, in order.
 
     Args:
-        predictor (BikeStatePredictor): the model.
+        predictor (BikeStatePredictor or ExportedBikeStatePredictor): the model; anything
+            with ``part_names`` and ``predict_batch(images, batch_size)`` returning
+            ``Instances`` or :class:`~.detections.Detections`.
         paths (Sequence[str]): image files.
         operating_point (OperatingPoint or float): the verdict rule of the reports (a float is
             the score threshold of the default rule); detections below its score threshold

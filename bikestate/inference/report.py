@@ -27,6 +27,7 @@ from ..constants import NOT_FOUND, STATE_NAMES
 from ..utils.boxes import xyxy_to_xywh
 from ..utils.io import atomic_write_texts
 from ..verdict import as_operating_point, part_verdicts, verdict_name
+from .detections import as_detections
 
 # Verdicts that need a repair shop's attention, in the order they are listed.
 ATTENTION_VERDICTS = ("damaged", "absent", NOT_FOUND)
@@ -49,9 +50,9 @@ def build_report(file_name, instances, part_names, operating_point):
 
     Args:
         file_name (str): the image, as shown to the user.
-        instances (Instances): predictions for the image in original pixels, with
-            ``pred_boxes`` (N boxes XYXY), ``scores`` (N,), ``pred_classes`` (N,) int,
-            ``state_scores`` (N, S) float; ``pred_states`` is not needed.
+        instances (Instances or Detections): predictions for the image in original pixels:
+            N boxes XYXY, scores (N,), classes (N,) and state probabilities (N, S) (see
+            :mod:`.detections`).
         part_names (Sequence[str]): names of the classes, by contiguous class id.
         operating_point (OperatingPoint or float): thresholds of the verdict rule; a float is
             the score threshold of the default rule.
@@ -65,11 +66,10 @@ def build_report(file_name, instances, part_names, operating_point):
         absent parts by decreasing confidence, then the parts not found).
     """
     operating_point = as_operating_point(operating_point)
-    height, width = (int(v) for v in instances.image_size)
-    boxes = xyxy_to_xywh(instances.pred_boxes.tensor.detach().cpu().numpy())
-    verdicts = part_verdicts(instances.scores.detach().cpu().numpy(),
-                             instances.pred_classes.detach().cpu().numpy(),
-                             instances.state_scores.detach().float().cpu().numpy(),
+    detections = as_detections(instances)
+    height, width = detections.image_size
+    boxes = xyxy_to_xywh(detections.boxes)
+    verdicts = part_verdicts(detections.scores, detections.classes, detections.state_scores,
                              len(part_names), operating_point)
 
     parts = []

@@ -11,6 +11,7 @@ import numpy as np
 from detectron2.utils.visualizer import _SMALL_OBJECT_AREA_THRESH, Visualizer
 
 from ..constants import STATE_COLORS, STATE_NAMES
+from .detections import as_detections
 from .report import ATTENTION_VERDICTS
 
 # Parts drawn first (underneath): states that need no action.
@@ -64,9 +65,9 @@ def draw_predictions(image_rgb, instances, part_names, *, score_thresh=0.0, lege
 
     Args:
         image_rgb (np.ndarray): uint8 (H, W, 3) RGB image, the frame of ``instances``.
-        instances (Instances): predictions with ``pred_boxes`` (N boxes XYXY, image pixels),
-            ``scores`` (N,), ``pred_classes`` (N,), ``pred_states`` (N,) and ``state_scores``
-            (N, 4).
+        instances (Instances or Detections): predictions in image pixels: N boxes XYXY,
+            scores (N,), classes (N,), states (N,) and state probabilities (N, 4) (see
+            :mod:`.detections`).
         part_names (Sequence[str]): class names by contiguous id.
         score_thresh (float): detections scoring below are not drawn.
         legend (bool): add a strip below the image naming the four state colours.
@@ -115,12 +116,11 @@ def draw_predictions(image_rgb, instances, part_names, *, score_thresh=0.0, lege
 
     vis = Visualizer(canvas, metadata=None, font_size_scale=font_size_scale)
 
-    keep = instances.scores >= score_thresh
-    boxes = instances.pred_boxes.tensor[keep].detach().cpu().numpy() * scale
-    scores = instances.scores[keep].detach().cpu().numpy()
-    classes = instances.pred_classes[keep].detach().cpu().numpy()
-    states = instances.pred_states[keep].detach().cpu().numpy()
-    probs = instances.state_scores[keep].detach().cpu().numpy()
+    detections = as_detections(instances)
+    detections = detections[detections.scores >= score_thresh]
+    boxes = detections.boxes * scale
+    scores, classes, states = detections.scores, detections.classes, detections.states
+    probs = detections.state_scores
     confidence = scores * probs[np.arange(len(states)), states] if len(states) else scores
 
     labels = []

@@ -51,6 +51,12 @@ IMAGE_FEATURE = "image"
 logger = logging.getLogger(__name__)
 
 
+def _num_rows(tensor: torch.Tensor):
+    """The number of rows of ``tensor``, kept symbolic when traced: ``len()`` would write the
+    number of detections of the tracing example into the graph as a constant."""
+    return tensor.shape[0]
+
+
 @ROI_HEADS_REGISTRY.register()
 class StateROIHeads(StandardROIHeads):
     """:class:`StandardROIHeads` with a state head on the shared box-head features.
@@ -257,7 +263,7 @@ class StateROIHeads(StandardROIHeads):
         kept_indices = self._indices_into_proposals(predictions, proposals, kept_indices)
         offsets = [0]
         for p in proposals[:-1]:
-            offsets.append(offsets[-1] + len(p))
+            offsets.append(offsets[-1] + _num_rows(p.proposal_boxes.tensor))
         rows = [idx + off for idx, off in zip(kept_indices, offsets)]
         rows = cat(rows, dim=0) if rows else box_features.new_zeros((0,), dtype=torch.long)
         classes = cat([x.pred_classes for x in pred_instances], dim=0) if pred_instances else None
@@ -381,7 +387,13 @@ class StateROIHeads(StandardROIHeads):
         ``fast_rcnn_inference_single_image`` drops rows with non-finite boxes or scores before
         NMS, and its returned indices then count the remaining rows only. Recompute the same
         mask in that (rare) case and translate the indices back.
+
+        Under tracing (``tools/export_model.py``) the indices are returned as they are: that
+        mask is a Python branch in detectron2 too, which a trace records as taken on its
+        example's finite rows, so the traced NMS indices already count every row.
         """
+        if torch.jit.is_tracing():
+            return kept_indices
         scores_logits, deltas = predictions[0], predictions[1]
         finite = torch.isfinite(scores_logits).all(dim=1) & torch.isfinite(deltas).all(dim=1)
         if finite.all():
@@ -402,7 +414,8 @@ class StateROIHeads(StandardROIHeads):
     def _set_states(instances: List[Instances], state_logits: torch.Tensor):
         """Split (sum Ri, S) logits over the images; set ``state_scores`` and ``pred_states``."""
         probs = state_logits.float().softmax(dim=1)
-        for inst, p in zip(instances, probs.split([len(x) for x in instances], dim=0)):
+        sizes = [_num_rows(x.pred_classes) for x in instances]
+        for inst, p in zip(instances, probs.split(sizes, dim=0)):
             inst.state_scores = p
             inst.pred_states = p.argmax(dim=1).to(torch.int64)
 

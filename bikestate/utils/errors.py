@@ -32,6 +32,17 @@ class WeightsError(BikeStateError):
     """A weights file that cannot or must not be loaded."""
 
 
+class ExportError(BikeStateError):
+    """An exported model (see :mod:`bikestate.deploy`) that cannot be written, read or run."""
+
+
+class ExportMismatchError(ExportError):
+    """An export whose answers differ from the model's: a failure of the export, not of the
+    user's input."""
+
+    exit_code = 1
+
+
 def debug_enabled(argv=None):
     argv = sys.argv if argv is None else argv
     return "--debug" in argv or os.environ.get("BIKESTATE_DEBUG", "") not in ("", "0")

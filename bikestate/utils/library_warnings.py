@@ -13,6 +13,8 @@ __all__ = ["silence_library_warnings"]
 _LIBRARY_WARNINGS = (
     # fvcore.nn and detectron2 script a few functions at import time.
     (FutureWarning, r"`torch\.jit\.script` is deprecated", r"torch\.jit\._script"),
+    # A TorchScript export (bikestate.deploy) is loaded with torch.jit.load.
+    (FutureWarning, r"`torch\.jit\.load` is deprecated", r"torch\.jit\._serialization"),
     # detectron2's anchor generator calls torch.meshgrid without ``indexing``.
     (UserWarning, r"torch\.meshgrid: in an upcoming release", r"torch\.functional"),
 )

@@ -1,0 +1,90 @@
+"""Helpers of the deployment tests (a plain module, imported by the test files and the
+fixtures of this folder)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from detectron2.config import get_cfg
+from detectron2.layers import FrozenBatchNorm2d
+
+from bikestate import add_bikestate_config
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SMALL_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu.yaml")
+R50_CONFIG = os.path.join(REPO, "configs", "bike_r50_fpn.yaml")
+# The seeded random model scores its detections between about 0.054 and 0.068: above 0.058 a
+# photo has a few dozen, and their number changes from photo to photo (what a graph that froze
+# the tracing example's number would get wrong).
+SCORE_THRESH = "0.058"
+SMALL_OPTS = ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192",
+              "MODEL.ROI_HEADS.SCORE_THRESH_TEST", SCORE_THRESH]
+
+# name -> upright (height, width): landscape, portrait, large (5x the test size), gray, an
+# EXIF-rotated phone photo, a cut-out with transparency.
+PHOTOS = {"landscape.jpg": (240, 320), "portrait.png": (320, 200), "large.jpg": (750, 1000),
+          "gray.png": (240, 320), "phone.jpg": (320, 240), "cutout.png": (240, 320)}
+
+
+def run_tool(tool, *args, env=None):
+    """``tools/<tool> ARGS`` in a fresh process, as a user runs it."""
+    env = dict(os.environ, BIKESTATE_DEBUG="0", **(env or {}))
+    return subprocess.run([sys.executable, os.path.join(REPO, "tools", tool), *args],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+
+
+def make_cfg(config_file, opts):
+    cfg = add_bikestate_config(get_cfg())
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def assert_same_detections(exported, eager, box_tol=0.5, prob_tol=1e-4):
+    """Two :class:`Detections` of one photo agree: the same number, each detection of one with
+    a detection of the other of the same part and state, box within ``box_tol`` pixels, score
+    and state probabilities within ``prob_tol``.
+
+    Detections are paired by part, box, score and state probabilities rather than by position:
+    two of nearly equal score (a random model has many) may come in either order.
+    """
+    assert exported.image_size == eager.image_size
+    assert len(exported) == len(eager)
+    if not len(eager):
+        return
+    distance = (np.abs(eager.boxes[:, None] - exported.boxes[None]).max(axis=2) / box_tol
+                + np.abs(eager.scores[:, None] - exported.scores[None]) / prob_tol
+                + np.abs(eager.state_scores[:, None] - exported.state_scores[None]).max(axis=2)
+                / prob_tol)
+    distance[eager.classes[:, None] != exported.classes[None, :]] = np.inf
+    pairs = distance.argmin(axis=1)
+    assert len(set(pairs.tolist())) == len(pairs), "detections do not pair one to one"
+    exported = exported[pairs]
+    np.testing.assert_array_equal(exported.classes, eager.classes)
+    np.testing.assert_array_equal(exported.states, eager.states)
+    np.testing.assert_allclose(exported.boxes, eager.boxes, rtol=0, atol=box_tol)
+    np.testing.assert_allclose(exported.scores, eager.scores, rtol=0, atol=prob_tol)
+    np.testing.assert_allclose(exported.state_scores, eager.state_scores, rtol=0, atol=prob_tol)
+
+
+@torch.no_grad()
+def settle_frozen_batchnorm(model, image_chw):
+    """Give a randomly initialised model's frozen BatchNorm layers the statistics of their inputs
+    on ``image_chw`` (float32 (3, H, W), 0-255), as training would have; returns how many.
+
+    With the initial statistics (mean 0, variance 1) the activations of a random R50 grow by
+    orders of magnitude from stage to stage and its state probabilities saturate at 1e-30.
+    """
+    def set_statistics(layer, inputs):
+        layer.running_mean.copy_(inputs[0].mean(dim=(0, 2, 3)))
+        layer.running_var.copy_(inputs[0].var(dim=(0, 2, 3)))
+
+    handles = [m.register_forward_pre_hook(set_statistics) for m in model.modules()
+               if isinstance(m, FrozenBatchNorm2d)]
+    try:
+        model.backbone(model.preprocess_image([{"image": image_chw}]).tensor)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return len(handles)
