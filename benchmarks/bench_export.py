@@ -118,7 +118,7 @@ def run_worker(spec):
 
 
 def make_images(path, count, size, seed=0):
-    from bikestate.data.synth import render_bike
+    from bikestate.synth import render_bike
 
     rng = np.random.default_rng(seed)
     width, height = size

@@ -76,7 +76,7 @@ def sample_image(cfg, seed=0, portrait=False):
     """The tracing example: a SynthBikes picture (BGR uint8) of the config's test size, 4:3
     landscape (or 3:4 portrait), so that the trace goes through every stage with detections to
     carry."""
-    from ..data.synth import render_bike
+    from ..synth import render_bike
 
     short = max(cfg.INPUT.MIN_SIZE_TEST, 32)
     long = min(int(short * 4 / 3), max(cfg.INPUT.MAX_SIZE_TEST, short))

@@ -11,7 +11,7 @@ from deploy_helpers import REPO, SMALL_CONFIG, SMALL_OPTS, make_cfg, run_tool
 from detectron2.modeling import build_model
 from PIL import Image
 
-from bikestate.data.synth import render_bike
+from bikestate.synth import render_bike
 
 # A sitecustomize that makes every import of torch, torchvision and detectron2 fail, as on a
 # machine that has only onnxruntime.
