@@ -8,12 +8,26 @@
 - :func:`instances_to_records` / :func:`predictions_to_coco_results`: predictions.json and
   its conversion into COCO results for evaluation.
 - :func:`find_images` / :func:`read_image`: the photos users really have.
-- :func:`inspect_images`: all of that photo by photo, one bad photo costing only itself.
+- :func:`inspect_images`: all of that photo by photo, one bad photo costing only itself;
+  :func:`inspect_image` for one photo already in memory.
+- :func:`predictor_config`: a config file + overrides -> the predictor's config and the
+  verdict rule's operating point.
 """
 from .export import instances_to_records, predictions_to_coco_results
-from .images import IMAGE_EXTENSIONS, UnreadableImageError, find_images, read_image
-from .inspection import ImageResult, inspect_images
-from .predictor import BikeStatePredictor, load_model_weights, resolve_part_names
+from .images import (
+    IMAGE_EXTENSIONS,
+    NotAnImageError,
+    UnreadableImageError,
+    find_images,
+    read_image,
+)
+from .inspection import ImageResult, inspect_image, inspect_images
+from .predictor import (
+    BikeStatePredictor,
+    load_model_weights,
+    predictor_config,
+    resolve_part_names,
+)
 from .report import build_report, write_reports
 from .visualizer import draw_predictions, format_label
 
@@ -21,15 +35,18 @@ __all__ = [
     "BikeStatePredictor",
     "IMAGE_EXTENSIONS",
     "ImageResult",
+    "NotAnImageError",
     "UnreadableImageError",
     "build_report",
     "draw_predictions",
     "find_images",
     "format_label",
+    "inspect_image",
     "inspect_images",
     "instances_to_records",
     "load_model_weights",
     "predictions_to_coco_results",
+    "predictor_config",
     "read_image",
     "resolve_part_names",
     "write_reports",
