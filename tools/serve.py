@@ -25,8 +25,8 @@ One log line per request on stderr (request id, client, method, path, status, ti
 found). Nothing is written to disk unless --save-dir is given (then each request's photos,
 pictures and report.json / report.csv go to DIR/<request id>/). Ctrl-C or SIGTERM stops it
 gracefully: no new connections, requests in flight are answered (up to 30 s), then the worker
-stops. Exit status: 0 stopped, 2 bad input (nothing served, nothing written), 1 the server
-could not run.
+stops; the process then ends by that signal (exit status 130 / 143 in a shell). Exit status
+otherwise: 2 bad input (nothing served, nothing written), 1 the server could not run.
 """
 import argparse
 import logging

@@ -49,10 +49,11 @@ def model_description(backend):
 
 @router.get("/healthz")
 async def healthz(request: Request):
-    """Liveness and load: ``{"status": "ok", "queue_waiting": n, "queue_size": N}``."""
-    service = request.app.state.service
-    return {"status": "ok", "queue_waiting": service.worker.waiting(),
-            "queue_size": service.worker.queue_size}
+    """Liveness and load: ``{"status": "ok", "inspecting": 0 or 1, "queue_waiting": n,
+    "queue_size": N}``."""
+    worker = request.app.state.service.worker
+    return {"status": "ok", "inspecting": int(worker.running()),
+            "queue_waiting": worker.waiting(), "queue_size": worker.queue_size}
 
 
 @router.get("/v1/model")

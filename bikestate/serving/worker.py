@@ -52,6 +52,7 @@ class InferenceWorker:
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._mean_seconds = None  # running mean of job durations, None before the first job
         self._accepting = True
+        self._running = False
 
     def start(self):
         self._thread.start()
@@ -72,6 +73,10 @@ class InferenceWorker:
     def waiting(self):
         """Jobs waiting now (approximate, as any queue length read by another thread)."""
         return self._queue.qsize()
+
+    def running(self):
+        """Whether a job is running now."""
+        return self._running
 
     def retry_after(self):
         """Whole seconds until the queue has probably drained by one job (at least 1)."""
@@ -94,10 +99,12 @@ class InferenceWorker:
                 continue  # the request went away while waiting
             started = time.perf_counter()
             value = error = None
+            self._running = True
             try:
                 value = fn(*args, **kwargs)
             except BaseException as e:  # noqa: BLE001  the request answers for it
                 error = e
+            self._running = False
             elapsed = time.perf_counter() - started
             self._mean_seconds = elapsed if self._mean_seconds is None else (
                 _DURATION_SMOOTHING * elapsed + (1 - _DURATION_SMOOTHING) * self._mean_seconds)
