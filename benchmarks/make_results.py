@@ -41,12 +41,13 @@ ACCURACY_LOWER = ("verify/halluc_at_95r",)
 ACCURACY_COLUMNS = ACCURACY_HIGHER + ACCURACY_LOWER + (
     "verify/present_recall", "verify/hallucination_rate", "verify/damage_precision",
     "verify/damage_recall", "verify/macro_f1_majority", "bbox_state/AP50")
-ORDER = ("demo", "speed", "assignment", "accuracy", "state_branch", "eval", "synth")
+ORDER = ("demo", "speed", "assignment", "accuracy", "serve", "state_branch", "eval", "synth")
 TITLES = {
     "demo": "`make demo`: the demo model on SynthBikes val",
     "speed": "Speed: state branch overhead, bikestate vs the seed pipeline, data loading",
     "assignment": "Training-target assignment alone: detectron2's per-image loops vs batched",
     "accuracy": "Accuracy at equal training budget: bikestate vs the seed pipeline",
+    "serve": "Inspection service under load (tools/serve.py, clients on loopback)",
     "state_branch": "State branch overhead (modeling benchmark)",
     "eval": "Evaluator speed",
     "synth": "SynthBikes generation speed",
@@ -107,6 +108,10 @@ def scope(record):
     latest default run on the same machine."""
     fig = record.get("figures", {})
     options = f"; options {options_text(fig['opts'])}" if fig.get("opts") else ""
+    if record.get("benchmark") == "serve":
+        return (f"{fig.get('clients')} clients, {fig.get('threads')} threads"
+                f"{', with pictures' if fig.get('image') else ''}; model {fig.get('model')}"
+                f"{options}")
     if "setting" in fig:
         return f"setting {fig['setting']}, {fig.get('images_seen')} images seen{options}"
     parts = [p for p in ("overhead", "vs_seed", "loader") if fig.get(p)]
@@ -341,6 +346,37 @@ def render_assignment(record):
     return "\n\n".join(lines)
 
 
+# ------------------------------------------------------------------------------ serve
+
+
+def render_serve(record):
+    fig = record["figures"]
+    size = fig.get("image_size") or ["?", "?"]
+    lines = [f"`benchmarks/bench_serve.py`: {fig.get('clients')} clients posting "
+             f"{size[0]}x{size[1]} SynthBikes photos to `POST /v1/inspect`"
+             f"{'?image=1' if fig.get('image') else ''} back to back for "
+             f"{fig.get('duration_s')} s after {fig.get('warmup')} warm-up requests; server: "
+             f"`{fig.get('config_name')}` (test size {fig.get('min_size_test')}-"
+             f"{fig.get('max_size_test')}), {fig.get('threads')} torch threads, queue of "
+             f"{fig.get('queue_size')}; 1-min load average at start "
+             f"{fmt(fig.get('load_average_1min'))}. Latency as the clients see it (upload, "
+             "queue, inference, answer), of the answered requests.",
+             table(["figure", "value"], [
+                 ["requests: answered / queue full (503) / errors",
+                  f"{fig.get('answered_200')} / {fig.get('rejected_503')} / "
+                  f"{fig.get('errors')}"],
+                 ["throughput, photos/s", fmt(fig.get("throughput_per_s"))],
+                 ["latency p50 / p95 / p99, ms", " / ".join(
+                     fmt(fig.get(k)) for k in ("latency_p50_ms", "latency_p95_ms",
+                                               "latency_p99_ms"))],
+                 ["server inference time p50, ms", fmt(fig.get("inference_p50_ms"))],
+                 ["server RSS after warm-up / at the end, MiB",
+                  f"{fmt(fig.get('rss_before_mib'))} / {fmt(fig.get('rss_after_mib'))} "
+                  f"({fmt(fig.get('rss_growth_pct'))} %)"],
+             ])]
+    return "\n\n".join(lines)
+
+
 # ------------------------------------------------------------------------------ accuracy
 
 
@@ -475,7 +511,7 @@ def update_readme(text, block):
 
 
 RENDERERS = {"speed": render_speed, "accuracy": render_accuracy, "demo": render_demo,
-             "assignment": render_assignment}
+             "assignment": render_assignment, "serve": render_serve}
 
 
 # ------------------------------------------------------------------------------ document

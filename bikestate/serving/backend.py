@@ -108,11 +108,14 @@ def load_predictor_backend(model, config_file=None, opts=()):
     beside the weights when there is one, as ``tools/predict.py`` uses it. ``opts`` are
     further ``KEY VALUE`` config overrides (``MODEL.DEVICE cuda``, ``INPUT.MIN_SIZE_TEST 480``).
     """
+    # A training folder's config.yaml is named with its folder (output/demo/train -> train/...).
+    config_name = (os.path.basename(config_file) if config_file else
+                   os.path.join(os.path.basename(os.path.normpath(model)), TRAINING_FOLDER_CONFIG))
     config_file, weights = resolve_model(model, config_file)
     cfg, point = predictor_config(config_file, ["MODEL.WEIGHTS", weights, *opts])
     predictor = BikeStatePredictor(cfg, operating_point=point)
     info = {"backend": "pytorch", "config_file": config_file,
-            "config_name": os.path.basename(config_file), "weights": cfg.MODEL.WEIGHTS,
+            "config_name": config_name, "weights": cfg.MODEL.WEIGHTS,
             "weights_sha256": (file_sha256(cfg.MODEL.WEIGHTS)
                                   if os.path.isfile(cfg.MODEL.WEIGHTS) else None), "device": cfg.MODEL.DEVICE,
             "min_size_test": cfg.INPUT.MIN_SIZE_TEST, "max_size_test": cfg.INPUT.MAX_SIZE_TEST}

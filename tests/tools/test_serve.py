@@ -23,6 +23,7 @@ import time
 import httpx
 import numpy as np
 import pytest
+import torch
 from detectron2.config import get_cfg
 from PIL import Image
 
@@ -151,15 +152,32 @@ def post_photo(url, path, name=None, params=None, field="photo", timeout=120):
                           files={field: (name or os.path.basename(path), f.read())})
 
 
-def test_inspect_is_the_report_of_predict(server, model_dir, photos):
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "predict.py"), "--config-file",
-         str(model_dir / "config.yaml"), "--input", "bike.jpg", "phone.jpg", "--output",
-         str(photos / "predicted"), "--no-vis", "MODEL.WEIGHTS",
-         str(model_dir / "model_final.pth")],
-        cwd=str(photos), capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, BIKESTATE_DEBUG="0", PYTHONPATH=REPO))
-    assert proc.returncode == 0, proc.stderr
+def run_predict_here(args, monkeypatch):
+    """tools/predict.py's main() in this process (its imports are already loaded here), on one
+    torch thread as the server; returns its exit status."""
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    try:
+        import predict
+    finally:
+        sys.path.remove(os.path.join(REPO, "tools"))
+    monkeypatch.setenv("BIKESTATE_DEBUG", "0")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            predict.main(args)
+    finally:
+        torch.set_num_threads(threads)
+    return exit_info.value.code
+
+
+def test_inspect_is_the_report_of_predict(server, model_dir, photos, monkeypatch):
+    monkeypatch.chdir(photos)  # the reports name the photos as given: bike.jpg, phone.jpg
+    status = run_predict_here(
+        ["--config-file", str(model_dir / "config.yaml"), "--input", "bike.jpg", "phone.jpg",
+         "--output", str(photos / "predicted"), "--no-vis", "MODEL.WEIGHTS",
+         str(model_dir / "model_final.pth")], monkeypatch)
+    assert status == 0
     with open(photos / "predicted" / "report.json") as f:
         predicted = json.load(f)
     csv_text = (photos / "predicted" / "report.csv").read_text().splitlines()
@@ -193,7 +211,7 @@ def test_model_and_health(server, model_dir):
     model = httpx.get(server.url + "/v1/model").json()
     assert model["parts"] == list(PART_NAMES)
     assert model["states"] == ["intact", "damaged", "absent", "occluded"]
-    assert model["config_name"] == "config.yaml"
+    assert model["config_name"] == f"{model_dir.name}/config.yaml"
     weights = (model_dir / "model_final.pth").read_bytes()
     assert model["weights_sha256"] == hashlib.sha256(weights).hexdigest()
     assert model["verdict_rule"]["source"] == str(model_dir / "thresholds.json")

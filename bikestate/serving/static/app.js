@@ -30,7 +30,8 @@ async function loadModel() {
     const sha = model.weights_sha256 ? `, weights ${model.weights_sha256.slice(0, 12)}` : "";
     $("model-info").textContent =
       `Model: ${model.config_name || "?"}${sha}; ${model.parts.length} parts; ` +
-      `a part counts as found from a detection score of ${model.score_threshold}.`;
+      `a part counts as found from a detection score of ` +
+      `${Number(model.score_threshold.toFixed(3))}.`;
   } catch (error) {
     $("model-info").textContent = `The service cannot describe its model (${error}).`;
   }
