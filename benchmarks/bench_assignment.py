@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.bench_speed import BATCHED_OPTS, R50_CONFIG, alternate, load_cfg  # noqa: E402
-from benchmarks.common import RESULTS_DIR, count_cuda_syncs, report  # noqa: E402
+from benchmarks.common import RESULTS_DIR, at_least, count_cuda_syncs, report  # noqa: E402
 
 IMAGE_SIZE = (416, 416)
 LEVELS = (2, 3, 4, 5, 6)  # P2-P6
@@ -142,28 +142,18 @@ def print_table(fig):
                             "batched syncs"]))
 
 
-def _at_least(low):
-    """argparse type: an int >= ``low``."""
-    def parse(text):
-        value = int(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-    return parse
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--images", type=_at_least(1), default=8)
-    parser.add_argument("--gt", type=_at_least(1), default=22, help="ground-truth boxes per image")
-    parser.add_argument("--grid", type=_at_least(1), default=26,
+    parser.add_argument("--images", type=at_least(1), default=8)
+    parser.add_argument("--gt", type=at_least(1), default=22, help="ground-truth boxes per image")
+    parser.add_argument("--grid", type=at_least(1), default=26,
                         help="feature map side at every level (26: 2,028 anchors per level)")
-    parser.add_argument("--proposals", type=_at_least(1), default=1000,
+    parser.add_argument("--proposals", type=at_least(1), default=1000,
                         help="proposals per image")
-    parser.add_argument("--repeats", type=_at_least(1), default=50)
-    parser.add_argument("--warmup", type=_at_least(0), default=3)
-    parser.add_argument("--threads", type=_at_least(1), default=None, help="torch CPU threads")
+    parser.add_argument("--repeats", type=at_least(1), default=50)
+    parser.add_argument("--warmup", type=at_least(0), default=3)
+    parser.add_argument("--threads", type=at_least(1), default=None, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 images, 2 repeats, no warm-up")
     parser.add_argument("--results-dir", default=RESULTS_DIR)

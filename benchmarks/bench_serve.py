@@ -32,7 +32,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import RESULTS_DIR, report  # noqa: E402
+from benchmarks.common import RESULTS_DIR, at_least, report  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu.yaml")
@@ -215,27 +215,17 @@ def print_table(fig):
     ], headers=["figure", "value"]))
 
 
-def _at_least(low):
-    """argparse type: an int >= ``low``."""
-    def parse(text):
-        value = int(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-    return parse
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None,
                         help="training folder or weights (default: the small config, random "
                              "weights)")
-    parser.add_argument("--clients", type=_at_least(1), default=4)
-    parser.add_argument("--duration", type=_at_least(1), default=60, help="seconds of load")
-    parser.add_argument("--threads", type=_at_least(1), default=2, help="server torch threads")
-    parser.add_argument("--queue-size", type=_at_least(1), default=None,
+    parser.add_argument("--clients", type=at_least(1), default=4)
+    parser.add_argument("--duration", type=at_least(1), default=60, help="seconds of load")
+    parser.add_argument("--threads", type=at_least(1), default=2, help="server torch threads")
+    parser.add_argument("--queue-size", type=at_least(1), default=None,
                         help="server queue (default: 2 x clients, so that none is refused)")
-    parser.add_argument("--warmup", type=_at_least(0), default=4, help="requests before timing")
+    parser.add_argument("--warmup", type=at_least(0), default=4, help="requests before timing")
     parser.add_argument("--image-size", default="640x480", help="photo WIDTHxHEIGHT")
     parser.add_argument("--image", action="store_true", help="also ask for the picture")
     parser.add_argument("--quick", action="store_true",

@@ -39,6 +39,18 @@ def machine_info():
     return info
 
 
+def at_least(low):
+    """argparse type: an int >= ``low``."""
+    import argparse
+
+    def parse(text):
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
+
+
 def append_record(name, figures, results_dir=None):
     """Append ``{"benchmark", "date", "machine", "figures"}`` to ``<results_dir>/<name>.jsonl``.
 
