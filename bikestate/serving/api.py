@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from ..constants import STATE_COLORS, STATE_NAMES
 from ..inference.report import CONFIDENCE_DEFINITION, report_files
 from .archive import save_inspection
 from .uploads import UploadError, decode_photo, read_uploads
@@ -37,8 +38,6 @@ def error_response(request, status, reason, headers=None):
 def model_description(backend):
     """``GET /v1/model``: parts, states (with the page's colours), the verdict rule and what
     the backend says about its model (config, weights and their sha256, ...)."""
-    from ..constants import STATE_COLORS, STATE_NAMES
-
     point = backend.operating_point
     return {"parts": list(backend.part_names), "states": list(STATE_NAMES),
             "state_colors": {s: "#%02x%02x%02x" % tuple(round(255 * c) for c in rgb)

@@ -2,7 +2,7 @@
 
 A backend is any object with one method,
 
-    ``inspect(image_bgr, file_name, draw) -> ImageResult``
+    ``inspect(image_bgr, file_name, draw=False, notes=()) -> ImageResult``
 
 (:class:`bikestate.inference.ImageResult`: the photo's report, its picture when ``draw``, or a
 one-line error) and three attributes the service shows: ``part_names``, ``operating_point``
