@@ -106,8 +106,14 @@ def serve(args):
     import bikestate  # noqa: F401  first: registers the model parts, quiets library notices
     import uvicorn
 
-    from bikestate.serving import ServiceSettings, create_app, load_predictor_backend
+    from bikestate.serving import (
+        ServiceSettings,
+        create_app,
+        load_predictor_backend,
+        resolve_model,
+    )
 
+    resolve_model(args.model, args.config_file)  # a missing file is said before anything else
     check_args(args)
     if args.threads:
         import torch
