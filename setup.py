@@ -15,7 +15,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["bikestate", "bikestate.*"]),
-    package_data={"bikestate": ["configs/*.yaml"]},
+    package_data={"bikestate": ["configs/*.yaml", "serving/static/*"]},
     install_requires=[
         "torch>=2.0",
         "torchvision>=0.15",
@@ -37,9 +37,12 @@ setup(
         # timm too, so the tests of the timm backbone run in CI instead of being skipped;
         # scikit-learn is the reference the verification metrics (AUROC, AP) are tested against;
         # hypothesis for the property-based tests (every image a user may have); playwright
-        # drives the system's Chromium (make setup installs it) for the page tests.
+        # drives the system's Chromium (make setup installs it) for the page tests; the
+        # service's tests need its extra and httpx, their client.
         "dev": ["pytest>=7", "pytest-timeout", "timm", "scikit-learn", "hypothesis>=6",
-                "playwright"],
+                "playwright", "fastapi", "uvicorn", "python-multipart>=0.0.13", "httpx"],
         "timm": ["timm"],
+        # The inspection service (tools/serve.py).
+        "serve": ["fastapi", "uvicorn", "python-multipart>=0.0.13"],
     },
 )

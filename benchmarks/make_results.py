@@ -43,14 +43,15 @@ ACCURACY_COLUMNS = ACCURACY_HIGHER + ACCURACY_LOWER + (
     "verify/damage_recall", "verify/macro_f1_majority", "bbox_state/AP50")
 # onnxruntime vs PyTorch eager, small config, both cores.
 EXPORT_MIN_SPEEDUP = 1.5
-ORDER = ("demo", "speed", "assignment", "export", "accuracy", "state_branch", "eval", "synth",
-         "imports")
+ORDER = ("demo", "speed", "assignment", "export", "accuracy", "serve", "state_branch", "eval",
+         "synth", "imports")
 TITLES = {
     "demo": "`make demo`: the demo model on SynthBikes val",
     "speed": "Speed: state branch overhead, bikestate vs the seed pipeline, data loading",
     "assignment": "Training-target assignment alone: detectron2's per-image loops vs batched",
     "export": "Exported models: PyTorch eager vs TorchScript vs onnxruntime (CPU inference)",
     "accuracy": "Accuracy at equal training budget: bikestate vs the seed pipeline",
+    "serve": "Inspection service under load (tools/serve.py, clients on loopback)",
     "state_branch": "State branch overhead (modeling benchmark)",
     "eval": "Evaluator speed",
     "synth": "SynthBikes generation speed",
@@ -112,6 +113,10 @@ def scope(record):
     latest default run on the same machine."""
     fig = record.get("figures", {})
     options = f"; options {options_text(fig['opts'])}" if fig.get("opts") else ""
+    if record.get("benchmark") == "serve":
+        return (f"{fig.get('clients')} clients, {fig.get('threads')} threads"
+                f"{', with pictures' if fig.get('image') else ''}; model {fig.get('model')}"
+                f"{options}")
     if "setting" in fig:
         return f"setting {fig['setting']}, {fig.get('images_seen')} images seen{options}"
     parts = [p for p in ("overhead", "vs_seed", "loader") if fig.get(p)]
@@ -378,6 +383,36 @@ def render_export(record):
             + verdict(best["speedup_vs_eager"] >= EXPORT_MIN_SPEEDUP and same,
                       f"{best['speedup_vs_eager']:.2f}x, "
                       + ("same outputs" if same else "outputs differ")))
+
+
+# ------------------------------------------------------------------------------ serve
+
+
+def render_serve(record):
+    fig = record["figures"]
+    size = fig.get("image_size") or ["?", "?"]
+    lines = [f"`benchmarks/bench_serve.py`: {fig.get('clients')} clients posting "
+             f"{size[0]}x{size[1]} SynthBikes photos to `POST /v1/inspect`"
+             f"{'?image=1' if fig.get('image') else ''} back to back for "
+             f"{fig.get('duration_s')} s after {fig.get('warmup')} warm-up requests; server: "
+             f"`{fig.get('config_name')}` (test size {fig.get('min_size_test')}-"
+             f"{fig.get('max_size_test')}), {fig.get('threads')} torch threads, queue of "
+             f"{fig.get('queue_size')}; 1-min load average at start "
+             f"{fmt(fig.get('load_average_1min'))}. Latency as the clients see it (upload, "
+             "queue, inference, answer), of the answered requests.",
+             table(["figure", "value"], [
+                 ["requests: answered / queue full (503) / errors",
+                  f"{fig.get('answered_200')} / {fig.get('rejected_503')} / "
+                  f"{fig.get('errors')}"],
+                 ["throughput, photos/s", fmt(fig.get("throughput_per_s"))],
+                 ["latency p50 / p95 / p99, ms", " / ".join(
+                     fmt(fig.get(k)) for k in ("latency_p50_ms", "latency_p95_ms",
+                                               "latency_p99_ms"))],
+                 ["server inference time p50, ms", fmt(fig.get("inference_p50_ms"))],
+                 ["server RSS after warm-up / at the end, MiB",
+                  f"{fmt(fig.get('rss_before_mib'))} / {fmt(fig.get('rss_after_mib'))} "
+                  f"({fmt(fig.get('rss_growth_pct'))} %)"],
+             ])]
     return "\n\n".join(lines)
 
 
@@ -515,7 +550,8 @@ def update_readme(text, block):
 
 
 RENDERERS = {"speed": render_speed, "accuracy": render_accuracy, "demo": render_demo,
-             "assignment": render_assignment, "export": render_export}
+             "assignment": render_assignment, "export": render_export,
+             "serve": render_serve}
 
 
 # ------------------------------------------------------------------------------ document

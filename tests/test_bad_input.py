@@ -252,6 +252,11 @@ def export(*opts, output="{ws}/export", config=SMALL_CONFIG):
     return ["--config-file", config, "--output", output, *opts, *TINY_MODEL]
 
 
+def serve(*flags, model, config=SMALL_CONFIG):
+    return ["--model", model, *(["--config-file", config] if config else []), *flags,
+            *TINY_MODEL]
+
+
 def visualize(*opts, dataset="bike_val", output="{ws}/drawn", config=SMALL_CONFIG):
     return ["--config-file", config, "--dataset", dataset, "--output", output, "--num", "2",
             *opts]
@@ -432,6 +437,21 @@ CASES = [
          write_bytes("images/a.jpg", b"not a picture at all")),
     Case("export-output-is-a-file", "export_model", export(output="{ws}/a_file"),
          ["{ws}/a_file", "is a file"]),
+
+
+    # --- serve ----------------------------------------------------------------------------
+    Case("serve-model-missing", "serve", serve(model="{ws}/nope"),
+         ["{ws}/nope", "no such model folder or weights file"]),
+    Case("serve-weights-without-config", "serve", serve(model="{ws}/other.pth", config=None),
+         ["{ws}/other.pth", "is a weights file", "--config-file"],
+         unrelated_weights("other.pth")),
+    Case("serve-folder-without-weights", "serve", serve(model="{ws}/images"),
+         ["{ws}/images", "no model_best.pth or model_final.pth"]),
+    Case("serve-queue-size-0", "serve", serve("--queue-size", "0", model="{ws}/other.pth"),
+         ["--queue-size must be at least 1"], unrelated_weights("other.pth")),
+    Case("serve-save-dir-under-a-file", "serve",
+         serve("--save-dir", "{ws}/a_file/saved", model="{ws}/other.pth"),
+         ["{ws}/a_file/saved", "cannot create --save-dir"], unrelated_weights("other.pth")),
     # --- visualize_data -------------------------------------------------------------------
     Case("visualize-unknown-dataset", "visualize_data", visualize(dataset="bike_nope"),
          ["'bike_nope'", "unknown dataset"], env=TRAIN_ENV),

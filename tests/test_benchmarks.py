@@ -71,6 +71,25 @@ def speed_record(results_dir, cache_dir, profile_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def serve_record(results_dir, tmp_path_factory):
+    _run([os.path.join(BENCH, "bench_serve.py"), "--quick", "--results-dir", results_dir,
+          "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192"],
+         tmp_path_factory.mktemp("serve_cwd"))
+    return _single_record(results_dir, "serve")
+
+
+def test_serve_record(serve_record):
+    fig = serve_record["figures"]
+    assert fig["quick"] and fig["clients"] == 2 and fig["config_name"] == "bike_small_cpu.yaml"
+    assert fig["answered_200"] > 0 and fig["errors"] == 0 and fig["rejected_503"] == 0
+    assert fig["requests"] == sum(fig["statuses"].values())
+    assert 0 < fig["latency_p50_ms"] <= fig["latency_p95_ms"] <= fig["latency_p99_ms"]
+    assert 0 < fig["inference_p50_ms"] < fig["latency_p95_ms"]
+    assert _finite_number(fig["throughput_per_s"]) and fig["throughput_per_s"] > 0
+    assert fig["rss_before_mib"] > 0 and _finite_number(fig["rss_growth_pct"])
+
+
+@pytest.fixture(scope="module")
 def assignment_record(results_dir, tmp_path_factory):
     _run([os.path.join(BENCH, "bench_assignment.py"), "--quick", "--threads", "1",
           "--results-dir", results_dir], tmp_path_factory.mktemp("assignment_cwd"))
@@ -265,10 +284,10 @@ def test_make_results_keeps_the_latest_record_per_machine_and_scope(speed_record
 
 
 def test_make_results_renders_the_records(speed_record, accuracy_record, assignment_record,
-                                          results_dir, tmp_path):
+                                          serve_record, results_dir, tmp_path):
     records_dir = tmp_path / "results"
     shutil.copytree(os.path.join(BENCH, "results"), records_dir)
-    for name in ("speed", "accuracy", "assignment"):
+    for name in ("speed", "accuracy", "assignment", "serve"):
         shutil.copy(os.path.join(results_dir, f"{name}.jsonl"), records_dir / f"{name}.jsonl")
     out = tmp_path / "RESULTS.md"
     args = ["--results-dir", str(records_dir), "--output", str(out), "--readme", ""]
@@ -277,7 +296,7 @@ def test_make_results_renders_the_records(speed_record, accuracy_record, assignm
     assert make_results.main(args) == 0
     text = out.read_text()
     assert "Only smoke-test records so far." in text
-    for record in (speed_record, accuracy_record, assignment_record):
+    for record in (speed_record, accuracy_record, assignment_record, serve_record):
         assert record["date"] in text
     assert make_results.main(args + ["--check"]) == 0
     out.write_text(text + "edited by hand\n")
@@ -292,6 +311,7 @@ def test_make_results_renders_the_records(speed_record, accuracy_record, assignm
     assert "| rpn |" in text and "| roi_heads |" in text
     assert "| bikestate_r50 |" in text and "| seed_r50 |" in text
     assert "**State head alone**" in text
+    assert "| latency p50 / p95 / p99, ms |" in text  # the service under load
     assert "State branch overhead, bike_small_cpu, training step <= 3%" in text
     assert ">= seed_r50 on every metric" in text
     for record in make_results.load_records(str(records_dir)):

@@ -119,38 +119,9 @@ def setup_cfg(args):
     """The frozen config (file + overrides, a usable device) and the verdict rule's operating
     point (thresholds.json beside the weights, else the default; ``--confidence-threshold``
     overrides its score threshold)."""
-    from detectron2.config import get_cfg
+    from bikestate.inference import predictor_config
 
-    from bikestate.config import add_bikestate_config, merge_config_file
-    from bikestate.utils.errors import ConfigError
-    from bikestate.verdict import load_operating_point
-
-    if len(args.opts) % 2:
-        raise ConfigError(f"config overrides come in KEY VALUE pairs; got {' '.join(args.opts)}")
-    cfg = get_cfg()
-    add_bikestate_config(cfg)
-    merge_config_file(cfg, args.config_file)
-    try:
-        cfg.merge_from_list(args.opts)
-    except (KeyError, ValueError, AssertionError, TypeError) as e:
-        raise ConfigError(f"{args.config_file}: {' '.join(str(e).split())}") from e
-    if args.confidence_threshold is not None and not 0.0 <= args.confidence_threshold <= 1.0:
-        raise ConfigError(f"the confidence threshold must be in [0, 1], got "
-                          f"{args.confidence_threshold}")
-    point = load_operating_point(cfg.TEST.BIKESTATE.THRESHOLDS_FILE, cfg.MODEL.WEIGHTS,
-                                 default_score_thresh=cfg.TEST.BIKESTATE.VERIFY_SCORE_THRESH,
-                                 score_thresh=args.confidence_threshold)
-    # The detector itself drops boxes below the threshold, as detectron2's demo does.
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = point.score_thresh
-    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = point.score_thresh
-    import torch
-
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logging.getLogger("predict").warning(
-            "MODEL.DEVICE is %s but there is no CUDA GPU: running on the CPU", cfg.MODEL.DEVICE)
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
-    return cfg, point
+    return predictor_config(args.config_file, args.opts, score_thresh=args.confidence_threshold)
 
 
 def build_predictor(args):

@@ -10,7 +10,10 @@
 - :class:`Detections`: one image's predictions as numpy arrays, what the report, the records
   and the pictures are computed from (also for the ONNX runtime of :mod:`bikestate.deploy`).
 - :func:`find_images` / :func:`read_image`: the photos users really have.
-- :func:`inspect_images`: all of that photo by photo, one bad photo costing only itself.
+- :func:`inspect_images`: all of that photo by photo, one bad photo costing only itself;
+  :func:`inspect_image` for one photo already in memory.
+- :func:`predictor_config`: a config file + overrides -> the predictor's config and the
+  verdict rule's operating point.
 """
 import importlib
 
@@ -21,6 +24,7 @@ _EXPORTS = {
     "BikeStatePredictor": ".predictor",
     "Detections": ".detections",
     "IMAGE_EXTENSIONS": ".images",
+    "NotAnImageError": ".images",
     "ImageResult": ".inspection",
     "UnreadableImageError": ".images",
     "as_detections": ".detections",
@@ -28,10 +32,12 @@ _EXPORTS = {
     "draw_predictions": ".visualizer",
     "find_images": ".images",
     "format_label": ".visualizer",
+    "inspect_image": ".inspection",
     "inspect_images": ".inspection",
     "instances_to_records": ".export",
     "load_model_weights": ".predictor",
     "predictions_to_coco_results": ".export",
+    "predictor_config": ".predictor",
     "read_image": ".images",
     "resolve_part_names": ".predictor",
     "write_reports": ".report",

@@ -31,6 +31,11 @@ class UnreadableImageError(OSError):
     """An image file that exists but cannot be decoded (truncated, corrupt, not an image)."""
 
 
+class NotAnImageError(UnreadableImageError):
+    """A file in no image format Pillow knows (a text file, a PDF, an empty file): as opposed
+    to an image file that is damaged."""
+
+
 def is_image_file(path):
     """Whether ``path`` has one of :data:`IMAGE_EXTENSIONS` (the file's content is not read)."""
     return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
@@ -89,7 +94,7 @@ def find_images(inputs, recursive=False):
     return images, skipped, missing
 
 
-def read_image(path, format="BGR", notes=None):
+def read_image(path, format="BGR", notes=None, name=None):
     """Read a photo as the upright, 8-bit, 3-channel array the model expects.
 
     What users' files need beyond ``cv2.imread``:
@@ -104,19 +109,23 @@ def read_image(path, format="BGR", notes=None):
       against decompression bombs) is refused before it is decoded.
 
     Args:
-        path (str): image file.
+        path (str or file object): image file, or a binary file object (e.g. ``io.BytesIO`` of
+            an upload).
         format (str): "BGR" or "RGB" channel order of the result.
         notes (list or None): when given, a short sentence is appended for each choice made
             for the user (e.g. ``"animated: the first of 12 frames is inspected"``).
+        name (str or None): how messages name the image (default: ``path``).
 
     Returns:
         np.ndarray: uint8 array of shape (H, W, 3), H x W the upright size.
 
     Raises:
+        NotAnImageError: the file is in no image format (a subclass of the next).
         UnreadableImageError: the file cannot be opened or decoded as an image.
     """
     if format not in ("BGR", "RGB"):
         raise ValueError(f"format must be 'BGR' or 'RGB', not {format!r}")
+    name = path if name is None else name
     limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
@@ -127,7 +136,7 @@ def read_image(path, format="BGR", notes=None):
             width, height = image.size
             if limit and width * height > limit:
                 raise UnreadableImageError(
-                    f"{path}: cannot read image ({width}x{height} is {width * height} pixels, "
+                    f"{name}: cannot read image ({width}x{height} is {width * height} pixels, "
                     f"more than the limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS))")
             frames = getattr(image, "n_frames", 1)
             image.load()  # decode fully: truncation shows up here, not later
@@ -139,13 +148,16 @@ def read_image(path, format="BGR", notes=None):
             rgb = _to_rgb(image)
     except Image.DecompressionBombError as e:
         raise UnreadableImageError(
-            f"{path}: cannot read image (more than twice the limit of {limit} pixels "
+            f"{name}: cannot read image (more than twice the limit of {limit} pixels "
             f"(PIL.Image.MAX_IMAGE_PIXELS))") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError as e:
+        raise NotAnImageError(f"{name}: cannot read image (not an image file in a format "
+                              f"Pillow knows)") from e
+    except (OSError, SyntaxError, ValueError) as e:
         if isinstance(e, UnreadableImageError):
             raise
         reason = " ".join(str(e).split()) or type(e).__name__
-        raise UnreadableImageError(f"{path}: cannot read image ({reason})") from e
+        raise UnreadableImageError(f"{name}: cannot read image ({reason})") from e
     array = np.asarray(rgb, dtype=np.uint8)
     return np.ascontiguousarray(array[:, :, ::-1]) if format == "BGR" else array
 

@@ -130,6 +130,33 @@ def inspect_images(predictor, paths, *, operating_point, batch_size=1, draw=True
         yield from results
 
 
+def inspect_image(predictor, image_bgr, file_name, *, operating_point, draw=True, notes=()):
+    """Inspect one photo already in memory, as :func:`inspect_images` inspects a file.
+
+    Args:
+        predictor (BikeStatePredictor): the model (or any object with its ``predict_batch``
+            and ``part_names``).
+        image_bgr (np.ndarray): uint8 (H, W, 3) upright photo, BGR (see :func:`read_image`).
+        file_name (str): the photo's name in the report and in messages.
+        operating_point (OperatingPoint or float): the verdict rule of the report.
+        draw (bool): draw the predictions as JPEG bytes (``picture``).
+        notes (Sequence[str]): what reading the photo chose for the user (first frame, ...);
+            they appear in the report as in :func:`inspect_images`.
+
+    Returns:
+        ImageResult: with ``report`` (and ``picture``), or the one-line ``error`` of the stage
+        that failed (``predict``, ``report``, ``draw``). :class:`BikeStateError` propagates.
+    """
+    result = ImageResult(file_name, height=int(image_bgr.shape[0]),
+                         width=int(image_bgr.shape[1]), notes=list(notes))
+    output, = _predict_each(predictor, [image_bgr])
+    if isinstance(output, Exception):
+        result.fail("predict", output)
+    else:
+        _report_and_draw(result, image_bgr, output, predictor.part_names, operating_point, draw)
+    return result
+
+
 def _predict_each(predictor, images):
     """Instances per image, or the exception that image raised; one forward pass if possible."""
     if not images:

@@ -15,6 +15,7 @@ from detectron2.modeling import build_model
 
 from ..checkpoint import BikeStateCheckpointer
 from ..constants import PART_NAMES
+from ..config import add_bikestate_config, merge_config_file
 from ..utils.errors import ConfigError, WeightsError
 from ..verdict import load_operating_point
 
@@ -46,6 +47,51 @@ def resolve_part_names(cfg):
             f"trained on"
         )
     return names
+
+
+def predictor_config(config_file, opts=(), score_thresh=None):
+    """The frozen config a predictor runs with, and the verdict rule's operating point.
+
+    Args:
+        config_file (str): the model's config.
+        opts (Sequence[str]): ``KEY VALUE`` overrides (``MODEL.WEIGHTS model.pth``, ...).
+        score_thresh (float or None): a user's explicit score threshold; default: the
+            ``score_thresh`` of the thresholds.json beside the weights (or of
+            ``TEST.BIKESTATE.THRESHOLDS_FILE``), else ``TEST.BIKESTATE.VERIFY_SCORE_THRESH``.
+
+    Returns:
+        (CfgNode, OperatingPoint): the config, whose detector drops boxes below the operating
+        point's score threshold (as detectron2's demo does) and whose ``MODEL.DEVICE`` is the
+        CPU when it names a CUDA device this machine lacks (with a warning); the operating point.
+
+    Raises:
+        ConfigError: a bad config file, override or threshold, as one line.
+    """
+    from detectron2.config import get_cfg
+
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ConfigError(f"config overrides come in KEY VALUE pairs; got {' '.join(opts)}")
+    cfg = get_cfg()
+    add_bikestate_config(cfg)
+    merge_config_file(cfg, config_file)
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, ValueError, AssertionError, TypeError) as e:
+        raise ConfigError(f"{config_file}: {' '.join(str(e).split())}") from e
+    if score_thresh is not None and not 0.0 <= score_thresh <= 1.0:
+        raise ConfigError(f"the confidence threshold must be in [0, 1], got {score_thresh}")
+    point = load_operating_point(cfg.TEST.BIKESTATE.THRESHOLDS_FILE, cfg.MODEL.WEIGHTS,
+                                 default_score_thresh=cfg.TEST.BIKESTATE.VERIFY_SCORE_THRESH,
+                                 score_thresh=score_thresh)
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = point.score_thresh
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = point.score_thresh
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE is %s but there is no CUDA GPU: running on the CPU",
+                       cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    return cfg, point
 
 
 def load_model_weights(model, weights, allow_pickled=False):

@@ -1,0 +1,122 @@
+"""What the service runs photos through: the backend, and loading it from a model folder.
+
+A backend is any object with one method,
+
+    ``inspect(image_bgr, file_name, draw=False, notes=()) -> ImageResult``
+
+(:class:`bikestate.inference.ImageResult`: the photo's report, its picture when ``draw``, or a
+one-line error) and three attributes the service shows: ``part_names``, ``operating_point``
+(the verdict rule's thresholds) and ``info`` (a JSON-able dict for ``GET /v1/model``).
+
+:class:`PredictorBackend` makes one of any predictor with ``BikeStatePredictor``'s
+``predict_batch`` and ``part_names`` (the PyTorch predictor, or an exported model's with the
+same interface); :func:`load_predictor_backend` builds the PyTorch one from a training folder or
+a config + weights.
+"""
+import hashlib
+import os
+
+from ..inference import BikeStatePredictor, inspect_image, predictor_config
+from ..utils.errors import ConfigError
+
+__all__ = ["PredictorBackend", "load_predictor_backend", "resolve_model", "file_sha256"]
+
+# A training folder's weights, in order of preference: the best checkpoint is the one the end
+# of training calibrates (thresholds.json), the final one the fallback.
+TRAINING_FOLDER_WEIGHTS = ("model_best.pth", "model_final.pth")
+# The config detectron2's default_setup writes into a training folder.
+TRAINING_FOLDER_CONFIG = "config.yaml"
+
+
+class PredictorBackend:
+    """A backend around a predictor.
+
+    Args:
+        predictor: an object with ``predict_batch(images, batch_size) -> list[Instances]`` and
+            ``part_names``, as :class:`BikeStatePredictor`.
+        operating_point (OperatingPoint): the verdict rule of the reports.
+        info (dict): what ``GET /v1/model`` shows about the model (config, weights, ...).
+    """
+
+    def __init__(self, predictor, operating_point, info):
+        self.predictor = predictor
+        self.part_names = list(predictor.part_names)
+        self.operating_point = operating_point
+        self.info = dict(info)
+
+    def inspect(self, image_bgr, file_name, draw=False, notes=()):
+        """Inspect one photo.
+
+        Args:
+            image_bgr (np.ndarray): uint8 (H, W, 3) upright photo in BGR order.
+            file_name (str): the photo's name in its report.
+            draw (bool): also draw the predictions (``ImageResult.picture``, JPEG bytes).
+            notes (Sequence[str]): what reading the photo chose (e.g. its first frame).
+
+        Returns:
+            ImageResult: ``report`` as ``tools/predict.py`` writes it for the photo, or
+            ``error``.
+        """
+        return inspect_image(self.predictor, image_bgr, file_name,
+                             operating_point=self.operating_point, draw=draw, notes=notes)
+
+
+def file_sha256(path, chunk_size=1 << 20):
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_model(model, config_file=None):
+    """(config file, weights file) of ``--model`` (and ``--config-file``).
+
+    Args:
+        model (str): a training output folder (``config.yaml`` and ``model_best.pth`` or
+            ``model_final.pth``) or a weights file.
+        config_file (str or None): the config; required with a weights file, and overrides a
+            training folder's ``config.yaml``.
+
+    Raises:
+        ConfigError: one line saying what is missing.
+    """
+    if os.path.isdir(model):
+        weights = next((os.path.join(model, name) for name in TRAINING_FOLDER_WEIGHTS
+                        if os.path.isfile(os.path.join(model, name))), None)
+        if weights is None:
+            raise ConfigError(f"{model}: no {' or '.join(TRAINING_FOLDER_WEIGHTS)} in this "
+                              f"folder; give a training output folder or a weights file")
+        if config_file is None:
+            config_file = os.path.join(model, TRAINING_FOLDER_CONFIG)
+            if not os.path.isfile(config_file):
+                raise ConfigError(f"{model}: no {TRAINING_FOLDER_CONFIG} in this folder; "
+                                  f"give the model's config with --config-file")
+        return config_file, weights
+    if not os.path.isfile(model):
+        raise ConfigError(f"{model}: no such model folder or weights file")
+    if config_file is None:
+        raise ConfigError(f"{model} is a weights file: give its config with --config-file")
+    return config_file, model
+
+
+def load_predictor_backend(model, config_file=None, opts=()):
+    """The PyTorch backend of ``--model`` (see :func:`resolve_model`).
+
+    The verdict rule is :func:`bikestate.inference.predictor_config`'s: the thresholds.json
+    beside the weights when there is one, as ``tools/predict.py`` uses it. ``opts`` are
+    further ``KEY VALUE`` config overrides (``MODEL.DEVICE cuda``, ``INPUT.MIN_SIZE_TEST 480``).
+    """
+    # A training folder's config.yaml is named with its folder (output/demo/train -> train/...).
+    config_name = (os.path.basename(config_file) if config_file else
+                   os.path.join(os.path.basename(os.path.normpath(model)), TRAINING_FOLDER_CONFIG))
+    config_file, weights = resolve_model(model, config_file)
+    cfg, point = predictor_config(config_file, ["MODEL.WEIGHTS", weights, *opts])
+    predictor = BikeStatePredictor(cfg, operating_point=point)
+    info = {"backend": "pytorch", "config_file": config_file,
+            "config_name": config_name, "weights": cfg.MODEL.WEIGHTS,
+            "weights_sha256": (file_sha256(cfg.MODEL.WEIGHTS)
+                                  if os.path.isfile(cfg.MODEL.WEIGHTS) else None), "device": cfg.MODEL.DEVICE,
+            "min_size_test": cfg.INPUT.MIN_SIZE_TEST, "max_size_test": cfg.INPUT.MAX_SIZE_TEST}
+    return PredictorBackend(predictor, point, info)
