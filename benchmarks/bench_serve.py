@@ -57,7 +57,7 @@ def rss_mib(pid):
 
 def make_inputs(workdir, args):
     """(model argument, extra serve.py arguments, photo bytes) for the run."""
-    from bikestate.data.synth import generate_synthbikes
+    from bikestate.synth import generate_synthbikes
 
     generate_synthbikes(os.path.join(workdir, "photos"), num_images=NUM_PHOTOS, seed=11,
                         image_size=args.image_size, show_progress=False)

@@ -9,7 +9,8 @@ Writes into OUTPUT the whole model (parts, boxes, scores, states and state proba
 model.onnx (``--format onnx``) or model.ts (``--format torchscript``), traced on one image and
 valid for any image size, and model.json beside it: part and state names, the input format,
 pixel mean and std, the test resize, the score threshold the graph applies
-(MODEL.ROI_HEADS.SCORE_THRESH_TEST) and the verdict rule (the thresholds.json beside the
+(that of the thresholds.json beside the weights, else MODEL.ROI_HEADS.SCORE_THRESH_TEST; a
+SCORE_THRESH_TEST given on the command line wins) and the verdict rule (the thresholds.json beside the
 weights when there is one). The graph is traced on --sample-image (default: a SynthBikes
 picture) and checked on a picture of another shape against the PyTorch model before it is
 written (--no-check skips that).
@@ -70,6 +71,14 @@ def export(args):
         raise ConfigError("--opset applies to --format onnx only")
     cfg = get_user_config(args.config_file, args.opts)
     cfg.MODEL.DEVICE = "cpu"
+    if "MODEL.ROI_HEADS.SCORE_THRESH_TEST" not in args.opts[::2]:
+        # The graph keeps what the verdict rule can use, as tools/predict.py's model does: the
+        # score threshold of the thresholds.json beside the weights, when there is one.
+        from bikestate.verdict import load_operating_point
+
+        point = load_operating_point(cfg.TEST.BIKESTATE.THRESHOLDS_FILE, cfg.MODEL.WEIGHTS,
+                                     default_score_thresh=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = point.score_thresh
     cfg.freeze()
     example = None
     if args.sample_image:

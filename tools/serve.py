@@ -7,9 +7,10 @@
         [KEY VALUE ...]
     tools/serve.py --model model_best.pth --config-file configs/bike_small_cpu.yaml
 
---model is a training output folder (its config.yaml and model_best.pth, else model_final.pth)
-or a weights file with --config-file. The verdicts follow the thresholds.json beside the
-weights when there is one, as tools/predict.py's do. The model is loaded once; photos are
+--model is a training output folder (its config.yaml and model_best.pth, else model_final.pth),
+a weights file with --config-file, or an export folder of tools/export_model.py (run with
+onnxruntime or TorchScript). The verdicts follow the thresholds.json beside the weights when
+there is one, as tools/predict.py's do (an export carries its own). The model is loaded once; photos are
 inspected one at a time in a worker thread (--threads for torch), and at most --queue-size wait:
 more are answered 503 with Retry-After.
 
@@ -46,7 +47,8 @@ def get_parser():
                "INPUT.MIN_SIZE_TEST 480.")
     parser.add_argument("--model", required=True, metavar="DIR_OR_WEIGHTS",
                         help="training output folder (config.yaml + model_best.pth or "
-                             "model_final.pth) or a weights file (with --config-file)")
+                             "model_final.pth), a weights file (with --config-file), or an "
+                             "export folder of tools/export_model.py (model.json)")
     parser.add_argument("--config-file", default=None, metavar="FILE",
                         help="the model's config (default: config.yaml of the --model folder)")
     parser.add_argument("--host", default="127.0.0.1",
@@ -103,7 +105,7 @@ def check_args(args):
 
 
 def serve(args):
-    import bikestate  # noqa: F401  first: registers the model parts, quiets library notices
+    import bikestate  # noqa: F401  first: quiets library deprecation notices
     import uvicorn
 
     from bikestate.serving import (
@@ -120,7 +122,8 @@ def serve(args):
 
         torch.set_num_threads(args.threads)  # also for loading; the worker sets it again
     logging.getLogger("bikestate.serving").info("loading %s", args.model)
-    backend = load_predictor_backend(args.model, args.config_file, args.opts)
+    backend = load_predictor_backend(args.model, args.config_file, args.opts,
+                                     threads=args.threads)
     settings = ServiceSettings(queue_size=args.queue_size,
                                max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                                max_batch_images=args.max_batch_images, threads=args.threads,

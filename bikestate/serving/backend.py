@@ -10,12 +10,13 @@ one-line error) and three attributes the service shows: ``part_names``, ``operat
 
 :class:`PredictorBackend` makes one of any predictor with ``BikeStatePredictor``'s
 ``predict_batch`` and ``part_names`` (the PyTorch predictor, or an exported model's with the
-same interface); :func:`load_predictor_backend` builds the PyTorch one from a training folder or
-a config + weights.
+same interface); :func:`load_predictor_backend` builds it from a training folder, a config +
+weights, or an export folder of ``tools/export_model.py`` (onnxruntime or TorchScript).
 """
 import hashlib
 import os
 
+from ..deploy.model_info import MODEL_JSON
 from ..inference import BikeStatePredictor, inspect_image, predictor_config
 from ..utils.errors import ConfigError
 
@@ -75,13 +76,16 @@ def resolve_model(model, config_file=None):
 
     Args:
         model (str): a training output folder (``config.yaml`` and ``model_best.pth`` or
-            ``model_final.pth``) or a weights file.
+            ``model_final.pth``), a weights file, or an export folder of
+            ``tools/export_model.py`` (``model.json``; then the config is None).
         config_file (str or None): the config; required with a weights file, and overrides a
             training folder's ``config.yaml``.
 
     Raises:
         ConfigError: one line saying what is missing.
     """
+    if os.path.isdir(model) and os.path.isfile(os.path.join(model, MODEL_JSON)):
+        return None, model  # an export folder: model.json says the rest
     if os.path.isdir(model):
         weights = next((os.path.join(model, name) for name in TRAINING_FOLDER_WEIGHTS
                         if os.path.isfile(os.path.join(model, name))), None)
@@ -101,22 +105,48 @@ def resolve_model(model, config_file=None):
     return config_file, model
 
 
-def load_predictor_backend(model, config_file=None, opts=()):
-    """The PyTorch backend of ``--model`` (see :func:`resolve_model`).
+def load_predictor_backend(model, config_file=None, opts=(), threads=None):
+    """The backend of ``--model`` (see :func:`resolve_model`): PyTorch for a training folder or a
+    weights file, onnxruntime or TorchScript (:mod:`bikestate.deploy`) for an export folder.
 
     The verdict rule is :func:`bikestate.inference.predictor_config`'s: the thresholds.json
-    beside the weights when there is one, as ``tools/predict.py`` uses it. ``opts`` are
-    further ``KEY VALUE`` config overrides (``MODEL.DEVICE cuda``, ``INPUT.MIN_SIZE_TEST 480``).
+    beside the weights when there is one, as ``tools/predict.py`` uses it; an export carries
+    its own in model.json. ``opts`` are further ``KEY VALUE`` config overrides (``MODEL.DEVICE
+    cuda``, ``INPUT.MIN_SIZE_TEST 480``); an export takes none. ``threads``: onnxruntime's
+    intra-op threads for an ONNX export (the PyTorch backend's are torch's, set by the worker).
     """
     # A training folder's config.yaml is named with its folder (output/demo/train -> train/...).
     config_name = (os.path.basename(config_file) if config_file else
                    os.path.join(os.path.basename(os.path.normpath(model)), TRAINING_FOLDER_CONFIG))
     config_file, weights = resolve_model(model, config_file)
+    if config_file is None:
+        return _export_backend(model, opts, threads)
     cfg, point = predictor_config(config_file, ["MODEL.WEIGHTS", weights, *opts])
     predictor = BikeStatePredictor(cfg, operating_point=point)
-    info = {"backend": "pytorch", "config_file": config_file,
-            "config_name": config_name, "weights": cfg.MODEL.WEIGHTS,
-            "weights_sha256": (file_sha256(cfg.MODEL.WEIGHTS)
-                                  if os.path.isfile(cfg.MODEL.WEIGHTS) else None), "device": cfg.MODEL.DEVICE,
-            "min_size_test": cfg.INPUT.MIN_SIZE_TEST, "max_size_test": cfg.INPUT.MAX_SIZE_TEST}
+    weights = cfg.MODEL.WEIGHTS
+    info = {"backend": "pytorch", "config_file": config_file, "config_name": config_name,
+            "weights": weights,
+            "weights_sha256": file_sha256(weights) if os.path.isfile(weights) else None,
+            "device": cfg.MODEL.DEVICE, "min_size_test": cfg.INPUT.MIN_SIZE_TEST,
+            "max_size_test": cfg.INPUT.MAX_SIZE_TEST}
     return PredictorBackend(predictor, point, info)
+
+
+def _export_backend(export_dir, opts, threads):
+    from ..deploy import ModelInfo, load_predictor
+
+    if opts:
+        raise ConfigError(f"{export_dir} is an exported model: config options "
+                          f"({' '.join(map(str, opts))}) do not apply to it; export again instead")
+    extra = {"num_threads": threads} if threads and ModelInfo.load(export_dir).format == "onnx" \
+        else {}
+    predictor = load_predictor(export_dir, **extra)
+    model_info = predictor.info
+    exported_from = (model_info.data or {}).get("exported_from") or {}
+    info = {"backend": "onnxruntime" if model_info.format == "onnx" else "torchscript",
+            "config_file": exported_from.get("config_file"),
+            "config_name": os.path.basename(exported_from.get("config_file") or "") or None,
+            "weights": model_info.graph_path, "weights_sha256": file_sha256(model_info.graph_path),
+            "device": "cpu", "min_size_test": model_info.min_size_test,
+            "max_size_test": model_info.max_size_test}
+    return PredictorBackend(predictor, predictor.operating_point, info)

@@ -29,7 +29,7 @@ from PIL import Image
 
 from bikestate import add_bikestate_config
 from bikestate.constants import PART_NAMES
-from bikestate.data.synth import generate_synthbikes
+from bikestate.synth import generate_synthbikes
 from bikestate.inference.report import CSV_COLUMNS, report_files
 from bikestate.verdict import OperatingPoint
 
@@ -437,3 +437,38 @@ def test_page_in_headless_chromium(page_server, photos, tmp_path):
     assert outside == []
     with open(screenshot, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def onnx_server(tmp_path_factory, model_dir):
+    """The same model exported to ONNX (tools/export_model.py) and served from the export."""
+    export = tmp_path_factory.mktemp("onnx_export") / "export"
+    out = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "export_model.py"), "--config-file",
+         str(model_dir / "config.yaml"), "--format", "onnx", "--output", str(export),
+         "MODEL.WEIGHTS", str(model_dir / "model_final.pth")],
+        capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1", BIKESTATE_DEBUG="0"))
+    assert out.returncode == 0, out.stderr
+    server = start_server(tmp_path_factory, export)
+    yield server, export
+    server.stop()
+
+
+def test_an_onnx_export_is_served_with_the_report_of_predict(onnx_server, photos, monkeypatch):
+    server, export = onnx_server
+    monkeypatch.chdir(photos)
+    status = run_predict_here(["--backend", "onnxruntime", "--export", str(export), "--input",
+                               "bike.jpg", "--output", str(photos / "predicted_onnx"),
+                               "--no-vis"], monkeypatch)
+    assert status == 0
+    with open(photos / "predicted_onnx" / "report.json") as f:
+        expected = json.load(f)["images"][0]
+    response = post_photo(server.url, photos / "bike.jpg")
+    assert response.status_code == 200, response.text
+    assert response.json()["report"] == expected
+    assert expected["counts"]["not_found"] < len(PART_NAMES)
+    model = httpx.get(server.url + "/v1/model").json()
+    assert model["backend"] == "onnxruntime"
+    assert model["parts"] == list(PART_NAMES)
+    assert model["score_threshold"] == SCORE_THRESH  # the export carries thresholds.json's rule
