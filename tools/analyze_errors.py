@@ -70,7 +70,7 @@ def _run_model(cfg, dataset, point, eval_dir):
 
     from bikestate.engine import BikeStateTrainer
     from bikestate.evaluation import BikeStateEvaluator
-    from bikestate.inference import load_model_weights
+    from bikestate.checkpoint import load_model_weights
 
     model = BikeStateTrainer.build_model(cfg)
     load_model_weights(model, cfg.MODEL.WEIGHTS, allow_pickled=cfg.MODEL.ALLOW_PICKLED_WEIGHTS)

@@ -49,7 +49,7 @@ def calibrate(args):
     from bikestate.config import get_user_config
     from bikestate.data.datasets import register_dataset_to_evaluate
     from bikestate.engine import BikeStateTrainer
-    from bikestate.inference import load_model_weights
+    from bikestate.checkpoint import load_model_weights
     from bikestate.utils.errors import ConfigError
     from bikestate.verdict import thresholds_path
 

@@ -64,11 +64,12 @@ def draw_ground_truth(image_rgb, boxes, classes, states, thing_classes, state_cl
     from detectron2.utils.visualizer import Visualizer
 
     from bikestate.constants import STATE_COLORS
+    from bikestate.inference.visualizer import format_label
 
     vis = Visualizer(image_rgb, metadata=None, scale=scale)
     # Visualizer multiplies font sizes by the scale; undo it so that only the picture grows.
     vis._default_font_size = max(np.sqrt(vis.output.height * vis.output.width) // 90, 10) / scale
-    labels = [f"{thing_classes[c]} · {state_classes[s]}" for c, s in zip(classes, states)]
+    labels = [format_label(thing_classes[c], state_classes[s]) for c, s in zip(classes, states)]
     colors = [STATE_COLORS[s] for s in states]
     vis.overlay_instances(boxes=boxes, labels=labels, assigned_colors=colors)
     # Legend: one line per state in its colour, so a picture explains itself.

@@ -5,11 +5,20 @@
   loading, reports what it kept and skipped, and turns every way of not getting weights into one
   :class:`~bikestate.utils.errors.WeightsError`;
 - :func:`check_weights`: the training tool's early check of ``MODEL.WEIGHTS``;
+- :func:`load_model_weights`: prediction's strict policy: every tensor of the model must come
+  from the file;
 - :class:`TrainingCheckpointer`: the same checkpointer whose files appear atomically, so a
   ``kill -9`` leaves the previous checkpoint or the new one, never half of one.
 """
-from .loading import TRUSTED_PICKLE_PREFIXES, BikeStateCheckpointer, check_weights, is_model_zoo_url
+from .loading import (
+    TRUSTED_PICKLE_PREFIXES,
+    BikeStateCheckpointer,
+    check_weights,
+    is_model_zoo_url,
+    load_model_weights,
+)
 from .saving import CheckpointWriteError, TrainingCheckpointer
 
-__all__ = ["BikeStateCheckpointer", "check_weights", "is_model_zoo_url", "TRUSTED_PICKLE_PREFIXES",
+__all__ = ["BikeStateCheckpointer", "check_weights", "load_model_weights", "is_model_zoo_url",
+           "TRUSTED_PICKLE_PREFIXES",
            "TrainingCheckpointer", "CheckpointWriteError"]

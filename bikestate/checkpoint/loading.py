@@ -28,7 +28,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from ..utils.errors import WeightsError
 
-__all__ = ["BikeStateCheckpointer", "check_weights", "is_model_zoo_url",
+__all__ = ["BikeStateCheckpointer", "check_weights", "load_model_weights", "is_model_zoo_url",
            "TRUSTED_PICKLE_PREFIXES"]
 
 logger = logging.getLogger(__name__)
@@ -303,3 +303,31 @@ def check_weights(cfg, path=None):
 def _abbreviate(keys, limit=8):
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_model_weights(model, weights, allow_pickled=False):
+    """Load ``weights`` (a path or URL; "" keeps the random initialisation) into ``model``.
+
+    Loads through :class:`BikeStateCheckpointer` (no code runs while
+    loading, one-line :class:`WeightsError` for a missing or unreadable file). Unlike training,
+    which may start from a COCO model and learn the layers that do not fit, prediction needs
+    every tensor: a file that leaves any layer at its random initialisation (another
+    ``NUM_CLASSES``, another backbone) is refused instead of giving meaningless verdicts.
+    """
+    if not weights:
+        logger.warning("MODEL.WEIGHTS is empty: predicting with an untrained, random model")
+        return
+    checkpointer = BikeStateCheckpointer(model, allow_pickled=allow_pickled)
+    checkpointer.load(weights)
+    report = checkpointer.last_load_report
+    if report and (report["skipped_shape"] or report["missing"]):
+        details = [f"{k}: {tuple(a)} in the file, {tuple(b)} in the model"
+                   for k, a, b in report["skipped_shape"]]
+        details += [f"{k}: not in the file" for k in report["missing"]]
+        raise WeightsError(
+            f"weights file {weights} does not fit the config: {len(details)} of the model's "
+            f"{report['total']} tensors would stay untrained; use the config the model was "
+            f"trained with (e.g. MODEL.ROI_HEADS.NUM_CLASSES, the backbone)",
+            details=details[:10] + ([f"... {len(details) - 10} more"] if len(details) > 10
+                                    else []),
+        )

@@ -11,7 +11,6 @@ import logging
 
 import numpy as np
 import torch
-from PIL import UnidentifiedImageError
 
 from detectron2.config import configurable
 from detectron2.data import DatasetMapper
@@ -19,6 +18,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from ..utils.errors import DataError
+from ..utils.images import UnreadableImageError, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -31,18 +31,6 @@ __all__ = [
     "SkipUnreadableImages",
     "SKIPPED_KEY",
 ]
-
-
-class UnreadableImageError(DataError):
-    """An image that cannot be used for training: missing, undecodable or truncated.
-
-    Raised by :class:`BikeStateDatasetMapper` with the image path in ``file_name``, so a data
-    loader wrapper can catch exactly this, skip the image and count it.
-    """
-
-    def __init__(self, message, file_name, details=()):
-        super().__init__(message, details)
-        self.file_name = file_name
 
 
 class ImageSizeMismatchError(UnreadableImageError):
@@ -186,15 +174,10 @@ class BikeStateDatasetMapper(DatasetMapper):
 
     def _read_image(self, dataset_dict):
         file_name = dataset_dict["file_name"]
-        try:
-            # read_image applies the EXIF orientation, as the conversion did for the sizes.
-            image = utils.read_image(file_name, format=self.image_format)
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-            # PIL raises OSError for missing and truncated files, SyntaxError/ValueError for
-            # some corrupt headers.
-            raise UnreadableImageError(
-                f"cannot read image {file_name}: {type(e).__name__}: {e}", file_name
-            ) from e
+        # The reader of inference too: EXIF orientation applied (as the conversion did for the
+        # sizes), any colour mode to 3 channels, transparency on white; UnreadableImageError
+        # (with file_name) for a missing, truncated or corrupt file.
+        image = read_image(file_name, format=self.image_format)
         try:
             utils.check_image_size(dataset_dict, image)
         except utils.SizeMismatchError:

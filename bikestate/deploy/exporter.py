@@ -62,7 +62,7 @@ class _ExportableModel(torch.nn.Module):
 
 def build_export_model(cfg):
     """The model of ``cfg`` with ``cfg.MODEL.WEIGHTS`` loaded, in eval mode on the CPU."""
-    from ..inference.predictor import load_model_weights
+    from ..checkpoint import load_model_weights
 
     cfg = cfg.clone()
     cfg.defrost()

@@ -28,6 +28,7 @@ import yaml
 from detectron2.structures import BoxMode
 from detectron2.utils.events import EventWriter, get_event_storage
 
+from ..inference.visualizer import format_label
 from ..utils.io import atomic_write_text
 
 __all__ = ["WandbWriter", "resolve_wandb_mode", "WANDB_KEYS"]
@@ -266,13 +267,16 @@ class WandbWriter(EventWriter):
             x0, y0, x1, y1 = (float(v) for v in inst.pred_boxes.tensor[i])
             c = int(inst.pred_classes[i])
             score = float(inst.scores[i])
-            caption = f"{self._label(c)} {score:.2f}"
+            caption = f"{self._label(c)} {round(100 * score):d}%"
             scores = {"score": score}
             if has_states:
                 s = int(inst.pred_states[i])
-                caption = f"{self._label(c)}: {self._state(s)} {score:.2f}"
+                confidence = score
                 if inst.has("state_scores"):
                     scores["state_score"] = float(inst.state_scores[i, s])
+                    confidence = score * scores["state_score"]
+                # The label of the pictures and the report: part · state confidence.
+                caption = format_label(self._label(c), self._state(s), confidence)
             predictions.append({
                 "position": {"minX": x0, "minY": y0, "maxX": x1, "maxY": y1},
                 "domain": "pixel", "class_id": c, "box_caption": caption, "scores": scores,
@@ -283,7 +287,7 @@ class WandbWriter(EventWriter):
             c = int(ann["category_id"])
             caption = self._label(c)
             if "state" in ann:
-                caption += f": {self._state(int(ann['state']))}"
+                caption = format_label(caption, self._state(int(ann["state"])))
             ground_truth.append({
                 "position": {"minX": float(x0), "minY": float(y0), "maxX": float(x1),
                              "maxY": float(y1)},

@@ -35,7 +35,6 @@ _EXPORTS = {
     "inspect_image": ".inspection",
     "inspect_images": ".inspection",
     "instances_to_records": ".export",
-    "load_model_weights": ".predictor",
     "predictions_to_coco_results": ".export",
     "predictor_config": ".predictor",
     "read_image": ".images",

@@ -13,10 +13,10 @@ from detectron2.data import detection_utils as d2_utils
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
-from ..checkpoint import BikeStateCheckpointer
+from ..checkpoint import load_model_weights
 from ..constants import PART_NAMES
 from ..config import add_bikestate_config, merge_config_file
-from ..utils.errors import ConfigError, WeightsError
+from ..utils.errors import ConfigError
 from ..verdict import load_operating_point
 
 logger = logging.getLogger(__name__)
@@ -92,34 +92,6 @@ def predictor_config(config_file, opts=(), score_thresh=None):
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     return cfg, point
-
-
-def load_model_weights(model, weights, allow_pickled=False):
-    """Load ``weights`` (a path or URL; "" keeps the random initialisation) into ``model``.
-
-    Loads through :class:`bikestate.checkpoint.BikeStateCheckpointer` (no code runs while
-    loading, one-line :class:`WeightsError` for a missing or unreadable file). Unlike training,
-    which may start from a COCO model and learn the layers that do not fit, prediction needs
-    every tensor: a file that leaves any layer at its random initialisation (another
-    ``NUM_CLASSES``, another backbone) is refused instead of giving meaningless verdicts.
-    """
-    if not weights:
-        logger.warning("MODEL.WEIGHTS is empty: predicting with an untrained, random model")
-        return
-    checkpointer = BikeStateCheckpointer(model, allow_pickled=allow_pickled)
-    checkpointer.load(weights)
-    report = checkpointer.last_load_report
-    if report and (report["skipped_shape"] or report["missing"]):
-        details = [f"{k}: {tuple(a)} in the file, {tuple(b)} in the model"
-                   for k, a, b in report["skipped_shape"]]
-        details += [f"{k}: not in the file" for k in report["missing"]]
-        raise WeightsError(
-            f"weights file {weights} does not fit the config: {len(details)} of the model's "
-            f"{report['total']} tensors would stay untrained; use the config the model was "
-            f"trained with (e.g. MODEL.ROI_HEADS.NUM_CLASSES, the backbone)",
-            details=details[:10] + ([f"... {len(details) - 10} more"] if len(details) > 10
-                                    else []),
-        )
 
 
 class _NonEmptyResize(T.Augmentation):

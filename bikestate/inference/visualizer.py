@@ -30,9 +30,13 @@ LEGEND_BACKGROUND = (32, 32, 32)
 MIN_LEGEND_FONT = 8  # points: the legend of a very narrow photo widens the picture instead
 
 
-def format_label(part_name, state, confidence):
-    """The label of a box, e.g. ``saddle · damaged 87%`` (confidence as in the report)."""
-    return f"{part_name} · {STATE_NAMES[state]} {round(100 * float(confidence)):d}%"
+def format_label(part_name, state, confidence=None):
+    """The label of a box, e.g. ``saddle · damaged 87%`` (confidence as in the report), or
+    ``saddle · damaged`` without a confidence (ground truth). ``state``: an id or a name."""
+    state_name = state if isinstance(state, str) else STATE_NAMES[state]
+    if confidence is None:
+        return f"{part_name} · {state_name}"
+    return f"{part_name} · {state_name} {round(100 * float(confidence)):d}%"
 
 
 def _legend_layout(height, width):

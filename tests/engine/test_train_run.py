@@ -110,12 +110,12 @@ def test_run_logs_seed_keys_to_offline_wandb(adamw_plateau_run):
     with open(os.path.join(runs[0], "files", boxes["ground_truth"]["path"])) as f:
         gt = json.load(f)
     captions = [b["box_caption"] for b in gt["box_data"]]
-    assert captions and all(c.split(": ")[0] in PART_NAMES and c.split(": ")[1] in STATE_NAMES
+    assert captions and all(c.split(" · ")[0] in PART_NAMES and c.split(" · ")[1] in STATE_NAMES
                             for c in captions)
     with open(os.path.join(runs[0], "files", boxes["predictions"]["path"])) as f:
         pred = json.load(f)
     for b in pred["box_data"]:
-        part, rest = b["box_caption"].split(": ")
+        part, rest = b["box_caption"].split(" · ")
         assert part in PART_NAMES and rest.split(" ")[0] in STATE_NAMES
     # the full config
     assert run["config"]["SOLVER"]["OPTIMIZER"] == "AdamW"
