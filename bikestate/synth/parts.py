@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from ..constants import PART_NAMES, STATE_ABSENT, STATE_DAMAGED
+from .appearance import restyle, shade
 from .drawing import (
     circle,
     closed_polyline,
@@ -22,6 +23,7 @@ from .drawing import (
     union_bounds,
 )
 from .geometry import arc, bezier, rect, rotate_about, sector, unit
+from .mounts import build_mounts
 
 __all__ = ["Bike"]
 
@@ -37,9 +39,13 @@ _FOAM = (235, 205, 120)  # inside of a torn saddle / grip
 
 
 class _Layout:
-    """Key points of one bike in the canonical frame and its colours (all sampled)."""
+    """Key points of one bike in the canonical frame and its colours (all sampled).
 
-    def __init__(self, rng, background):
+    ``style`` "v2" then gives the bike a type (city, mountain, folding, BMX) and realistic
+    colours (:func:`.appearance.restyle`).
+    """
+
+    def __init__(self, rng, background, style="v1"):
         u = rng.uniform
         self.wheelbase = u(2.85, 3.3)
         self.back_axle = np.array([0.0, 0.0])
@@ -108,6 +114,9 @@ class _Layout:
         self.rack = [self.metal, self.dark, self.frame][rng.integers(3)]
         self.front_lamp = jitter(rng, [BLACK, (200, 200, 205), self.frame][rng.integers(3)], 5)
         self.light_on_crown = rng.random() < 0.6
+        self.style = style
+        if style == "v2":
+            restyle(self, rng)
 
 
 def _crack(rng, p0, p1, color, thick=0.018, steps=4):
@@ -156,10 +165,27 @@ def _wheel(L, center, damaged, rng):
         for a in rng.uniform(0, 360, 3):
             p = center + hub_r * unit(a)
             segs.append(np.array([p, p + rng.uniform(0.3, 0.5) * unit(a + rng.uniform(30, 60))]))
+    if L.style == "v2":
+        prims[1:1] = _tread(L, ring, t)
     if segs:
-        prims.append(segments(np.array(segs), 0.016, L.spoke_color))
+        prims.append(segments(np.array(segs), 0.016 if L.style == "v1" else 0.009,
+                              L.spoke_color))
     prims.append(circle(center, hub_r, L.metal))
     prims.append(circle(center, hub_r * 0.45, L.dark))
+    return prims
+
+
+def _tread(L, ring, t):
+    """Tread blocks on the tyre (knobs on mountain bikes and BMX) and a sidewall stripe."""
+    knobby = L.kind in ("mountain", "bmx")
+    angles = np.arange(0.0, 360.0, 3.0 if knobby else 2.0)
+    inner = ring(1.0 - (0.35 if knobby else 0.2) * t, angles)
+    outer = ring(1.0 - 0.01, angles)
+    tread = mix(L.tyre_color, (255, 255, 255), 0.22)
+    prims = [segments(np.stack([inner, outer], 1), 0.03 if knobby else 0.012, tread)]
+    if L.sidewall is not None:
+        prims.append(closed_polyline(ring(1.0 - 0.72 * t, np.linspace(0, 360, 73)), 0.018,
+                                     L.sidewall))
     return prims
 
 
@@ -372,7 +398,10 @@ def _saddle(L, damaged, rng):
     ln, h = L.saddle_len, L.saddle_h
     shape = np.array([(-0.45, -0.25), (-0.38, -1.0), (-0.1, -1.05), (0.25, -0.65), (0.55, -0.5),
                       (0.55, -0.2), (0.2, 0.05), (-0.4, 0.05)]) * [ln, h] + c
-    prims = [polyline(np.array([L.seat_top, L.saddle_at]), 0.07, L.metal)]
+    # The seat post is part of the saddle in v1; v2 draws it with the frame, so that it stays
+    # when the saddle is missing.
+    prims = [polyline(np.array([L.seat_top, L.saddle_at]), 0.07, L.metal)] if L.style == "v1" \
+        else []
     spring = c + np.array([-0.3 * ln, 0.02])
     zig = np.array([spring + np.array([0.04 * ((-1) ** k), 0.035 * k]) for k in range(5)])
     if L.springs:
@@ -481,6 +510,8 @@ def _frame(L):
         if style == "mixte":
             prims.append(polyline(bezier(Ht, np.array([B[0] + 0.5, B[1] - 0.75]),
                                        B + 0.45 * (S - B), 10), t * 0.9, c))
+    if L.style == "v2":
+        prims.append(polyline(np.array([S, L.saddle_at]), 0.07, L.metal))  # seat post
     if L.has_rack:
         back_end = np.array([-1.08, L.rack_y])
         front_end = S + 0.1 * (A - S) + np.array([0.0, 0.0])
@@ -497,8 +528,8 @@ def _crank(L, end):
 class Bike:
     """All parts of one bike: ``parts[name] = (prims, z)``, ``context = [(prims, z)]``."""
 
-    def __init__(self, rng, states, background):
-        L = self.layout = _Layout(rng, background)
+    def __init__(self, rng, states, background, style="v1"):
+        L = self.layout = _Layout(rng, background, style)
         u = rng.uniform
         self.states = states
         pedal_a = L.bb + L.crank_len * L.crank_dir
@@ -559,6 +590,17 @@ class Bike:
             wire = bezier(L.front_axle + 0.85 * unit(L.dynamo_angle),
                            L.head_bot + np.array([0.05, 0.3]), front_light_at, 8)
             self.context.append(([polyline(wire, 0.015, BLACK)], 11))
+        # Absent parts leave their mount (v2): {name: (prims, z)}, drawn for absent parts only.
+        self.mounts = {}
+        if style == "v2":
+            self.context = [(shade(prims, L.shade), z) for prims, z in self.context]
+            for name in ("steer", "front_mudguard", "back_mudguard", "kickstand"):
+                prims, z = self.parts[name]
+                self.parts[name] = (shade(prims, L.shade), z)
+            self.mounts = build_mounts(L, {"front_pedal": front_p, "back_pedal": back_p,
+                                           "front_light": front_light_at,
+                                           "back_light": back_light_at,
+                                           "back_reflector": reflector_at})
 
     def bounds(self, place):
         prims = [p for prims, _ in self.parts.values() for p in prims]
@@ -571,6 +613,9 @@ class Bike:
             prims, z = self.parts[name]
             if self.states[name] != STATE_ABSENT:
                 layers.append((z, 100 + i, prims))
+            elif name in self.mounts:
+                mount, mount_z = self.mounts[name]
+                layers.append((mount_z, 100 + i, mount))
         for _, _, prims in sorted(layers, key=lambda t: (t[0], t[1])):
             for p in prims:
                 draw_prim(img, p, place)

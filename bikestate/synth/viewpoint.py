@@ -1,0 +1,92 @@
+"""Viewpoint of a SynthBikes v2 picture: the camera's yaw and roll as one perspective warp.
+
+The scene (background, props and bike) is drawn flat on a canvas larger than the picture, as if
+seen square-on; a homography then turns it into the picture a camera yawed about the vertical
+axis and rolled about its optical axis would take: bikes seen at an angle (3/4 view) have
+elliptic wheels and a nearer end larger than the farther one. Part boxes are the bounds of the
+warped geometry, not warped boxes, so they stay tight.
+"""
+import math
+
+import cv2
+import numpy as np
+
+__all__ = ["CANVAS_MARGIN", "canvas_size", "sample_view", "warp_points", "warped_bounds",
+           "warp_image"]
+
+# The canvas exceeds the picture by this fraction of its size on every side: a yawed or rolled
+# picture never shows past the canvas's edge.
+CANVAS_MARGIN = 0.12
+
+
+def sample_view(rng, width, height):
+    """Draw a viewpoint; return the 3 x 3 homography from canvas to picture pixels.
+
+    Args:
+        width, height (int): picture size; the canvas is ``canvas_size(width, height)``.
+
+    Yaw is mostly small (people photograph bikes side-on) with a tail up to 40 degrees; roll
+    is a phone held slightly askew. The picture is zoomed until it lies wholly inside the canvas.
+    """
+    cw, ch = canvas_size(width, height)
+    yaw = rng.normal(0.0, 14.0) if rng.random() < 0.8 else rng.uniform(-40.0, 40.0)
+    yaw = float(np.clip(yaw, -40.0, 40.0))
+    roll = float(np.clip(rng.normal(0.0, 3.0), -9.0, 9.0))
+    focal = rng.uniform(0.9, 1.6) * width  # phone wide angle to short tele
+    sy, cy = math.sin(math.radians(yaw)), math.cos(math.radians(yaw))
+    # The canvas plane rotated by ``yaw`` about its vertical centre line, at distance ``focal``:
+    # x' = x cos / (1 + x sin / f), y' = y / (1 + x sin / f) in centred coordinates.
+    project = np.array([[cy, 0.0, 0.0], [0.0, 1.0, 0.0], [sy / focal, 0.0, 1.0]])
+    cr, sr = math.cos(math.radians(roll)), math.sin(math.radians(roll))
+    rotate = np.array([[cr, -sr, 0.0], [sr, cr, 0.0], [0.0, 0.0, 1.0]])
+    centre_canvas = np.array([[1.0, 0.0, -cw / 2], [0.0, 1.0, -ch / 2], [0.0, 0.0, 1.0]])
+    centre_picture = np.array([[1.0, 0.0, width / 2], [0.0, 1.0, height / 2], [0.0, 0.0, 1.0]])
+    core = rotate @ project @ centre_canvas
+    corners = np.array([[0, 0], [width, 0], [0, height], [width, height]], np.float64)
+    zoom = 1.0
+    for _ in range(40):
+        H = centre_picture @ np.diag([zoom, zoom, 1.0]) @ core
+        back = warp_points(np.linalg.inv(H), corners)
+        if np.all((back >= 0) & (back <= [cw, ch])):
+            break
+        zoom *= 1.04
+    return H
+
+
+def canvas_size(width, height):
+    """(width, height) of the canvas for a ``width`` x ``height`` picture."""
+    return (int(round(width * (1 + 2 * CANVAS_MARGIN))),
+            int(round(height * (1 + 2 * CANVAS_MARGIN))))
+
+
+def warp_points(H, pts):
+    """Apply homography ``H`` (3, 3) to points ``pts`` (n, 2); return (n, 2)."""
+    pts = np.asarray(pts, np.float64)
+    q = pts @ H[:, :2].T + H[:, 2]
+    return q[:, :2] / q[:, 2:3]
+
+
+def _outline(prim, place):
+    """Canvas pixel points whose hull contains what ``prim`` paints, shape (n, 2)."""
+    pts = prim.pixels(place)
+    if prim.kind == "circle":
+        r = place.px(prim.radius) + (place.thickness(prim.thick) / 2 if prim.thick > 0 else 0)
+        a = np.linspace(0.0, 2 * math.pi, 24, endpoint=False)
+        return pts[0] + (r + 0.5) / math.cos(math.pi / 24) * np.stack([np.cos(a), np.sin(a)], 1)
+    pad = place.thickness(prim.thick) / 2 if prim.kind in ("line", "closed", "segs") else 0.0
+    pad += 0.5  # anti-aliased edge
+    offsets = np.array([[-pad, -pad], [pad, -pad], [-pad, pad], [pad, pad]])
+    return (pts[None] + offsets[:, None]).reshape(-1, 2)
+
+
+def warped_bounds(prims, place, H):
+    """Pixel bounds (x0, y0, x1, y1) in the picture of ``prims`` drawn with ``place`` on the
+    canvas and warped by ``H``."""
+    q = warp_points(H, np.concatenate([_outline(p, place) for p in prims]))
+    return q[:, 0].min(), q[:, 1].min(), q[:, 0].max(), q[:, 1].max()
+
+
+def warp_image(canvas, H, width, height):
+    """The picture: ``canvas`` (H x W x 3 uint8) warped by ``H`` to ``width`` x ``height``."""
+    return cv2.warpPerspective(canvas, H, (width, height), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REFLECT)

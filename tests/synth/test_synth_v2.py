@@ -1,0 +1,147 @@
+"""SynthBikes v2 (photo-like): DelftBikes format, determinism, state shares, mounts of absent
+parts, occlusion and the border, the gallery."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+import bikestate.synth.parts
+from bikestate.constants import PART_NAMES, STATE_IDS
+from bikestate.data.delftbikes import load_delftbikes
+from bikestate.synth import DEFAULT_STATE_PROBS, MIN_OCCLUDED_COVERAGE, generate_synthbikes, \
+    render_bike
+from bikestate.synth.render import MIN_INSIDE_ANY, MIN_INSIDE_VISIBLE
+from bikestate.utils.errors import ConfigError
+
+SIZE = (192, 144)
+ABSENT, OCCLUDED = STATE_IDS["absent"], STATE_IDS["occluded"]
+
+
+@pytest.fixture(scope="module")
+def synth_v2(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth_v2")
+    json_path = generate_synthbikes(str(root), num_images=10, seed=4, image_size=SIZE,
+                                    show_progress=False, style="v2")
+    return {"root": str(root), "json": json_path, "images": os.path.join(str(root), "images")}
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_v2_is_valid_delftbikes_with_all_parts(synth_v2):
+    annotations = json.loads(_read(synth_v2["json"]))
+    assert sorted(annotations) == [f"synth_v2_s4_{i:06d}.jpg" for i in range(10)]
+    for record in annotations.values():
+        assert list(record["parts"]) == list(PART_NAMES)
+    # The project's own validator: every box inside its image, sizes as declared, states valid.
+    dataset = load_delftbikes(synth_v2["json"], synth_v2["images"], on_invalid="error")
+    assert len(dataset.images) == 10 and not dataset.problems
+    assert all(len(r["parts"]) == len(PART_NAMES) for r in dataset.images)
+    assert dataset.clipped == 0  # the generator clips its own boxes
+
+
+def test_v2_same_seed_same_bytes_other_style_other_pictures(synth_v2, tmp_path):
+    again = generate_synthbikes(str(tmp_path / "again"), num_images=3, seed=4, image_size=SIZE,
+                                show_progress=False, style="v2")
+    first = json.loads(_read(synth_v2["json"]))
+    assert json.loads(_read(again)) == {k: first[k] for k in sorted(first)[:3]}
+    for name in sorted(first)[:3]:
+        assert _read(os.path.join(str(tmp_path / "again"), "images", name)) == \
+            _read(os.path.join(synth_v2["images"], name))
+    v1 = generate_synthbikes(str(tmp_path / "v1"), num_images=1, seed=4, image_size=SIZE,
+                             show_progress=False)
+    v1_name, = json.loads(_read(v1))
+    a = cv2.imread(os.path.join(str(tmp_path / "v1"), "images", v1_name))
+    b = cv2.imread(os.path.join(synth_v2["images"], sorted(first)[0]))
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 10
+
+
+def _shares(probs, n, seed):
+    counts = np.zeros(4)
+    for i in range(n):
+        _, parts = render_bike(np.random.default_rng([seed, i]), 160, 120, probs, style="v2")
+        counts += np.bincount([p["state"] for p in parts.values()], minlength=4)
+    return counts / counts.sum()
+
+
+@pytest.mark.parametrize("probs,n,tolerance", [(DEFAULT_STATE_PROBS, 80, 0.035),
+                                               ((0.3, 0.3, 0.1, 0.3), 40, 0.06)])
+def test_v2_state_shares_as_configured(probs, n, tolerance):
+    shares = _shares(probs, n, seed=11)
+    assert np.all(np.abs(shares - np.array(probs)) < tolerance), shares
+
+
+def test_v2_every_absent_part_leaves_its_mount(monkeypatch):
+    """With every part absent, the picture differs from the same picture drawn without mounts
+    inside each part's mount box, and the mount differs from the background there."""
+    checked = set()
+    for i in range(3):
+        rng = np.random.default_rng([5, i])
+        img, parts, details = render_bike(rng, 320, 240, (0, 0, 1, 0), style="v2",
+                                          return_details=True)
+        with monkeypatch.context() as m:
+            m.setattr(bikestate.synth.parts, "build_mounts", lambda layout, anchors: {})
+            bare, _, _ = render_bike(np.random.default_rng([5, i]), 320, 240, (0, 0, 1, 0),
+                                     style="v2", return_details=True)
+        assert all(p["state"] == ABSENT for p in parts.values())
+        assert set(details["mounts"]) == set(PART_NAMES)
+        for name, (x0, y0, x1, y1) in details["mounts"].items():
+            x0, y0 = int(np.floor(x0)), int(np.floor(y0))
+            x1, y1 = int(np.ceil(x1)), int(np.ceil(y1))
+            if (x1 - x0) * (y1 - y0) < 4:  # cut off by the picture's border
+                continue
+            drawn = np.abs(img[y0:y1, x0:x1].astype(int) - bare[y0:y1, x0:x1]).max(2) > 20
+            # Same scene, same noise: any pixel that differs is the mount's.
+            assert drawn.sum() >= 4, (i, name, drawn.sum())
+            background = details["background"][y0:y1, x0:x1].astype(int)
+            contrast = np.abs(img[y0:y1, x0:x1].astype(int) - background).max(2)[drawn]
+            assert contrast.mean() > 30, (i, name, contrast)
+            checked.add(name)
+    assert checked == set(PART_NAMES)
+
+
+def test_v2_occluded_parts_are_covered_or_cut_and_visible_ones_are_not():
+    occluded = cut = 0
+    for i in range(10):
+        _, parts, details = render_bike(np.random.default_rng([3, i]), 240, 180,
+                                        (0.6, 0.1, 0.1, 0.2), style="v2", return_details=True)
+        occ, inside = details["occlusion"], details["inside"]
+        assert np.all(inside >= MIN_INSIDE_ANY - 1e-6), inside
+        for k, (name, p) in enumerate(parts.items()):
+            left, top, w, h = p["box"]
+            x0, y0 = int(round(left)), int(round(top))
+            x1, y1 = max(int(round(left + w)), x0 + 1), max(int(round(top + h)), y0 + 1)
+            cover = occ[y0:y1, x0:x1].mean()
+            if p["state"] == OCCLUDED:
+                occluded += 1
+                cut += inside[k] < MIN_INSIDE_VISIBLE
+                assert cover >= MIN_OCCLUDED_COVERAGE - 0.02 or inside[k] < MIN_INSIDE_VISIBLE, \
+                    (i, name, cover, inside[k])
+            elif p["state"] != ABSENT:
+                assert cover < MIN_OCCLUDED_COVERAGE + 0.02, (i, name, cover)
+                assert inside[k] >= MIN_INSIDE_VISIBLE, (i, name, inside[k])
+    assert occluded > 10 and cut >= 1
+
+
+def test_v2_viewpoints_and_bike_types_vary():
+    """Yawed views make wheels narrower than tall; bikes face both ways."""
+    aspects, facing_left = [], 0
+    for i in range(16):
+        _, parts = render_bike(np.random.default_rng([21, i]), 320, 240, (1, 0, 0, 0),
+                               style="v2")
+        front, back = parts["front_wheel"]["box"], parts["back_wheel"]["box"]
+        aspects += [front[2] / front[3], back[2] / back[3]]
+        facing_left += front[0] + front[2] / 2 < back[0] + back[2] / 2
+    assert min(aspects) < 0.9 and max(aspects) > 0.97, aspects
+    assert 2 <= facing_left <= 14
+
+
+def test_unknown_style_is_rejected(tmp_path):
+    with pytest.raises(ConfigError):
+        generate_synthbikes(str(tmp_path / "out"), 1, 0, image_size=SIZE, style="v3",
+                            show_progress=False)
+    assert not (tmp_path / "out").exists()
