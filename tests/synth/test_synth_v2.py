@@ -1,5 +1,6 @@
 """SynthBikes v2 (photo-like): DelftBikes format, determinism, state shares, mounts of absent
 parts, occlusion and the border, the gallery."""
+import importlib.util
 import json
 import os
 
@@ -16,6 +17,8 @@ from bikestate.synth.render import MIN_INSIDE_ANY, MIN_INSIDE_VISIBLE
 from bikestate.utils.errors import ConfigError
 
 SIZE = (192, 144)
+TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
+                    "make_synthetic.py")
 ABSENT, OCCLUDED = STATE_IDS["absent"], STATE_IDS["occluded"]
 
 
@@ -145,3 +148,45 @@ def test_unknown_style_is_rejected(tmp_path):
         generate_synthbikes(str(tmp_path / "out"), 1, 0, image_size=SIZE, style="v3",
                             show_progress=False)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("make_synthetic", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_gallery_draws_samples_with_their_boxes(tool, tmp_path, capsys):
+    out = tmp_path / "docs" / "gallery.png"
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main(["--gallery", str(out), "--style", "v2", "--num-images", "3", "--seed", "2",
+                   "--image-size", "160x120", "--no-progress"])
+    assert exit_info.value.code == 0
+    assert str(out) in capsys.readouterr().out
+    sheet = cv2.imread(str(out))[..., ::-1]
+    assert sheet.shape == (240 + 36, 6 * 320, 3)  # one row of 6 tiles and the legend
+    tiles = [sheet[:240, c * 320:(c + 1) * 320] for c in range(6)]
+    assert all(t.std() > 10 for t in tiles[:3]) and all((t == 255).all() for t in tiles[3:])
+    # The boxes: pixels of the state colours that the bare sample does not have.
+    image, parts = render_bike(np.random.default_rng([2, 0]), 160, 120, style="v2")
+    green = np.all(np.abs(tiles[0].astype(int) - (46, 189, 74)) < 30, axis=2).sum()
+    bare = cv2.resize(image, (320, 240))
+    assert green > np.all(np.abs(bare.astype(int) - (46, 189, 74)) < 30, axis=2).sum() + 50
+
+
+def test_cli_style_v2_writes_v2_pictures_and_rejects_bad_gallery(tool, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main(["--out", str(tmp_path / "ds"), "--num-images", "2", "--seed", "1",
+                   "--image-size", "160x120", "--style", "v2", "--no-progress"])
+    assert exit_info.value.code == 0
+    assert sorted(os.listdir(tmp_path / "ds" / "images")) == \
+        ["synth_v2_s1_000000.jpg", "synth_v2_s1_000001.jpg"]
+    for bad in (["--gallery", str(tmp_path / "g.jpg")], ["--num-images", "2"]):
+        with pytest.raises(SystemExit) as exit_info:
+            tool.main(bad + ["--no-progress"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "error" in err[0], err
+    assert sorted(os.listdir(tmp_path)) == ["ds"]
