@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from ..constants import PART_NAMES, STATE_ABSENT, STATE_DAMAGED
+from .accessories import build_accessories
 from .appearance import restyle, shade
 from .drawing import (
     circle,
@@ -592,11 +593,13 @@ class Bike:
             self.context.append(([polyline(wire, 0.015, BLACK)], 11))
         # Absent parts leave their mount (v2): {name: (prims, z)}, drawn for absent parts only.
         self.mounts = {}
+        self.accessories = []  # v2: crates, baskets, child seats, bags, drawn over the bike
         if style == "v2":
             self.context = [(shade(prims, L.shade), z) for prims, z in self.context]
             for name in ("steer", "front_mudguard", "back_mudguard", "kickstand"):
                 prims, z = self.parts[name]
                 self.parts[name] = (shade(prims, L.shade), z)
+            self.accessories = build_accessories(L, rng)
             self.mounts = build_mounts(L, {"front_pedal": front_p, "back_pedal": back_p,
                                            "front_light": front_light_at,
                                            "back_light": back_light_at,

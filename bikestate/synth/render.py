@@ -12,8 +12,8 @@ import numpy as np
 
 from ..constants import PART_NAMES, STATE_ABSENT, STATE_NAMES, STATE_OCCLUDED
 from ..utils.errors import ConfigError
-from .drawing import Placement, union_bounds
-from .occlusion import MIN_OCCLUDED_COVERAGE, draw_occluders, place_occluders
+from .drawing import Placement, draw_prim, union_bounds
+from .occlusion import MIN_OCCLUDED_COVERAGE, draw_occluders, draw_occluders_v2, place_occluders
 from .parts import Bike
 from .camera import apply_camera
 from .props import draw_ground_shadow, draw_props
@@ -124,13 +124,15 @@ def render_bike(rng, width, height, state_probs=DEFAULT_STATE_PROBS, return_occl
     return img, parts
 
 
-def _occlude(rng, img, boxes, states):
-    """Place and paint occluders; parts they cover as much as an occluded one become occluded."""
+def _occlude(rng, img, boxes, states, covered=None, paint=draw_occluders):
+    """Place and paint occluders; parts they (and ``covered``, a mask of what already covers
+    the bike) cover as much as an occluded one become occluded. Returns the union mask."""
     height, width = img.shape[:2]
     state_list = [states[n] for n in PART_NAMES]
-    polys, mask, cov = place_occluders(rng, boxes, state_list, width, height)
+    polys, mask, cov = place_occluders(rng, boxes, state_list, width, height, covered)
     if polys:
-        draw_occluders(rng, img, polys)
+        paint(rng, img, polys)
+    if polys or covered is not None:
         for i, name in enumerate(PART_NAMES):
             if states[name] != STATE_ABSENT and cov[i] >= MIN_OCCLUDED_COVERAGE:
                 states[name] = STATE_OCCLUDED
@@ -183,13 +185,21 @@ def _render_v2(rng, width, height, states, want_details):
                 box = np.array([warped_bounds(prims, place, H)])
                 details["mounts"][name] = tuple(_clip_boxes(box, width, height)[0])
     bike.draw(canvas, place)
+    covered = None
+    if bike.accessories:  # drawn over the bike: what they cover counts as occlusion
+        accessory_mask = np.zeros((ch, cw), np.uint8)
+        for prim in bike.accessories:
+            draw_prim(canvas, prim, place)
+            draw_prim(accessory_mask, prim, place, color=1)
+        covered = cv2.warpPerspective(accessory_mask, H, (width, height),
+                                      flags=cv2.INTER_NEAREST)
     img = warp_image(canvas, H, width, height)
 
     # Cut by the picture's border: occluded, as a covered part is.
     for i, name in enumerate(PART_NAMES):
         if states[name] != STATE_ABSENT and inside[i] < MIN_INSIDE_VISIBLE:
             states[name] = STATE_OCCLUDED
-    mask = _occlude(rng, img, visible, states)
+    mask = _occlude(rng, img, visible, states, covered, paint=draw_occluders_v2)
     return apply_camera(rng, img), visible, inside, mask, details
 
 
