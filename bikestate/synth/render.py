@@ -19,7 +19,7 @@ from .camera import apply_camera
 from .props import draw_ground_shadow, draw_props
 from .scene import background_palette, draw_background, photometric
 from .surfaces import draw_floor, draw_wall
-from .viewpoint import canvas_size, sample_view, warp_image, warp_points, warped_bounds
+from .viewpoint import Outline, canvas_size, sample_view, warp_image, warp_points
 
 __all__ = ["DEFAULT_STATE_PROBS", "SYNTH_STYLES", "check_state_probs", "render_bike"]
 
@@ -159,7 +159,7 @@ def _render_v2(rng, width, height, states, want_details):
     """Photo-like picture; same returns as :func:`_render_v1`."""
     bike = Bike(rng, states, background=(128.0, 128.0, 128.0), style="v2")  # colours: restyle
     H = sample_view(rng, width, height)
-    place, visible, inside = _place_bike_v2(rng, bike, H, width, height)
+    place, visible, inside, (bx0, bx1) = _place_bike_v2(rng, bike, H, width, height)
 
     cw, ch = canvas_size(width, height)
     ground_y = place.ty + place.scale * 1.0
@@ -174,7 +174,6 @@ def _render_v2(rng, width, height, states, want_details):
     canvas = cv2.resize(np.clip(small, 0, 255).astype(np.uint8), (cw, ch),
                         interpolation=cv2.INTER_LINEAR)
     draw_props(rng, canvas, ground_y, place.scale)
-    bx0, _, bx1, _ = bike.bounds(place)
     draw_ground_shadow(rng, canvas, bx0, bx1, ground_y, place.scale)
     details = {}
     if want_details:
@@ -182,7 +181,7 @@ def _render_v2(rng, width, height, states, want_details):
         details["mounts"] = {}
         for name, (prims, _) in bike.mounts.items():
             if states[name] == STATE_ABSENT:
-                box = np.array([warped_bounds(prims, place, H)])
+                box = np.array([Outline(prims).bounds(place, H)])
                 details["mounts"][name] = tuple(_clip_boxes(box, width, height)[0])
     bike.draw(canvas, place)
     covered = None
@@ -245,13 +244,17 @@ def _place_bike(rng, bike, width, height):
 def _place_bike_v2(rng, bike, H, width, height):
     """Scale, mirror and position the bike on the canvas so that, warped by ``H``, it has the
     sampled size and position in the picture. Returns (placement, (22, 4) clipped part boxes in
-    the picture, fraction of each part's box inside the picture).
+    the picture, fraction of each part's box inside the picture, (x0, x1) of the whole bike on
+    the canvas).
 
     One bike in five is placed partly outside the picture; every part keeps at least
     MIN_INSIDE_ANY of its box inside it.
     """
+    outlines = [Outline(bike.parts[n][0]) for n in PART_NAMES]
     ref = 100.0
-    bx0, by0, bx1, by1 = (v / ref for v in bike.bounds(Placement(ref, 1, 0.0, 0.0)))
+    whole = Outline([p for prims, _ in bike.context for p in prims] +
+                    [p for n in PART_NAMES for p in bike.parts[n][0]])
+    bx0, by0, bx1, by1 = (v / ref for v in whole.bounds(Placement(ref, 1, 0.0, 0.0), np.eye(3)))
     bw, bh = bx1 - bx0, by1 - by0
     centre = np.array([(bx0 + bx1) / 2, (by0 + by1) / 2])
     flip = 1 if rng.random() < 0.5 else -1
@@ -275,7 +278,7 @@ def _place_bike_v2(rng, bike, H, width, height):
         at = warp_points(Hinv, [[cx, cy]])[0]
         place = Placement(scale, flip, at[0] - scale * flip * centre[0],
                           at[1] - scale * centre[1])
-        raw = np.array([warped_bounds(bike.parts[n][0], place, H) for n in PART_NAMES])
+        raw = np.array([outline.bounds(place, H) for outline in outlines])
         visible = _clip_boxes(raw, width, height)
         area = (raw[:, 2] - raw[:, 0]) * (raw[:, 3] - raw[:, 1])
         vis_area = (visible[:, 2] - visible[:, 0]) * (visible[:, 3] - visible[:, 1])
@@ -285,7 +288,8 @@ def _place_bike_v2(rng, bike, H, width, height):
         if attempt >= 1:  # perspective made the bike larger than planned: shrink, keep inside
             scale *= 0.85
             cut = False
-    return place, visible, inside
+    span = sorted(place.tx + scale * flip * np.array([bx0, bx1]))
+    return place, visible, inside, span
 
 
 def _clip_boxes(boxes, width, height):

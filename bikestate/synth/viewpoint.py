@@ -11,8 +11,7 @@ import math
 import cv2
 import numpy as np
 
-__all__ = ["CANVAS_MARGIN", "canvas_size", "sample_view", "warp_points", "warped_bounds",
-           "warp_image"]
+__all__ = ["CANVAS_MARGIN", "Outline", "canvas_size", "sample_view", "warp_points", "warp_image"]
 
 # The canvas exceeds the picture by this fraction of its size on every side: a yawed or rolled
 # picture never shows past the canvas's edge.
@@ -66,24 +65,55 @@ def warp_points(H, pts):
     return q[:, :2] / q[:, 2:3]
 
 
-def _outline(prim, place):
-    """Canvas pixel points whose hull contains what ``prim`` paints, shape (n, 2)."""
-    pts = prim.pixels(place)
-    if prim.kind == "circle":
-        r = place.px(prim.radius) + (place.thickness(prim.thick) / 2 if prim.thick > 0 else 0)
-        a = np.linspace(0.0, 2 * math.pi, 24, endpoint=False)
-        return pts[0] + (r + 0.5) / math.cos(math.pi / 24) * np.stack([np.cos(a), np.sin(a)], 1)
-    pad = place.thickness(prim.thick) / 2 if prim.kind in ("line", "closed", "segs") else 0.0
-    pad += 0.5  # anti-aliased edge
-    offsets = np.array([[-pad, -pad], [pad, -pad], [-pad, pad], [pad, pad]])
-    return (pts[None] + offsets[:, None]).reshape(-1, 2)
+_CIRCLE = np.stack([np.cos(np.linspace(0, 2 * math.pi, 24, endpoint=False)),
+                    np.sin(np.linspace(0, 2 * math.pi, 24, endpoint=False))], 1) / \
+    math.cos(math.pi / 24)  # a 24-gon around the unit circle
+_CORNERS = np.array([[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]])
 
 
-def warped_bounds(prims, place, H):
-    """Pixel bounds (x0, y0, x1, y1) in the picture of ``prims`` drawn with ``place`` on the
-    canvas and warped by ``H``."""
-    q = warp_points(H, np.concatenate([_outline(p, place) for p in prims]))
-    return q[:, 0].min(), q[:, 1].min(), q[:, 0].max(), q[:, 1].max()
+class Outline:
+    """Points whose convex hull contains what a list of primitives paints, for any placement.
+
+    Built once per part (a Python loop over its primitives); :meth:`pixels` is then one
+    vectorised expression per placement, so trying several placements and viewpoints is cheap.
+    Stroke widths follow :meth:`.drawing.Placement.thickness` (at least one pixel) and half a
+    pixel of anti-aliasing is added, as :func:`.drawing.prim_bounds` does.
+    """
+
+    def __init__(self, prims):
+        points, radial, radius, thick, corner = [], [], [], [], []
+        for p in prims:
+            if p.kind == "circle":
+                n = len(_CIRCLE)
+                points.append(np.repeat(p.pts[:1], n, 0))
+                radial.append(_CIRCLE)
+                radius.append(np.full(n, p.radius))
+                thick.append(np.full(n, max(p.thick, 0.0)))
+                corner.append(np.zeros((n, 2)))
+            else:
+                n = 4 * len(p.pts)
+                points.append(np.tile(p.pts, (4, 1)))
+                radial.append(np.zeros((n, 2)))
+                radius.append(np.zeros(n))
+                stroke = p.thick if p.kind in ("line", "closed", "segs") else 0.0
+                thick.append(np.full(n, stroke))
+                corner.append(np.repeat(_CORNERS, len(p.pts), 0))
+        self.points, self.radial = np.concatenate(points), np.concatenate(radial)
+        self.radius, self.thick = np.concatenate(radius), np.concatenate(thick)
+        self.corner = np.concatenate(corner)
+
+    def pixels(self, place):
+        """Canvas pixel points under ``place``, shape (n, 2)."""
+        s = place.scale
+        stroke = np.where(self.thick > 0, np.maximum(1, np.round(self.thick * s)), 0.0)
+        pad = stroke / 2 + 0.5
+        base = place.points(self.points)
+        return base + self.radial * (self.radius * s + pad)[:, None] + self.corner * pad[:, None]
+
+    def bounds(self, place, H):
+        """Pixel bounds (x0, y0, x1, y1) in the picture under ``place`` and homography ``H``."""
+        q = warp_points(H, self.pixels(place))
+        return q[:, 0].min(), q[:, 1].min(), q[:, 0].max(), q[:, 1].max()
 
 
 def warp_image(canvas, H, width, height):
