@@ -24,8 +24,8 @@ def _front_carrier(L, rng):
     if rng.random() < 0.6:  # plastic crate: a box with slots
         color = jitter(rng, _PLASTIC[rng.integers(len(_PLASTIC))], 10)
         box = np.array([[x0, top], [x1, top], [x1, bottom], [x0, bottom]])
-        slots = [[[x0 + 0.06, y], [x1 - 0.06, y]] for y in np.linspace(top + 0.08, bottom - 0.08,
-                                                                        3)]
+        rows = np.linspace(top + 0.08, bottom - 0.08, 3)
+        slots = [[[x0 + 0.06, y], [x1 - 0.06, y]] for y in rows]
         return carrier + [polygon(box, color),
                           segments(slots, 0.05, mix(color, (0, 0, 0), 0.55)),
                           polyline(box[:2], 0.04, mix(color, (255, 255, 255), 0.3))]

@@ -283,7 +283,7 @@ def _gear_case(L, damaged, rng):
     color = L.trim
     if not damaged:
         return [polygon(poly, color), polyline(outer[2:-2] - 0.035 * (outer[2:-2] - L.bb), 0.02,
-                                          mix(color, (255, 255, 255), 0.35))]
+                                               mix(color, (255, 255, 255), 0.35))]
     # Cracked: the back half is broken off and hangs down; a crack runs across what is left.
     keep = poly[:, 0] > back[0] + rng.uniform(0.35, 0.5) * (L.bb[0] - back[0])
     front = poly[keep]
@@ -341,7 +341,7 @@ def _lock(L, damaged, rng):
     # Broken: the body is split, the outer half displaced, the key cylinder gone.
     inner = sector(c, 0.84, 1.06, a - 15, a - 2, 5)
     outer = rotate_about(sector(c, 0.84, 1.06, a + 3, a + 15, 5), c + 1.06 * unit(a + 15),
-                          rng.uniform(20, 35))
+                         rng.uniform(20, 35))
     return [polygon(inner, color), polygon(outer, color), circle(key, 0.04, (10, 10, 10)),
             _crack(rng, c + 0.84 * unit(a + 1), c + 1.06 * unit(a), (230, 230, 230), 0.022)]
 
@@ -370,7 +370,7 @@ def _lamp(L, center, facing, lens_color, housing, damaged, rng, size=(0.22, 0.15
         return [polygon(rect(center, length, width, facing, 0.35), housing),
                 polygon(lens, lens_color),
                 circle(center + (length / 2 - 0.02) * unit(facing) - 0.02 * unit(facing + 90),
-                        0.018, (255, 255, 255))]
+                       0.018, (255, 255, 255))]
     # Cracked and hanging: tilted down, lens dark and shattered, a corner missing.
     tilt = facing + rng.uniform(30, 50)
     body = rect(center, length, width, tilt, 0.35)[:6]
@@ -450,7 +450,8 @@ def _handle(L, which, damaged, rng):
     mid = p0 + 0.5 * L.grip_len * L.grip_dir
     fray = np.array([mid, mid + 0.05 * unit(100), mid + 0.03 * L.grip_dir,
                      mid + 0.06 * unit(250)])
-    return [polyline(np.array([p0, mid]), 0.11, L.grip), polyline(np.array([mid, p1]), 0.05, L.metal),
+    return [polyline(np.array([p0, mid]), 0.11, L.grip),
+            polyline(np.array([mid, p1]), 0.05, L.metal),
             polyline(fray, 0.025, _FOAM)]
 
 
@@ -477,7 +478,8 @@ def _bell(L, damaged, rng):
     if not damaged:
         return [circle(c, r, L.bell), circle(c, r * 0.8, mix(L.bell, (0, 0, 0), 0.35), 0.012),
                 circle(c - np.array([r * .3, r * .35]), r * 0.25, (255, 255, 255)),
-                polyline(np.array([c + [r * 0.6, r * 0.5], c + [r * 1.3, r * 0.9]]), 0.025, L.metal)]
+                polyline(np.array([c + [r * 0.6, r * 0.5], c + [r * 1.3, r * 0.9]]), 0.025,
+                         L.metal)]
     # Dented and cracked dome, lever gone.
     dome = arc(c, r, 180, 360, 10)
     dome = np.concatenate([dome, [c + np.array([r * 0.9, r * 0.2]), c + np.array([0, r * 0.35]),
@@ -507,16 +509,18 @@ def _frame(L):
                   polyline(np.array([Hb, B]), t * 1.1, c)]
     else:  # step-through: a low curved down tube, "mixte" adds a second one
         top = Hb + 0.55 * (Ht - Hb)
-        prims.append(polyline(bezier(top, np.array([B[0] + 0.35, B[1] - 0.15]), B, 10), t * 1.15, c))
+        prims.append(polyline(bezier(top, np.array([B[0] + 0.35, B[1] - 0.15]), B, 10),
+                              t * 1.15, c))
         if style == "mixte":
             prims.append(polyline(bezier(Ht, np.array([B[0] + 0.5, B[1] - 0.75]),
-                                       B + 0.45 * (S - B), 10), t * 0.9, c))
+                                         B + 0.45 * (S - B), 10), t * 0.9, c))
     if L.style == "v2":
         prims.append(polyline(np.array([S, L.saddle_at]), 0.07, L.metal))  # seat post
     if L.has_rack:
         back_end = np.array([-1.08, L.rack_y])
         front_end = S + 0.1 * (A - S) + np.array([0.0, 0.0])
-        prims += [polyline(np.array([front_end, [front_end[0], L.rack_y], back_end]), 0.045, L.rack),
+        prims += [polyline(np.array([front_end, [front_end[0], L.rack_y], back_end]), 0.045,
+                           L.rack),
                   polyline(np.array([[-0.85, L.rack_y], A]), 0.035, L.rack),
                   polyline(np.array([[-0.35, L.rack_y], A]), 0.035, L.rack)]
     return prims
@@ -589,7 +593,7 @@ class Bike:
                         (_crank(L, near), 10)]
         if states["dynamo"] != STATE_ABSENT and states["front_light"] != STATE_ABSENT:
             wire = bezier(L.front_axle + 0.85 * unit(L.dynamo_angle),
-                           L.head_bot + np.array([0.05, 0.3]), front_light_at, 8)
+                          L.head_bot + np.array([0.05, 0.3]), front_light_at, 8)
             self.context.append(([polyline(wire, 0.015, BLACK)], 11))
         # Absent parts leave their mount (v2): {name: (prims, z)}, drawn for absent parts only.
         self.mounts = {}

@@ -1,6 +1,5 @@
 """SynthBikes v2 (photo-like): DelftBikes format, determinism, state shares, mounts of absent
 parts, occlusion and the border, the gallery."""
-import importlib.util
 import json
 import os
 
@@ -11,14 +10,15 @@ import pytest
 import bikestate.synth.parts
 from bikestate.constants import PART_NAMES, STATE_IDS
 from bikestate.data.delftbikes import load_delftbikes
-from bikestate.synth import DEFAULT_STATE_PROBS, MIN_OCCLUDED_COVERAGE, generate_synthbikes, \
-    render_bike
+from bikestate.synth import (
+    DEFAULT_STATE_PROBS,
+    MIN_OCCLUDED_COVERAGE,
+    generate_synthbikes,
+    render_bike,
+)
 from bikestate.synth.render import MIN_INSIDE_ANY, MIN_INSIDE_VISIBLE
-from bikestate.utils.errors import ConfigError
 
 SIZE = (192, 144)
-TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
-                    "make_synthetic.py")
 ABSENT, OCCLUDED = STATE_IDS["absent"], STATE_IDS["occluded"]
 
 
@@ -142,21 +142,6 @@ def test_v2_viewpoints_and_bike_types_vary():
         facing_left += front[0] + front[2] / 2 < back[0] + back[2] / 2
     assert min(aspects) < 0.9 and max(aspects) > 0.97, aspects
     assert 2 <= facing_left <= 14
-
-
-def test_unknown_style_is_rejected(tmp_path):
-    with pytest.raises(ConfigError):
-        generate_synthbikes(str(tmp_path / "out"), 1, 0, image_size=SIZE, style="v3",
-                            show_progress=False)
-    assert not (tmp_path / "out").exists()
-
-
-@pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("make_synthetic", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_cli_gallery_draws_samples_with_their_boxes(tool, tmp_path, capsys):
