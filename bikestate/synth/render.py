@@ -12,10 +12,10 @@ import numpy as np
 
 from ..constants import PART_NAMES, STATE_ABSENT, STATE_NAMES, STATE_OCCLUDED
 from ..utils.errors import ConfigError
+from .camera import apply_camera
 from .drawing import Placement, draw_prim, union_bounds
 from .occlusion import MIN_OCCLUDED_COVERAGE, draw_occluders, draw_occluders_v2, place_occluders
 from .parts import Bike
-from .camera import apply_camera
 from .props import draw_ground_shadow, draw_props
 from .scene import background_palette, draw_background, photometric
 from .surfaces import draw_floor, draw_wall
@@ -34,7 +34,7 @@ DEFAULT_STATE_PROBS = (0.60, 0.06, 0.20, 0.14)
 # part, about this fraction of the remaining visible parts is hit (measured on 300 images at the
 # default shares); _sampling_probs draws fewer occluders up front so the final shares match.
 # v2 pictures add parts cut by the picture's border, which also count as occluded.
-_COLLATERAL_RATE = {"v1": 0.6, "v2": 0.8}
+_COLLATERAL_RATE = {"v1": 0.6, "v2": 0.7}
 
 # A v2 bike may be cut by the picture's border (as in photos). A part that keeps less than this
 # fraction of its box inside the picture counts as occluded; none is left wholly outside (a
@@ -193,12 +193,11 @@ def _render_v2(rng, width, height, states, want_details):
         covered = cv2.warpPerspective(accessory_mask, H, (width, height),
                                       flags=cv2.INTER_NEAREST)
     img = warp_image(canvas, H, width, height)
-
-    # Cut by the picture's border: occluded, as a covered part is.
+    mask = _occlude(rng, img, visible, states, covered, paint=draw_occluders_v2)
+    # Cut by the picture's border: occluded, as a covered part is (it needs no occluder).
     for i, name in enumerate(PART_NAMES):
         if states[name] != STATE_ABSENT and inside[i] < MIN_INSIDE_VISIBLE:
             states[name] = STATE_OCCLUDED
-    mask = _occlude(rng, img, visible, states, covered, paint=draw_occluders_v2)
     return apply_camera(rng, img), visible, inside, mask, details
 
 
@@ -265,10 +264,12 @@ def _place_bike_v2(rng, bike, H, width, height):
     frac = rng.uniform(0.5, 1.0)
     scale = min(frac * width / bw, 0.95 * height / bh) * zoom
     cut = rng.random() < 0.2
-    for attempt in range(4):
+    for attempt in range(12):
         pw, ph = bw * scale / zoom, bh * scale / zoom  # about the bike's size in the picture
         cx = rng.uniform(min(pw / 2, width / 2), max(width - pw / 2, width / 2))
         cy = rng.uniform(min(ph / 2, height / 2), max(height - ph / 2, height / 2))
+        if attempt >= 4:  # centred, and smaller at every try
+            cx, cy = width / 2, height / 2
         if cut:  # over the left, right or bottom border by 8-30% of the bike's size
             side, over = rng.integers(3), rng.uniform(0.08, 0.3)
             if side < 2:
@@ -283,7 +284,8 @@ def _place_bike_v2(rng, bike, H, width, height):
         area = (raw[:, 2] - raw[:, 0]) * (raw[:, 3] - raw[:, 1])
         vis_area = (visible[:, 2] - visible[:, 0]) * (visible[:, 3] - visible[:, 1])
         inside = vis_area / np.maximum(area, 1e-9)
-        if np.all(inside >= (MIN_INSIDE_ANY if cut else 0.97)):
+        if np.all(inside >= (MIN_INSIDE_ANY if cut else 0.97)) or \
+                (attempt >= 4 and np.all(inside >= MIN_INSIDE_VISIBLE)):
             break
         if attempt >= 1:  # perspective made the bike larger than planned: shrink, keep inside
             scale *= 0.85
