@@ -57,6 +57,8 @@ def parse_options(args):
                    if getattr(args, k) is None]
         if missing:
             raise ConfigError(f"{', '.join(missing)} required (or --gallery PNG)")
+    elif args.out is not None:
+        raise ConfigError("--gallery draws a picture, --out writes a dataset: give one of them")
     num = positive_int(args.num_images or "24", "--num-images", 1)
     seed = positive_int(args.seed or "0", "--seed", 0)
     parts = args.image_size.lower().split("x")

@@ -33,7 +33,7 @@ _FRAME_COLORS = [(25, 25, 28), (30, 70, 45), (30, 42, 95), (120, 120, 126), (225
                  (60, 60, 64), (150, 40, 110), (210, 170, 40)]
 _PANEL_COLORS = [(90, 90, 96), (40, 80, 160), (160, 40, 40), (40, 120, 70), (200, 180, 140),
                  (20, 20, 24)]
-BLACK = (28, 28, 30)
+_BLACK = (28, 28, 30)
 _RED_LENS = (225, 25, 25)
 _AMBER = (255, 150, 20)
 _FOAM = (235, 205, 120)  # inside of a torn saddle / grip
@@ -81,17 +81,17 @@ class _Layout:
         # Colours: a frame colour, a trim colour for mudguards / guard / case, black plastics.
         self.frame = jitter(rng, _FRAME_COLORS[rng.integers(len(_FRAME_COLORS))], 12)
         if abs(luma(self.frame) - luma(background)) < 55:  # keep the frame visible
-            self.frame = jitter(rng, BLACK, 8) if luma(background) > 110 else (228, 228, 228)
-        self.trim = [self.frame, jitter(rng, BLACK, 8), jitter(rng, (190, 190, 196), 12)][
+            self.frame = jitter(rng, _BLACK, 8) if luma(background) > 110 else (228, 228, 228)
+        self.trim = [self.frame, jitter(rng, _BLACK, 8), jitter(rng, (190, 190, 196), 12)][
             rng.choice(3, p=[.5, .3, .2])]
         self.metal = jitter(rng, (195, 196, 202), 15)
         self.tyre_color = jitter(rng, (38, 38, 40), 14)
         self.rim_color = jitter(rng, (200, 200, 206), 20) if rng.random() < .7 else jitter(
-            rng, BLACK, 8)
+            rng, _BLACK, 8)
         self.spoke_color = jitter(rng, (170, 172, 178), 20)
-        self.dark = jitter(rng, BLACK, 8)
-        self.saddle = [jitter(rng, BLACK, 8), jitter(rng, (110, 65, 32), 15)][rng.integers(2)]
-        self.grip = [jitter(rng, BLACK, 8), jitter(rng, (110, 65, 32), 15),
+        self.dark = jitter(rng, _BLACK, 8)
+        self.saddle = [jitter(rng, _BLACK, 8), jitter(rng, (110, 65, 32), 15)][rng.integers(2)]
+        self.grip = [jitter(rng, _BLACK, 8), jitter(rng, (110, 65, 32), 15),
                      jitter(rng, (175, 135, 85), 15)][rng.integers(3)]
         self.panel = jitter(rng, _PANEL_COLORS[rng.integers(len(_PANEL_COLORS))], 15)
         self.bell = jitter(rng, (210, 210, 215), 12) if rng.random() < .7 else jitter(
@@ -102,7 +102,7 @@ class _Layout:
         self.kick_reach = u(0.35, 0.6)
         self.kick_color = [self.metal, self.dark][rng.integers(2)]
         self.lock_angle = math.degrees(math.atan2(self.seat_top[1], self.seat_top[0])) + u(-4, 4)
-        self.lock_color = [jitter(rng, BLACK, 8),
+        self.lock_color = [jitter(rng, _BLACK, 8),
                            jitter(rng, (165, 165, 170), 10)][rng.integers(2)]
         # Bottle dynamo on the fork, a little behind it, its roller on the tyre.
         fork_angle = math.degrees(math.atan2(self.head_dir[1], self.head_dir[0]))
@@ -113,7 +113,7 @@ class _Layout:
         self.springs = rng.random() < 0.6
         self.brake_color = [self.metal, self.dark][rng.integers(2)]
         self.rack = [self.metal, self.dark, self.frame][rng.integers(3)]
-        self.front_lamp = jitter(rng, [BLACK, (200, 200, 205), self.frame][rng.integers(3)], 5)
+        self.front_lamp = jitter(rng, [_BLACK, (200, 200, 205), self.frame][rng.integers(3)], 5)
         self.light_on_crown = rng.random() < 0.6
         self.style = style
         if style == "v2":
@@ -293,7 +293,7 @@ def _gear_case(L, damaged, rng):
     mid = front.mean(0)
     return [polygon(front, color), polygon(piece, color),
             _crack(rng, mid - np.array([0.1, 0.1]), mid + np.array([0.1, 0.12]),
-                   mix(color, (255, 255, 255), .6) if luma(color) < 90 else BLACK, 0.025)]
+                   mix(color, (255, 255, 255), .6) if luma(color) < 90 else _BLACK, 0.025)]
 
 
 def _pedal(L, center, damaged, rng):
@@ -323,7 +323,7 @@ def _kickstand(L, damaged, rng):
     ang = math.degrees(math.atan2(*(foot - knee)[::-1])) + rng.choice([-1, 1]) * rng.uniform(45, 70)
     end = knee + rest * 0.8 * unit(ang)
     return [polyline(np.array([mount, knee, end]), 0.06, color),
-            _crack(rng, knee - 0.05 * unit(ang), knee + 0.06 * unit(ang + 90), BLACK, 0.02)]
+            _crack(rng, knee - 0.05 * unit(ang), knee + 0.06 * unit(ang + 90), _BLACK, 0.02)]
 
 
 def _lock(L, damaged, rng):
@@ -336,7 +336,7 @@ def _lock(L, damaged, rng):
     color = L.lock_color
     if not damaged:
         return [polygon(body, color), closed_polyline(body, 0.02, mix(color, (255, 255, 255), 0.3)),
-                circle(key, 0.038, (215, 210, 160)), circle(key, 0.015, BLACK),
+                circle(key, 0.038, (215, 210, 160)), circle(key, 0.015, _BLACK),
                 polyline(lever, 0.04, L.metal)]
     # Broken: the body is split, the outer half displaced, the key cylinder gone.
     inner = sector(c, 0.84, 1.06, a - 15, a - 2, 5)
@@ -359,7 +359,7 @@ def _dynamo(L, damaged, rng):
     center = c + 0.68 * unit(axis) + 0.08 * unit(tilt)
     return [polygon(rect(center, 0.2, 0.1, tilt, 0.3), L.metal),
             _crack(rng, center - 0.06 * unit(tilt + 90), center + 0.07 * unit(tilt + 60),
-                   BLACK, 0.022)]
+                   _BLACK, 0.022)]
 
 
 def _lamp(L, center, facing, lens_color, housing, damaged, rng, size=(0.22, 0.15)):
@@ -431,7 +431,7 @@ def _steer(L, damaged, rng):
         side[4:] = rotate_about(side[4:], side[4], rng.choice([-1, 1]) * rng.uniform(25, 40))
         return [polyline(np.array(stem), 0.075, L.metal), polyline(front_bar, 0.055, L.metal),
                 polyline(back_bar, 0.055, L.metal),
-                _crack(rng, side[4] - [0.05, 0.05], side[4] + [0.05, 0.06], BLACK, 0.022)]
+                _crack(rng, side[4] - [0.05, 0.05], side[4] + [0.05, 0.06], _BLACK, 0.022)]
     return [polyline(np.array(stem), 0.075, L.metal), polyline(front_bar, 0.055, L.metal),
             polyline(back_bar, 0.055, L.metal)]
 
@@ -486,7 +486,7 @@ def _bell(L, damaged, rng):
                                   c + np.array([-r, r * 0.5])]])
     return [polygon(dome, mix(L.bell, (90, 70, 50), 0.35)),
             _crack(rng, c + np.array([-r * 0.5, -r * 0.8]), c + np.array([r * 0.4, r * 0.3]),
-                   BLACK, 0.02)]
+                   _BLACK, 0.02)]
 
 
 def _frame(L):
@@ -569,7 +569,7 @@ class Bike:
             "dynamo": (lambda d: _dynamo(L, d, rng), 11),
             "front_light": (lambda d: _lamp(L, front_light_at, 0, (255, 246, 190), L.front_lamp, d,
                                             rng, (0.27, 0.18)), 11),
-            "back_light": (lambda d: _lamp(L, back_light_at, 180, _RED_LENS, BLACK, d, rng,
+            "back_light": (lambda d: _lamp(L, back_light_at, 180, _RED_LENS, _BLACK, d, rng,
                                            (0.19, 0.11)), 11),
             "back_reflector": (lambda d: _reflector(L, reflector_at, d, rng), 11),
             "saddle": (lambda d: _saddle(L, d, rng), 12),
@@ -594,7 +594,7 @@ class Bike:
         if states["dynamo"] != STATE_ABSENT and states["front_light"] != STATE_ABSENT:
             wire = bezier(L.front_axle + 0.85 * unit(L.dynamo_angle),
                           L.head_bot + np.array([0.05, 0.3]), front_light_at, 8)
-            self.context.append(([polyline(wire, 0.015, BLACK)], 11))
+            self.context.append(([polyline(wire, 0.015, _BLACK)], 11))
         # Absent parts leave their mount (v2): {name: (prims, z)}, drawn for absent parts only.
         self.mounts = {}
         self.accessories = []  # v2: crates, baskets, child seats, bags, drawn over the bike

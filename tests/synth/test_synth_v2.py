@@ -169,7 +169,8 @@ def test_cli_style_v2_writes_v2_pictures_and_rejects_bad_gallery(tool, tmp_path,
     assert exit_info.value.code == 0
     assert sorted(os.listdir(tmp_path / "ds" / "images")) == \
         ["synth_v2_s1_000000.jpg", "synth_v2_s1_000001.jpg"]
-    for bad in (["--gallery", str(tmp_path / "g.jpg")], ["--num-images", "2"]):
+    for bad in (["--gallery", str(tmp_path / "g.jpg")], ["--num-images", "2"],
+                ["--gallery", str(tmp_path / "g.png"), "--out", str(tmp_path / "o")]):
         with pytest.raises(SystemExit) as exit_info:
             tool.main(bad + ["--no-progress"])
         assert exit_info.value.code == 2
