@@ -18,7 +18,7 @@ _CASTS = [(1.0, 1.0, 1.0), (1.12, 1.0, 0.82), (0.88, 0.97, 1.12), (0.95, 1.06, 0
 
 
 def _light_map(rng, width, height):
-    """Exposure x white balance x directional fall-off x vignetting, float32 (h, w, 3).
+    """Exposure x white balance x directional fall-off x vignetting, times 128, uint8 (h, w, 3).
 
     Made at 1/16 resolution and resized: every term is smooth.
     """
@@ -31,7 +31,10 @@ def _light_map(rng, width, height):
     ramp = 1.0 + rng.uniform(0.0, 0.5) * (xx * math.cos(angle) + yy * math.sin(angle))
     vignette = 1.0 - rng.uniform(0.0, 0.6) * (xx ** 2 + yy ** 2) * 2
     small = (exposure * ramp * vignette)[..., None] * cast
-    return cv2.resize(small.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    # In 1/128 steps as uint8 (gains up to 2): resizing and multiplying bytes is 3x cheaper than
+    # floats on a full picture.
+    small = np.clip(np.round(small * 128), 0, 255).astype(np.uint8)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def _motion_kernel(rng):
@@ -65,7 +68,7 @@ def _date_stamp(rng, img):
 def apply_camera(rng, img):
     """Return ``img`` (H x W x 3 uint8 RGB) as a camera would have recorded it."""
     h, w = img.shape[:2]
-    out = cv2.multiply(img, _light_map(rng, w, h), dtype=cv2.CV_8U)
+    out = cv2.multiply(img, _light_map(rng, w, h), scale=1 / 128)
     if rng.random() < 0.3:  # lifted shadows of a dim or backlit shot, or contrast of a sunny one
         gamma = rng.uniform(0.7, 1.4)
         out = cv2.LUT(out, (255 * (np.arange(256) / 255.0) ** gamma).astype(np.uint8))
@@ -80,11 +83,9 @@ def apply_camera(rng, img):
     # leaves it).
     luminance = _noise(rng, (h, w), rng.uniform(1.0, 6.0))
     chroma = _noise(rng, ((h + 1) // 2, (w + 1) // 2, 3), rng.uniform(0.0, 4.0))
-    chroma = cv2.resize(chroma, (w, h), interpolation=cv2.INTER_NEAREST)
-    noisy = out.astype(np.int16)
-    noisy += luminance[..., None]
-    noisy += chroma
-    return np.clip(noisy, 0, 255).astype(np.uint8)
+    noise = cv2.add(cv2.resize(chroma, (w, h), interpolation=cv2.INTER_NEAREST),
+                    cv2.merge([luminance, luminance, luminance]))
+    return cv2.add(out, noise, dtype=cv2.CV_8U)  # saturating
 
 
 # Gaussian quantiles of 256 equal-probability bins: a random byte looked up here is a Gaussian
@@ -95,4 +96,5 @@ _GAUSS_TABLE = np.array([NormalDist().inv_cdf((i + 0.5) / 256) for i in range(25
 def _noise(rng, shape, sigma):
     """Zero-mean Gaussian noise of standard deviation ``sigma``, int16 of ``shape``."""
     table = np.round(_GAUSS_TABLE * sigma).astype(np.int16)
-    return table[np.frombuffer(rng.bytes(int(np.prod(shape))), np.uint8).reshape(shape)]
+    raw = np.frombuffer(rng.bytes(int(np.prod(shape))), np.uint8).reshape(shape)
+    return cv2.LUT(raw, table)

@@ -249,7 +249,7 @@ def _place_bike_v2(rng, bike, H, width, height):
     One bike in five is placed partly outside the picture; every part keeps at least
     MIN_INSIDE_ANY of its box inside it.
     """
-    outlines = [Outline(bike.parts[n][0]) for n in PART_NAMES]
+    outlines = Outline.of_groups([bike.parts[n][0] for n in PART_NAMES])
     ref = 100.0
     whole = Outline([p for prims, _ in bike.context for p in prims] +
                     [p for n in PART_NAMES for p in bike.parts[n][0]])
@@ -279,7 +279,7 @@ def _place_bike_v2(rng, bike, H, width, height):
         at = warp_points(Hinv, [[cx, cy]])[0]
         place = Placement(scale, flip, at[0] - scale * flip * centre[0],
                           at[1] - scale * centre[1])
-        raw = np.array([outline.bounds(place, H) for outline in outlines])
+        raw = outlines.group_bounds(place, H)
         visible = _clip_boxes(raw, width, height)
         area = (raw[:, 2] - raw[:, 0]) * (raw[:, 3] - raw[:, 1])
         vis_area = (visible[:, 2] - visible[:, 0]) * (visible[:, 3] - visible[:, 1])
