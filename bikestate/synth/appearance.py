@@ -91,7 +91,9 @@ def shade(prims, strength):
         out.append(p)
         if p.kind != "line" or p.thick < 0.04 or len(p.pts) < 2:
             continue
-        d = np.gradient(p.pts, axis=0)
+        d = np.empty_like(p.pts)  # tangents: central differences, one-sided at the ends
+        d[1:-1] = p.pts[2:] - p.pts[:-2]
+        d[0], d[-1] = p.pts[1] - p.pts[0], p.pts[-1] - p.pts[-2]
         n = np.stack([-d[:, 1], d[:, 0]], 1) / np.maximum(np.linalg.norm(d, axis=1), 1e-9)[:, None]
         n *= np.where(n[:, 1:2] > 0, -1.0, 1.0)  # the normal that points up on screen
         dark = mix(p.color, (0, 0, 0), 0.45 * strength)

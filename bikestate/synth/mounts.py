@@ -36,13 +36,14 @@ def _bracket(L, at, angle, length=0.12, width=0.06, color=None):
             circle(at, min(width, length) * 0.3, L.dark)]
 
 
-def build_mounts(L, anchors):
-    """Mount primitives and drawing order of every part: ``{name: (prims, z)}``.
+def build_mounts(L, anchors, names=PART_NAMES):
+    """Mount primitives and drawing order of parts ``names``: ``{name: (prims, z)}``.
 
     Args:
         L: the bike's layout.
         anchors (dict): canonical points the part builders used: ``front_pedal``, ``back_pedal``,
             ``front_light``, ``back_light``, ``back_reflector``.
+        names: the parts whose mounts are wanted (the absent ones).
     """
     A, F, B = L.back_axle, L.front_axle, L.bb
     chainstay = math.degrees(math.atan2(*(B - A)[::-1]))
@@ -64,41 +65,50 @@ def build_mounts(L, anchors):
                 polyline(np.array([at, at + 0.08 * unit(grip_angle - 24)]), 0.04, L.brake_color)]
 
     bell_at = L.stem_top + 0.45 * (L.grip_front - L.stem_top)
+    def pedal(at):  # bare spindle: a dark lock nut around it, visible on a metal crank
+        return [circle(at, 0.055, L.dark), circle(at, 0.025, L.metal)]
+
+    def front_light():  # the bracket, on an arm from the fork crown
+        at = anchors["front_light"] - np.array([0.06, 0.0])
+        return [polyline(np.array([L.head_bot, at]), 0.035, L.metal)] + \
+            _bracket(L, at, 90, 0.1, 0.06)
+
+    def reflector():
+        at = anchors["back_reflector"]
+        return [polyline(arc(at, 0.05, 0, 180, 6), 0.03, L.metal), circle(at, 0.03, L.dark)]
+
+    def steerer():  # the steerer tube sticking out of the head tube, with its top cap
+        top = L.head_top + 0.14 * L.head_dir
+        return [polyline(np.array([L.head_top, top]), 0.075, L.metal),
+                circle(top, 0.045, L.dark)]
+
+    # Builders (called only for the parts asked for) and drawing order.
     mounts = {
-        "back_wheel": (_axle(L, A, chainstay + 180), 9.5),
-        "front_wheel": (_axle(L, F, fork), 9.5),
-        "dress_guard": ([circle(A + 0.97 * unit(a), 0.035, L.dark) for a in (-165, -135, -108)],
-                        3.5),
-        "back_mudguard": (_stays(L, A, (-200, -150)), 4.5),
-        "front_mudguard": (_stays(L, F, (-40, 20)), 4.5),
-        "kickstand": (_bracket(L, kick_at, chainstay, 0.2, 0.09, L.dark), 6.5),
-        "chain": ([segments(teeth, 0.03, L.metal)], 8.5),
-        "gear_case": (_bracket(L, B + np.array([-0.1, -L.chainring_r - 0.08]), chainstay) +
-                      _bracket(L, A + 0.35 * (B - A) + np.array([0.0, -0.08]), chainstay), 9.5),
-        "front_pedal": ([circle(anchors["front_pedal"], 0.05, L.metal),
-                         circle(anchors["front_pedal"], 0.022, L.dark)], 10.5),
-        "back_pedal": ([circle(anchors["back_pedal"], 0.05, L.metal),
-                        circle(anchors["back_pedal"], 0.022, L.dark)], 10.5),
-        "lock": (_bracket(L, lock_c[0], L.lock_angle + 76) +
-                 _bracket(L, lock_c[1], L.lock_angle + 104), 11.5),
-        "dynamo": (_bracket(L, F + 0.7 * L.head_dir, fork + 90, 0.14, 0.07), 11.5),
-        "front_light": ([polyline(np.array([L.head_bot, anchors["front_light"] -
-                                            np.array([0.06, 0.0])]), 0.035, L.metal)] +
-                        _bracket(L, anchors["front_light"] - np.array([0.06, 0.0]), 90,
-                                 0.1, 0.06), 11.5),
-        "back_light": (_bracket(L, anchors["back_light"], 90, 0.11, 0.07, L.dark), 11.5),
-        "back_reflector": ([polyline(arc(anchors["back_reflector"], 0.05, 0, 180, 6), 0.03,
-                                     L.metal), circle(anchors["back_reflector"], 0.03, L.dark)],
-                           11.5),
-        "saddle": ([polygon(rect(L.saddle_at, 0.2, 0.07, 0, 0.3), L.metal),
-                    circle(L.saddle_at, 0.035, L.dark)], 12.5),
-        "steer": ([polyline(np.array([L.head_top, L.head_top + 0.14 * L.head_dir]), 0.075,
-                            L.metal),
-                   circle(L.head_top + 0.14 * L.head_dir, 0.045, L.dark)], 12.5),
-        "front_handle": (bar_end(L.grip_front), 13.5),
-        "back_handle": (bar_end(L.grip_back), 13.5),
-        "front_handbreak": (lever_clamp(L.grip_front), 14.5),
-        "back_hand_break": (lever_clamp(L.grip_back), 14.5),
-        "bell": ([circle(bell_at, 0.055, L.dark), circle(bell_at, 0.025, L.metal)], 14.5),
+        "back_wheel": (lambda: _axle(L, A, chainstay + 180), 9.5),
+        "front_wheel": (lambda: _axle(L, F, fork), 9.5),
+        "dress_guard": (lambda: [circle(A + 0.97 * unit(a), 0.035, L.dark)
+                                 for a in (-165, -135, -108)], 3.5),
+        "back_mudguard": (lambda: _stays(L, A, (-200, -150)), 4.5),
+        "front_mudguard": (lambda: _stays(L, F, (-40, 20)), 4.5),
+        "kickstand": (lambda: _bracket(L, kick_at, chainstay, 0.2, 0.09, L.dark), 8.5),
+        "chain": (lambda: [segments(teeth, 0.03, L.metal)], 8.5),
+        "gear_case": (lambda: _bracket(L, B + np.array([-0.1, -L.chainring_r - 0.08]), chainstay)
+                      + _bracket(L, A + 0.35 * (B - A) + np.array([0.0, -0.08]), chainstay), 9.5),
+        "front_pedal": (lambda: pedal(anchors["front_pedal"]), 10.5),
+        "back_pedal": (lambda: pedal(anchors["back_pedal"]), 10.5),
+        "lock": (lambda: _bracket(L, lock_c[0], L.lock_angle + 76)
+                 + _bracket(L, lock_c[1], L.lock_angle + 104), 11.5),
+        "dynamo": (lambda: _bracket(L, F + 0.7 * L.head_dir, fork + 90, 0.14, 0.07), 11.5),
+        "front_light": (front_light, 11.5),
+        "back_light": (lambda: _bracket(L, anchors["back_light"], 90, 0.11, 0.07, L.dark), 11.5),
+        "back_reflector": (reflector, 11.5),
+        "saddle": (lambda: [polygon(rect(L.saddle_at, 0.2, 0.07, 0, 0.3), L.metal),
+                            circle(L.saddle_at, 0.035, L.dark)], 12.5),
+        "steer": (steerer, 12.5),
+        "front_handle": (lambda: bar_end(L.grip_front), 13.5),
+        "back_handle": (lambda: bar_end(L.grip_back), 13.5),
+        "front_handbreak": (lambda: lever_clamp(L.grip_front), 14.5),
+        "back_hand_break": (lambda: lever_clamp(L.grip_back), 14.5),
+        "bell": (lambda: [circle(bell_at, 0.055, L.dark), circle(bell_at, 0.025, L.metal)], 14.5),
     }
-    return {name: mounts[name] for name in PART_NAMES}
+    return {name: (mounts[name][0](), mounts[name][1]) for name in names}

@@ -607,7 +607,8 @@ class Bike:
             self.mounts = build_mounts(L, {"front_pedal": front_p, "back_pedal": back_p,
                                            "front_light": front_light_at,
                                            "back_light": back_light_at,
-                                           "back_reflector": reflector_at})
+                                           "back_reflector": reflector_at},
+                                       [n for n in PART_NAMES if states[n] == STATE_ABSENT])
 
     def bounds(self, place):
         prims = [p for prims, _ in self.parts.values() for p in prims]

@@ -42,6 +42,9 @@ _COLLATERAL_RATE = {"v1": 0.6, "v2": 0.7}
 MIN_INSIDE_VISIBLE = 0.6
 MIN_INSIDE_ANY = 0.25
 
+# v2 walls and floors are computed at 1/3 of the canvas resolution and resized.
+_SURFACE_SCALE = 3
+
 
 def check_state_probs(state_probs):
     """Validate 4 non-negative numbers summing to ~1; return them normalised as a tuple."""
@@ -160,12 +163,15 @@ def _render_v2(rng, width, height, states, want_details):
     bike = Bike(rng, states, background=(128.0, 128.0, 128.0), style="v2")  # colours: restyle
     H = sample_view(rng, width, height)
     place, visible, inside, (bx0, bx1) = _place_bike_v2(rng, bike, H, width, height)
+    visible = np.round(visible, 1)  # as written: cover is measured on the boxes of the file
 
     cw, ch = canvas_size(width, height)
     ground_y = place.ty + place.scale * 1.0
     wall_rows = int(np.clip(ground_y - rng.uniform(0.05, 1.2) * place.scale, 0.05 * ch, ch))
-    # Wall and floor are computed at half resolution: photos of them are soft anyway.
-    sw, sh, split = (cw + 1) // 2, (ch + 1) // 2, (wall_rows + 1) // 2
+    # Wall and floor at low resolution: photos of them are soft anyway, and full resolution
+    # would cost more than the bike.
+    f = _SURFACE_SCALE
+    sw, sh, split = -(-cw // f), -(-ch // f), -(-wall_rows // f)
     small = np.empty((sh, sw, 3), np.float32)
     small[:split] = draw_wall(rng, split, sw)
     if split < sh:

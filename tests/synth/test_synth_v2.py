@@ -87,7 +87,7 @@ def test_v2_every_absent_part_leaves_its_mount(monkeypatch):
         img, parts, details = render_bike(rng, 320, 240, (0, 0, 1, 0), style="v2",
                                           return_details=True)
         with monkeypatch.context() as m:
-            m.setattr(bikestate.synth.parts, "build_mounts", lambda layout, anchors: {})
+            m.setattr(bikestate.synth.parts, "build_mounts", lambda layout, anchors, names: {})
             bare, _, _ = render_bike(np.random.default_rng([5, i]), 320, 240, (0, 0, 1, 0),
                                      style="v2", return_details=True)
         assert all(p["state"] == ABSENT for p in parts.values())
