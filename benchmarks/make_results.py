@@ -7,9 +7,9 @@ up to date.
 
 Per benchmark, the latest record of each machine and scope (parts and batch sizes of a speed run,
 setting and budget of an accuracy run, config options) comes first, with the machine and the date,
-rendered as tables; targets of the speed and accuracy benchmarks are checked (met, or missed by
-how much). Smoke-test records (``quick`` runs, ``tiny`` settings) are left out. Benchmarks
-without a dedicated renderer (``synth``, ``eval``, ``state_branch``, ...) get a generic one:
+rendered as tables; targets of the speed, accuracy and SynthBikes benchmarks are checked (met,
+or missed by how much). Smoke-test records (``quick`` runs, ``tiny`` settings) are left out.
+Benchmarks without a dedicated renderer (``eval``, ``state_branch``, ...) get a generic one:
 scalars in a two-column table, lists of dicts as tables. All records are listed at the end.
 
     python benchmarks/make_results.py            # write benchmarks/RESULTS.md
@@ -518,7 +518,8 @@ def render_demo(record):
     fig = record["figures"]
     metrics, calibrated = fig.get("metrics", {}), fig.get("calibrated", {})
     lines = [f"`{fig.get('config')}`{' ' + options_text(fig['opts']) if fig.get('opts') else ''}"
-             f", trained from scratch on {fig.get('train_images')} SynthBikes images at "
+             f", trained from scratch on {fig.get('train_images')} SynthBikes"
+             f"{' ' + fig['synth_style'] if fig.get('synth_style') else ''} images at "
              f"{fig.get('image_size')}, scored on {fig.get('val_images')} validation images; "
              f"whole demo {fmt(fig.get('total_min'))} min. AP in percent, the rest in [0, 1]; "
              "rates at the default operating point (argmax state, score >= 0.5) unless marked "
@@ -549,9 +550,34 @@ def update_readme(text, block):
     return head + block + rest.split(README_END, 1)[1]
 
 
+# ------------------------------------------------------------------------------ synth
+
+
+SYNTH_V2_MAX_CPU_RATIO = 2.0  # v2 pictures may cost at most twice the CPU time of v1
+
+
+def render_synth(record):
+    fig = record["figures"]
+    if "styles" not in fig:  # records from before the styles: one style, scalars
+        return generic_figures(fig)
+    lines = [f"{fig.get('batches')} batches of {fig.get('batch')} images at "
+             f"{fmt(fig.get('image_size'))}, one core, {fig.get('threads')} OpenCV thread; "
+             f"median images/s, wall clock and per CPU-second of this process (the figure a "
+             f"dedicated core reaches); 1-min load average {fmt(fig.get('load_average_1min'))}.",
+             table(["style", "render + JPEG img/s", "per CPU-s", "generate img/s", "per CPU-s"],
+                   [[r["style"], fmt(r["render_jpeg_img_per_s"]),
+                     fmt(r["render_jpeg_img_per_cpu_s"]), fmt(r["generate_img_per_s"]),
+                     fmt(r["generate_img_per_cpu_s"])] for r in fig["styles"]])]
+    ratio = fig.get("v2_over_v1_cpu_time")
+    if ratio is not None:
+        lines.append(f"v2 within {SYNTH_V2_MAX_CPU_RATIO:g}x the CPU time of v1 per image: "
+                     + verdict(ratio <= SYNTH_V2_MAX_CPU_RATIO, f"{ratio:.2f}x"))
+    return "\n\n".join(lines)
+
+
 RENDERERS = {"speed": render_speed, "accuracy": render_accuracy, "demo": render_demo,
              "assignment": render_assignment, "export": render_export,
-             "serve": render_serve}
+             "serve": render_serve, "synth": render_synth}
 
 
 # ------------------------------------------------------------------------------ document

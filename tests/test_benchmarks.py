@@ -408,3 +408,20 @@ def test_seed_dataset_and_instances(tmp_path):
     assert inst.image_size == (48, 64)
     assert inst.pred_classes.tolist() == [1] and inst.pred_states.tolist() == [1]
     assert float(inst.state_scores.sum()) == pytest.approx(1.0)
+
+
+def test_synth_benchmark_times_both_styles(results_dir, tmp_path):
+    _run([os.path.join(BENCH, "bench_synth.py"), "--quick", "--results-dir", results_dir],
+         tmp_path)
+    record = _single_record(results_dir, "synth")
+    fig = record["figures"]
+    assert fig["quick"] is True and [r["style"] for r in fig["styles"]] == ["v1", "v2"]
+    for row in fig["styles"]:
+        for key in ("render_jpeg_img_per_s", "render_jpeg_img_per_cpu_s", "generate_img_per_s",
+                    "generate_img_per_cpu_s"):
+            assert _finite_number(row[key]) and row[key] > 0
+    v1, v2 = fig["styles"]
+    assert fig["v2_over_v1_cpu_time"] == pytest.approx(
+        v1["render_jpeg_img_per_cpu_s"] / v2["render_jpeg_img_per_cpu_s"], rel=0.01)
+    text = make_results.render([record], include_smoke=True)
+    assert "| v2 |" in text and "v2 within 2x the CPU time of v1 per image" in text

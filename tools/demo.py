@@ -2,7 +2,7 @@
 """The main job on the embedded default data, end to end (what `make demo` runs).
 
 1. generate SynthBikes in DelftBikes format: train, val and a held-out set, each from its own
-   seed (so no image is shared);
+   seed (so no image is shared), in the style of ``--synth-style`` (v1 or v2);
 2. train the small CPU config from scratch with tools/train_net.py, the DelftBikes files given
    through the data environment variables (TRAIN_JSON, VAL_JSON, TRAIN_CLEANED, VAL_CLEANED,
    OUTPUT_DIR), so they are converted to OUTPUT_DIR/train_coco.json and val_coco.json;
@@ -57,6 +57,8 @@ def main():
     parser.add_argument("--num-val", type=int, default=60)
     parser.add_argument("--num-heldout", type=int, default=12)
     parser.add_argument("--image-size", default="640x480")
+    parser.add_argument("--synth-style", default="v1", choices=("v1", "v2"),
+                        help="SynthBikes pictures: v1 flat drawings (default), v2 photo-like")
     parser.add_argument("--record", action="store_true",
                         help="append the figures to benchmarks/results/demo.jsonl (developers)")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
@@ -74,7 +76,9 @@ def main():
         opts += ["MODEL.DEVICE", device]
 
     out = os.path.abspath(args.output)
-    data = os.path.join(out, "synthbikes")
+    # One folder per style: a rerun with the other style never reuses these pictures.
+    data = os.path.join(out, "synthbikes" if args.synth_style == "v1"
+                        else f"synthbikes_{args.synth_style}")
     train_dir = os.path.join(out, "train")
     predict_dir = os.path.join(out, "predictions")
     py = sys.executable
@@ -90,7 +94,8 @@ def main():
         timings[f"generate {split}"] = run(
             f"generate SynthBikes {split}",
             [py, os.path.join(TOOLS, "make_synthetic.py"), "--out", os.path.join(data, split),
-             "--num-images", str(num), "--seed", str(seed), "--image-size", args.image_size])
+             "--num-images", str(num), "--seed", str(seed), "--image-size", args.image_size,
+             "--style", args.synth_style])
 
     # The data environment variables: the same route a user takes with their own .env file.
     env = dict(os.environ, TRAIN_JSON=os.path.join(data, "train", "annotations.json"),
@@ -154,6 +159,7 @@ def main():
             "config": os.path.relpath(args.config_file, REPO),
             "opts": list(args.opts), "train_images": args.num_train,
             "val_images": args.num_val, "image_size": args.image_size,
+            "synth_style": args.synth_style,
             "metrics": {k: v for k, v in results.items() if k.startswith(RECORDED_PREFIXES)},
             "calibrated": calibrated, "timings_s": timings, "total_min": total / 60})
         print("Recorded in benchmarks/results/demo.jsonl; run benchmarks/make_results.py")

@@ -101,9 +101,10 @@ def union_bounds(prims, place):
     return b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
 
 
-def draw_prim(img, prim, place):
+def draw_prim(img, prim, place, color=None):
+    """Paint ``prim`` on ``img`` in its colour, or in ``color`` (e.g. 255 on a mask)."""
     pts = prim.pixels(place)
-    color = prim.color
+    color = prim.color if color is None else color
     if prim.kind == "circle":
         c = tuple(int(v) for v in np.round(pts[0] * ONE))
         r = int(round(place.px(prim.radius) * ONE))

@@ -7,7 +7,7 @@ import numpy as np
 from ..constants import PART_NAMES, STATE_NAMES
 from ..utils.errors import ConfigError
 from ..utils.io import atomic_write_bytes, atomic_write_json
-from .render import DEFAULT_STATE_PROBS, check_state_probs, render_bike
+from .render import DEFAULT_STATE_PROBS, SYNTH_STYLES, check_state_probs, render_bike
 
 __all__ = ["SYNTH_VERSION", "generate_synthbikes"]
 
@@ -15,13 +15,17 @@ __all__ = ["SYNTH_VERSION", "generate_synthbikes"]
 # so that cached SynthBikes datasets (bikestate.data.datasets) are regenerated.
 SYNTH_VERSION = 1
 
+# JPEG quality range per style: v2 includes the heavy compression of phone uploads.
+_JPEG_QUALITY = {"v1": (60, 96), "v2": (35, 93)}
 
-def _image_name(seed, index):
-    return f"synth_s{seed}_{index:06d}.jpg"
+
+def _image_name(seed, index, style):
+    prefix = "synth" if style == "v1" else f"synth_{style}"
+    return f"{prefix}_s{seed}_{index:06d}.jpg"
 
 
 def generate_synthbikes(out_dir, num_images, seed, image_size=(640, 480), state_probs=None,
-                        show_progress=True):
+                        show_progress=True, style="v1"):
     """Write ``num_images`` SynthBikes pictures and their DelftBikes-format annotations.
 
     Args:
@@ -29,10 +33,12 @@ def generate_synthbikes(out_dir, num_images, seed, image_size=(640, 480), state_
         num_images (int): number of images (> 0).
         seed (int): non-negative; image ``i`` is drawn from ``default_rng([seed, i])``, so the
             result does not depend on the order of generation and file names never collide
-            across seeds (``synth_s{seed}_{i:06d}.jpg``).
+            across seeds (``synth_s{seed}_{i:06d}.jpg``; ``synth_v2_s...`` for style v2).
         image_size: (width, height) in pixels.
         state_probs: shares of intact, damaged, absent, occluded; ``None`` = DEFAULT_STATE_PROBS.
         show_progress (bool): show a tqdm progress bar.
+        style (str): "v1" (flat drawings, unchanged for a seed) or "v2" (photo-like), see
+            :mod:`bikestate.synth.render`.
 
     Returns:
         str: path of ``out_dir/annotations.json``, written atomically after all images.
@@ -49,6 +55,8 @@ def generate_synthbikes(out_dir, num_images, seed, image_size=(640, 480), state_
     if width < 64 or height < 48:
         raise ConfigError(f"image size must be at least 64x48, got {width}x{height}")
     probs = check_state_probs(DEFAULT_STATE_PROBS if state_probs is None else state_probs)
+    if style not in SYNTH_STYLES:
+        raise ConfigError(f"style must be one of {', '.join(SYNTH_STYLES)}, got {style!r}")
 
     image_dir = os.path.join(out_dir, "images")
     os.makedirs(image_dir, exist_ok=True)
@@ -60,12 +68,12 @@ def generate_synthbikes(out_dir, num_images, seed, image_size=(640, 480), state_
     annotations = {}
     for i in indices:
         rng = np.random.default_rng([int(seed), i])
-        img, parts = render_bike(rng, width, height, probs)
-        quality = int(rng.integers(60, 96))
+        img, parts = render_bike(rng, width, height, probs, style=style)
+        quality = int(rng.integers(*_JPEG_QUALITY[style]))
         ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:  # pragma: no cover  (OpenCV always encodes uint8 BGR)
             raise RuntimeError("OpenCV could not encode a JPEG")
-        name = _image_name(int(seed), i)
+        name = _image_name(int(seed), i, style)
         atomic_write_bytes(buf.tobytes(), os.path.join(image_dir, name))
         annotations[name] = _record(width, height, parts)
     json_path = os.path.join(out_dir, "annotations.json")

@@ -12,7 +12,7 @@ from ..constants import STATE_ABSENT, STATE_OCCLUDED
 from .drawing import AA, ONE, SHIFT
 from .geometry import rotate_about
 
-__all__ = ["MIN_OCCLUDED_COVERAGE", "place_occluders", "draw_occluders"]
+__all__ = ["MIN_OCCLUDED_COVERAGE", "place_occluders", "draw_occluders", "draw_occluders_v2"]
 
 # A part counts as occluded when occluders cover at least this fraction of its box.
 MIN_OCCLUDED_COVERAGE = 0.40
@@ -69,22 +69,32 @@ def _fill_mask(mask, poly):
     cv2.fillPoly(mask, [np.round(poly * ONE).astype(np.int32)], 1, cv2.LINE_8, SHIFT)
 
 
-def place_occluders(rng, boxes, states, width, height):
+def place_occluders(rng, boxes, states, width, height, covered=None):
     """Choose one occluder per occluded part, keeping collateral cover of other parts low.
 
     Args:
         boxes: (22, 4) pixel boxes (x0, y0, x1, y1) clipped to the image.
         states: 22 ints.
+        covered: H x W uint8 0/1 mask of what already covers the bike (accessories), or None.
+            Occluded parts it covers enough need no occluder.
     Returns:
-        (polygons, mask): pixel polygons and their union as an H x W uint8 0/1 mask.
+        (polygons, mask, cover): pixel polygons, their union with ``covered`` as an H x W
+        uint8 0/1 mask, and the fraction of each box that mask covers.
     """
     ibox = _int_boxes(boxes, width, height)
-    mask = np.zeros((height, width), np.uint8)
-    cov = np.zeros(len(ibox))
+    if covered is None:
+        mask = np.zeros((height, width), np.uint8)
+        cov = np.zeros(len(ibox))
+    else:
+        mask = covered.copy()
+        pre_cov = _coverage(mask, ibox)
+        cov = pre_cov.copy()
     polys = []
     # Visible parts that are not meant to be occluded: covering them would change their state.
     bystanders = [j for j, s in enumerate(states) if s not in (STATE_ABSENT, STATE_OCCLUDED)]
     for i in [i for i, s in enumerate(states) if s == STATE_OCCLUDED]:
+        if covered is not None and pre_cov[i] >= MIN_OCCLUDED_COVERAGE + 0.03:
+            continue
         best = None
         for attempt in range(7):
             if attempt < 6:
@@ -141,3 +151,42 @@ def draw_occluders(rng, img, polys):
         roi[local > 0] = tex[local > 0]
         edge = tuple(int(v) for v in base * 0.55)
         cv2.polylines(img, [ipoly], True, edge, 1, AA, SHIFT)
+
+
+_OBJECT_COLORS = [(60, 60, 62), (35, 45, 70), (120, 90, 60), (150, 150, 150), (90, 30, 30),
+                  (40, 70, 40), (180, 160, 120), (200, 200, 195), (20, 20, 22)]
+
+
+def draw_occluders_v2(rng, img, polys):
+    """Paint occluders as solid objects in the scene's light: a base colour shaded across the
+    object (round like a post or a bag), low-frequency texture, a darker rim and a soft shadow
+    beside it on what lies behind."""
+    height, width = img.shape[:2]
+    for poly in polys:
+        x0, y0 = np.maximum(np.floor(poly.min(0)).astype(int) - 4, 0)
+        x1, y1 = np.minimum(np.ceil(poly.max(0)).astype(int) + 5, [width, height])
+        if x1 <= x0 or y1 <= y0:
+            continue
+        h, w = y1 - y0, x1 - x0
+        local = np.zeros((h, w), np.uint8)
+        ipoly = np.round((poly - [x0, y0]) * ONE).astype(np.int32)
+        cv2.fillPoly(local, [ipoly], 255, cv2.LINE_AA, SHIFT)
+        roi = img[y0:y1, x0:x1]
+        # Shadow: the object's silhouette, shifted and blurred, darkens the background.
+        shift = np.float32([[1, 0, rng.uniform(-4, 4)], [0, 1, rng.uniform(1, 5)]])
+        shadow = cv2.GaussianBlur(cv2.warpAffine(local, shift, (w, h)), (0, 0), 2.5)
+        keep = 1.0 - rng.uniform(0.2, 0.45) * shadow.astype(np.float32) / 255
+        roi[:] = (roi * keep[..., None]).astype(np.uint8)
+        base = np.asarray(_OBJECT_COLORS[rng.integers(len(_OBJECT_COLORS))], np.float32)
+        base = np.clip(base * rng.uniform(0.8, 1.2, 3), 0, 255)
+        # Shading across the object's narrow side, as on a cylinder lit from one side.
+        across = np.linspace(-1, 1, w if w < h else h, dtype=np.float32)
+        light = 0.75 + 0.3 * np.cos(np.clip(across - rng.uniform(-0.5, 0.5), -1.5, 1.5))
+        light = light[None, :] if w < h else light[:, None]
+        texture = 1.0 + cv2.resize(rng.uniform(-0.08, 0.08, (max(h // 8, 2), max(w // 8, 2)))
+                                   .astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+        paint = np.clip(base * (light * texture)[..., None], 0, 255)
+        alpha = local.astype(np.float32)[..., None] / 255
+        roi[:] = (paint * alpha + roi * (1 - alpha)).astype(np.uint8)
+        rim = tuple(int(v) for v in base * 0.5)
+        cv2.polylines(img, [np.round(poly * ONE).astype(np.int32)], True, rim, 1, AA, SHIFT)

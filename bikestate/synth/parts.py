@@ -9,6 +9,8 @@ import math
 import numpy as np
 
 from ..constants import PART_NAMES, STATE_ABSENT, STATE_DAMAGED
+from .accessories import build_accessories
+from .appearance import restyle, shade
 from .drawing import (
     circle,
     closed_polyline,
@@ -22,6 +24,7 @@ from .drawing import (
     union_bounds,
 )
 from .geometry import arc, bezier, rect, rotate_about, sector, unit
+from .mounts import build_mounts
 
 __all__ = ["Bike"]
 
@@ -30,16 +33,20 @@ _FRAME_COLORS = [(25, 25, 28), (30, 70, 45), (30, 42, 95), (120, 120, 126), (225
                  (60, 60, 64), (150, 40, 110), (210, 170, 40)]
 _PANEL_COLORS = [(90, 90, 96), (40, 80, 160), (160, 40, 40), (40, 120, 70), (200, 180, 140),
                  (20, 20, 24)]
-BLACK = (28, 28, 30)
+_BLACK = (28, 28, 30)
 _RED_LENS = (225, 25, 25)
 _AMBER = (255, 150, 20)
 _FOAM = (235, 205, 120)  # inside of a torn saddle / grip
 
 
 class _Layout:
-    """Key points of one bike in the canonical frame and its colours (all sampled)."""
+    """Key points of one bike in the canonical frame and its colours (all sampled).
 
-    def __init__(self, rng, background):
+    ``style`` "v2" then gives the bike a type (city, mountain, folding, BMX) and realistic
+    colours (:func:`.appearance.restyle`).
+    """
+
+    def __init__(self, rng, background, style="v1"):
         u = rng.uniform
         self.wheelbase = u(2.85, 3.3)
         self.back_axle = np.array([0.0, 0.0])
@@ -74,17 +81,17 @@ class _Layout:
         # Colours: a frame colour, a trim colour for mudguards / guard / case, black plastics.
         self.frame = jitter(rng, _FRAME_COLORS[rng.integers(len(_FRAME_COLORS))], 12)
         if abs(luma(self.frame) - luma(background)) < 55:  # keep the frame visible
-            self.frame = jitter(rng, BLACK, 8) if luma(background) > 110 else (228, 228, 228)
-        self.trim = [self.frame, jitter(rng, BLACK, 8), jitter(rng, (190, 190, 196), 12)][
+            self.frame = jitter(rng, _BLACK, 8) if luma(background) > 110 else (228, 228, 228)
+        self.trim = [self.frame, jitter(rng, _BLACK, 8), jitter(rng, (190, 190, 196), 12)][
             rng.choice(3, p=[.5, .3, .2])]
         self.metal = jitter(rng, (195, 196, 202), 15)
         self.tyre_color = jitter(rng, (38, 38, 40), 14)
         self.rim_color = jitter(rng, (200, 200, 206), 20) if rng.random() < .7 else jitter(
-            rng, BLACK, 8)
+            rng, _BLACK, 8)
         self.spoke_color = jitter(rng, (170, 172, 178), 20)
-        self.dark = jitter(rng, BLACK, 8)
-        self.saddle = [jitter(rng, BLACK, 8), jitter(rng, (110, 65, 32), 15)][rng.integers(2)]
-        self.grip = [jitter(rng, BLACK, 8), jitter(rng, (110, 65, 32), 15),
+        self.dark = jitter(rng, _BLACK, 8)
+        self.saddle = [jitter(rng, _BLACK, 8), jitter(rng, (110, 65, 32), 15)][rng.integers(2)]
+        self.grip = [jitter(rng, _BLACK, 8), jitter(rng, (110, 65, 32), 15),
                      jitter(rng, (175, 135, 85), 15)][rng.integers(3)]
         self.panel = jitter(rng, _PANEL_COLORS[rng.integers(len(_PANEL_COLORS))], 15)
         self.bell = jitter(rng, (210, 210, 215), 12) if rng.random() < .7 else jitter(
@@ -95,7 +102,7 @@ class _Layout:
         self.kick_reach = u(0.35, 0.6)
         self.kick_color = [self.metal, self.dark][rng.integers(2)]
         self.lock_angle = math.degrees(math.atan2(self.seat_top[1], self.seat_top[0])) + u(-4, 4)
-        self.lock_color = [jitter(rng, BLACK, 8),
+        self.lock_color = [jitter(rng, _BLACK, 8),
                            jitter(rng, (165, 165, 170), 10)][rng.integers(2)]
         # Bottle dynamo on the fork, a little behind it, its roller on the tyre.
         fork_angle = math.degrees(math.atan2(self.head_dir[1], self.head_dir[0]))
@@ -106,8 +113,11 @@ class _Layout:
         self.springs = rng.random() < 0.6
         self.brake_color = [self.metal, self.dark][rng.integers(2)]
         self.rack = [self.metal, self.dark, self.frame][rng.integers(3)]
-        self.front_lamp = jitter(rng, [BLACK, (200, 200, 205), self.frame][rng.integers(3)], 5)
+        self.front_lamp = jitter(rng, [_BLACK, (200, 200, 205), self.frame][rng.integers(3)], 5)
         self.light_on_crown = rng.random() < 0.6
+        self.style = style
+        if style == "v2":
+            restyle(self, rng)
 
 
 def _crack(rng, p0, p1, color, thick=0.018, steps=4):
@@ -156,10 +166,27 @@ def _wheel(L, center, damaged, rng):
         for a in rng.uniform(0, 360, 3):
             p = center + hub_r * unit(a)
             segs.append(np.array([p, p + rng.uniform(0.3, 0.5) * unit(a + rng.uniform(30, 60))]))
+    if L.style == "v2":
+        prims[1:1] = _tread(L, ring, t)
     if segs:
-        prims.append(segments(np.array(segs), 0.016, L.spoke_color))
+        prims.append(segments(np.array(segs), 0.016 if L.style == "v1" else 0.009,
+                              L.spoke_color))
     prims.append(circle(center, hub_r, L.metal))
     prims.append(circle(center, hub_r * 0.45, L.dark))
+    return prims
+
+
+def _tread(L, ring, t):
+    """Tread blocks on the tyre (knobs on mountain bikes and BMX) and a sidewall stripe."""
+    knobby = L.kind in ("mountain", "bmx")
+    angles = np.arange(0.0, 360.0, 3.0 if knobby else 2.0)
+    inner = ring(1.0 - (0.35 if knobby else 0.2) * t, angles)
+    outer = ring(1.0 - 0.01, angles)
+    tread = mix(L.tyre_color, (255, 255, 255), 0.22)
+    prims = [segments(np.stack([inner, outer], 1), 0.03 if knobby else 0.012, tread)]
+    if L.sidewall is not None:
+        prims.append(closed_polyline(ring(1.0 - 0.72 * t, np.linspace(0, 360, 73)), 0.018,
+                                     L.sidewall))
     return prims
 
 
@@ -256,7 +283,7 @@ def _gear_case(L, damaged, rng):
     color = L.trim
     if not damaged:
         return [polygon(poly, color), polyline(outer[2:-2] - 0.035 * (outer[2:-2] - L.bb), 0.02,
-                                          mix(color, (255, 255, 255), 0.35))]
+                                               mix(color, (255, 255, 255), 0.35))]
     # Cracked: the back half is broken off and hangs down; a crack runs across what is left.
     keep = poly[:, 0] > back[0] + rng.uniform(0.35, 0.5) * (L.bb[0] - back[0])
     front = poly[keep]
@@ -266,7 +293,7 @@ def _gear_case(L, damaged, rng):
     mid = front.mean(0)
     return [polygon(front, color), polygon(piece, color),
             _crack(rng, mid - np.array([0.1, 0.1]), mid + np.array([0.1, 0.12]),
-                   mix(color, (255, 255, 255), .6) if luma(color) < 90 else BLACK, 0.025)]
+                   mix(color, (255, 255, 255), .6) if luma(color) < 90 else _BLACK, 0.025)]
 
 
 def _pedal(L, center, damaged, rng):
@@ -296,7 +323,7 @@ def _kickstand(L, damaged, rng):
     ang = math.degrees(math.atan2(*(foot - knee)[::-1])) + rng.choice([-1, 1]) * rng.uniform(45, 70)
     end = knee + rest * 0.8 * unit(ang)
     return [polyline(np.array([mount, knee, end]), 0.06, color),
-            _crack(rng, knee - 0.05 * unit(ang), knee + 0.06 * unit(ang + 90), BLACK, 0.02)]
+            _crack(rng, knee - 0.05 * unit(ang), knee + 0.06 * unit(ang + 90), _BLACK, 0.02)]
 
 
 def _lock(L, damaged, rng):
@@ -309,12 +336,12 @@ def _lock(L, damaged, rng):
     color = L.lock_color
     if not damaged:
         return [polygon(body, color), closed_polyline(body, 0.02, mix(color, (255, 255, 255), 0.3)),
-                circle(key, 0.038, (215, 210, 160)), circle(key, 0.015, BLACK),
+                circle(key, 0.038, (215, 210, 160)), circle(key, 0.015, _BLACK),
                 polyline(lever, 0.04, L.metal)]
     # Broken: the body is split, the outer half displaced, the key cylinder gone.
     inner = sector(c, 0.84, 1.06, a - 15, a - 2, 5)
     outer = rotate_about(sector(c, 0.84, 1.06, a + 3, a + 15, 5), c + 1.06 * unit(a + 15),
-                          rng.uniform(20, 35))
+                         rng.uniform(20, 35))
     return [polygon(inner, color), polygon(outer, color), circle(key, 0.04, (10, 10, 10)),
             _crack(rng, c + 0.84 * unit(a + 1), c + 1.06 * unit(a), (230, 230, 230), 0.022)]
 
@@ -332,7 +359,7 @@ def _dynamo(L, damaged, rng):
     center = c + 0.68 * unit(axis) + 0.08 * unit(tilt)
     return [polygon(rect(center, 0.2, 0.1, tilt, 0.3), L.metal),
             _crack(rng, center - 0.06 * unit(tilt + 90), center + 0.07 * unit(tilt + 60),
-                   BLACK, 0.022)]
+                   _BLACK, 0.022)]
 
 
 def _lamp(L, center, facing, lens_color, housing, damaged, rng, size=(0.22, 0.15)):
@@ -343,7 +370,7 @@ def _lamp(L, center, facing, lens_color, housing, damaged, rng, size=(0.22, 0.15
         return [polygon(rect(center, length, width, facing, 0.35), housing),
                 polygon(lens, lens_color),
                 circle(center + (length / 2 - 0.02) * unit(facing) - 0.02 * unit(facing + 90),
-                        0.018, (255, 255, 255))]
+                       0.018, (255, 255, 255))]
     # Cracked and hanging: tilted down, lens dark and shattered, a corner missing.
     tilt = facing + rng.uniform(30, 50)
     body = rect(center, length, width, tilt, 0.35)[:6]
@@ -372,7 +399,10 @@ def _saddle(L, damaged, rng):
     ln, h = L.saddle_len, L.saddle_h
     shape = np.array([(-0.45, -0.25), (-0.38, -1.0), (-0.1, -1.05), (0.25, -0.65), (0.55, -0.5),
                       (0.55, -0.2), (0.2, 0.05), (-0.4, 0.05)]) * [ln, h] + c
-    prims = [polyline(np.array([L.seat_top, L.saddle_at]), 0.07, L.metal)]
+    # The seat post is part of the saddle in v1; v2 draws it with the frame, so that it stays
+    # when the saddle is missing.
+    prims = [polyline(np.array([L.seat_top, L.saddle_at]), 0.07, L.metal)] if L.style == "v1" \
+        else []
     spring = c + np.array([-0.3 * ln, 0.02])
     zig = np.array([spring + np.array([0.04 * ((-1) ** k), 0.035 * k]) for k in range(5)])
     if L.springs:
@@ -401,7 +431,7 @@ def _steer(L, damaged, rng):
         side[4:] = rotate_about(side[4:], side[4], rng.choice([-1, 1]) * rng.uniform(25, 40))
         return [polyline(np.array(stem), 0.075, L.metal), polyline(front_bar, 0.055, L.metal),
                 polyline(back_bar, 0.055, L.metal),
-                _crack(rng, side[4] - [0.05, 0.05], side[4] + [0.05, 0.06], BLACK, 0.022)]
+                _crack(rng, side[4] - [0.05, 0.05], side[4] + [0.05, 0.06], _BLACK, 0.022)]
     return [polyline(np.array(stem), 0.075, L.metal), polyline(front_bar, 0.055, L.metal),
             polyline(back_bar, 0.055, L.metal)]
 
@@ -420,7 +450,8 @@ def _handle(L, which, damaged, rng):
     mid = p0 + 0.5 * L.grip_len * L.grip_dir
     fray = np.array([mid, mid + 0.05 * unit(100), mid + 0.03 * L.grip_dir,
                      mid + 0.06 * unit(250)])
-    return [polyline(np.array([p0, mid]), 0.11, L.grip), polyline(np.array([mid, p1]), 0.05, L.metal),
+    return [polyline(np.array([p0, mid]), 0.11, L.grip),
+            polyline(np.array([mid, p1]), 0.05, L.metal),
             polyline(fray, 0.025, _FOAM)]
 
 
@@ -447,14 +478,15 @@ def _bell(L, damaged, rng):
     if not damaged:
         return [circle(c, r, L.bell), circle(c, r * 0.8, mix(L.bell, (0, 0, 0), 0.35), 0.012),
                 circle(c - np.array([r * .3, r * .35]), r * 0.25, (255, 255, 255)),
-                polyline(np.array([c + [r * 0.6, r * 0.5], c + [r * 1.3, r * 0.9]]), 0.025, L.metal)]
+                polyline(np.array([c + [r * 0.6, r * 0.5], c + [r * 1.3, r * 0.9]]), 0.025,
+                         L.metal)]
     # Dented and cracked dome, lever gone.
     dome = arc(c, r, 180, 360, 10)
     dome = np.concatenate([dome, [c + np.array([r * 0.9, r * 0.2]), c + np.array([0, r * 0.35]),
                                   c + np.array([-r, r * 0.5])]])
     return [polygon(dome, mix(L.bell, (90, 70, 50), 0.35)),
             _crack(rng, c + np.array([-r * 0.5, -r * 0.8]), c + np.array([r * 0.4, r * 0.3]),
-                   BLACK, 0.02)]
+                   _BLACK, 0.02)]
 
 
 def _frame(L):
@@ -477,14 +509,18 @@ def _frame(L):
                   polyline(np.array([Hb, B]), t * 1.1, c)]
     else:  # step-through: a low curved down tube, "mixte" adds a second one
         top = Hb + 0.55 * (Ht - Hb)
-        prims.append(polyline(bezier(top, np.array([B[0] + 0.35, B[1] - 0.15]), B, 10), t * 1.15, c))
+        prims.append(polyline(bezier(top, np.array([B[0] + 0.35, B[1] - 0.15]), B, 10),
+                              t * 1.15, c))
         if style == "mixte":
             prims.append(polyline(bezier(Ht, np.array([B[0] + 0.5, B[1] - 0.75]),
-                                       B + 0.45 * (S - B), 10), t * 0.9, c))
+                                         B + 0.45 * (S - B), 10), t * 0.9, c))
+    if L.style == "v2":
+        prims.append(polyline(np.array([S, L.saddle_at]), 0.07, L.metal))  # seat post
     if L.has_rack:
         back_end = np.array([-1.08, L.rack_y])
         front_end = S + 0.1 * (A - S) + np.array([0.0, 0.0])
-        prims += [polyline(np.array([front_end, [front_end[0], L.rack_y], back_end]), 0.045, L.rack),
+        prims += [polyline(np.array([front_end, [front_end[0], L.rack_y], back_end]), 0.045,
+                           L.rack),
                   polyline(np.array([[-0.85, L.rack_y], A]), 0.035, L.rack),
                   polyline(np.array([[-0.35, L.rack_y], A]), 0.035, L.rack)]
     return prims
@@ -497,8 +533,8 @@ def _crank(L, end):
 class Bike:
     """All parts of one bike: ``parts[name] = (prims, z)``, ``context = [(prims, z)]``."""
 
-    def __init__(self, rng, states, background):
-        L = self.layout = _Layout(rng, background)
+    def __init__(self, rng, states, background, style="v1"):
+        L = self.layout = _Layout(rng, background, style)
         u = rng.uniform
         self.states = states
         pedal_a = L.bb + L.crank_len * L.crank_dir
@@ -533,7 +569,7 @@ class Bike:
             "dynamo": (lambda d: _dynamo(L, d, rng), 11),
             "front_light": (lambda d: _lamp(L, front_light_at, 0, (255, 246, 190), L.front_lamp, d,
                                             rng, (0.27, 0.18)), 11),
-            "back_light": (lambda d: _lamp(L, back_light_at, 180, _RED_LENS, BLACK, d, rng,
+            "back_light": (lambda d: _lamp(L, back_light_at, 180, _RED_LENS, _BLACK, d, rng,
                                            (0.19, 0.11)), 11),
             "back_reflector": (lambda d: _reflector(L, reflector_at, d, rng), 11),
             "saddle": (lambda d: _saddle(L, d, rng), 12),
@@ -557,8 +593,22 @@ class Bike:
                         (_crank(L, near), 10)]
         if states["dynamo"] != STATE_ABSENT and states["front_light"] != STATE_ABSENT:
             wire = bezier(L.front_axle + 0.85 * unit(L.dynamo_angle),
-                           L.head_bot + np.array([0.05, 0.3]), front_light_at, 8)
-            self.context.append(([polyline(wire, 0.015, BLACK)], 11))
+                          L.head_bot + np.array([0.05, 0.3]), front_light_at, 8)
+            self.context.append(([polyline(wire, 0.015, _BLACK)], 11))
+        # Absent parts leave their mount (v2): {name: (prims, z)}, drawn for absent parts only.
+        self.mounts = {}
+        self.accessories = []  # v2: crates, baskets, child seats, bags, drawn over the bike
+        if style == "v2":
+            self.context = [(shade(prims, L.shade), z) for prims, z in self.context]
+            for name in ("steer", "front_mudguard", "back_mudguard", "kickstand"):
+                prims, z = self.parts[name]
+                self.parts[name] = (shade(prims, L.shade), z)
+            self.accessories = build_accessories(L, rng)
+            self.mounts = build_mounts(L, {"front_pedal": front_p, "back_pedal": back_p,
+                                           "front_light": front_light_at,
+                                           "back_light": back_light_at,
+                                           "back_reflector": reflector_at},
+                                       [n for n in PART_NAMES if states[n] == STATE_ABSENT])
 
     def bounds(self, place):
         prims = [p for prims, _ in self.parts.values() for p in prims]
@@ -571,6 +621,9 @@ class Bike:
             prims, z = self.parts[name]
             if self.states[name] != STATE_ABSENT:
                 layers.append((z, 100 + i, prims))
+            elif name in self.mounts:
+                mount, mount_z = self.mounts[name]
+                layers.append((mount_z, 100 + i, mount))
         for _, _, prims in sorted(layers, key=lambda t: (t[0], t[1])):
             for p in prims:
                 draw_prim(img, p, place)

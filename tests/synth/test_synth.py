@@ -1,5 +1,4 @@
 """SynthBikes generator: determinism, DelftBikes format, state shares, occlusion, CLI."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,7 +18,6 @@ from bikestate.synth import (
 from bikestate.utils.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TOOL = os.path.join(REPO, "tools", "make_synthetic.py")
 
 
 def _load(path):
@@ -165,21 +163,13 @@ def test_small_parts_stay_visible():
 
 @pytest.mark.parametrize("kwargs", [dict(num_images=0), dict(seed=-1),
                                     dict(image_size=(10, 10)),
-                                    dict(state_probs=(0.5, 0.5, 0.5, 0.5))])
+                                    dict(state_probs=(0.5, 0.5, 0.5, 0.5)), dict(style="v3")])
 def test_generate_rejects_bad_arguments(tmp_path, kwargs):
     args = dict(num_images=2, seed=1, image_size=(160, 120), show_progress=False)
     args.update(kwargs)
     with pytest.raises(ConfigError):
         generate_synthbikes(str(tmp_path / "out"), **args)
     assert not (tmp_path / "out").exists()
-
-
-@pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("make_synthetic", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_cli_writes_dataset(tool, tmp_path, capsys):

@@ -1,0 +1,74 @@
+"""Accessories of SynthBikes v2 city bikes: a crate or a basket on the front carrier, a child
+seat or a bag on the rack. They are not parts (DelftBikes has no box for them), but they cover
+what lies behind them like occluders do, so the renderer counts their pixels as occlusion."""
+import numpy as np
+
+from .drawing import circle, jitter, mix, polygon, polyline, segments
+
+__all__ = ["build_accessories"]
+
+_PLASTIC = [(25, 25, 28), (30, 60, 140), (150, 30, 30), (40, 110, 60), (120, 120, 125)]
+_WICKER = (150, 110, 60)
+
+
+def _front_carrier(L, rng):
+    """Crate or basket above the front wheel, on a carrier fixed to the head tube."""
+    x0 = L.head_bot[0] + rng.uniform(0.05, 0.12)
+    length, height = rng.uniform(0.75, 0.95), rng.uniform(0.35, 0.5)
+    bottom = L.head_bot[1] - rng.uniform(0.14, 0.2)
+    x1, top = x0 + length, bottom - height
+    carrier = [polyline(np.array([[x0 - 0.05, bottom + 0.02], [x1, bottom + 0.02]]), 0.035,
+                        L.metal),
+               polyline(np.array([[x1 - 0.1, bottom + 0.02], L.front_axle + [0.05, -0.3]]), 0.03,
+                        L.metal)]
+    if rng.random() < 0.6:  # plastic crate: a box with slots
+        color = jitter(rng, _PLASTIC[rng.integers(len(_PLASTIC))], 10)
+        box = np.array([[x0, top], [x1, top], [x1, bottom], [x0, bottom]])
+        rows = np.linspace(top + 0.08, bottom - 0.08, 3)
+        slots = [[[x0 + 0.06, y], [x1 - 0.06, y]] for y in rows]
+        return carrier + [polygon(box, color),
+                          segments(slots, 0.05, mix(color, (0, 0, 0), 0.55)),
+                          polyline(box[:2], 0.04, mix(color, (255, 255, 255), 0.3))]
+    # Wicker basket: a trapezoid with a woven pattern.
+    color = jitter(rng, _WICKER, 15)
+    shape = np.array([[x0 - 0.05, top], [x1 + 0.05, top], [x1 - 0.03, bottom],
+                      [x0 + 0.03, bottom]])
+    weave = [[[x, top + 0.03], [x + 0.04, bottom - 0.03]] for x in np.arange(x0, x1, 0.07)]
+    rows = [[[x0, y], [x1, y]] for y in np.arange(top + 0.07, bottom, 0.08)]
+    return carrier + [polygon(shape, color), segments(weave, 0.02, mix(color, (0, 0, 0), 0.4)),
+                      segments(rows, 0.02, mix(color, (255, 255, 255), 0.25)),
+                      polyline(shape[:2], 0.05, mix(color, (0, 0, 0), 0.2))]
+
+
+def _child_seat(L, rng):
+    """Rear child seat on the rack: a moulded shell with a high back."""
+    color = jitter(rng, _PLASTIC[rng.integers(len(_PLASTIC))], 10)
+    y = L.rack_y
+    shell = np.array([[-0.98, y - 0.85], [-0.82, y - 0.9], [-0.72, y - 0.35], [-0.3, y - 0.3],
+                      [-0.25, y - 0.05], [-0.95, y - 0.02]])
+    return [polygon(shell, color), polyline(shell[1:4], 0.03, mix(color, (255, 255, 255), 0.3)),
+            circle(np.array([-0.55, y - 0.2]), 0.05, mix(color, (0, 0, 0), 0.4))]
+
+
+def _rack_bag(L, rng):
+    color = jitter(rng, [(30, 30, 32), (60, 50, 40), (40, 60, 90)][rng.integers(3)], 10)
+    y = L.rack_y
+    bag = np.array([[-0.95, y - 0.28], [-0.3, y - 0.3], [-0.25, y - 0.02], [-0.97, y - 0.02]])
+    return [polygon(bag, color), polyline(np.array([[-0.62, y - 0.3], [-0.62, y]]), 0.03,
+                                          mix(color, (255, 255, 255), 0.35))]
+
+
+def build_accessories(L, rng):
+    """Accessory primitives of layout ``L`` (city bikes only), drawn over the bike."""
+    prims = []
+    if L.kind != "city":
+        return prims
+    if rng.random() < 0.35:
+        prims += _front_carrier(L, rng)
+    if L.has_rack:
+        choice = rng.random()
+        if choice < 0.15:
+            prims += _child_seat(L, rng)
+        elif choice < 0.3:
+            prims += _rack_bag(L, rng)
+    return prims
