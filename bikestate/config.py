@@ -116,6 +116,9 @@ def add_bikestate_config(cfg):
     _C.BIKESTATE.DATA.SYNTH_SEEDS = [1, 2, 3]
     # Size (width, height) of generated SynthBikes images.
     _C.BIKESTATE.DATA.SYNTH_IMAGE_SIZE = [640, 480]
+    # Look of generated SynthBikes pictures: "v1" (flat drawings) or "v2" (photo-like scenes,
+    # bike types, viewpoints, camera effects; docs/synthbikes.md).
+    _C.BIKESTATE.DATA.SYNTH_STYLE = "v1"
     # Unreadable images skipped during training before it stops with an error (-1: no limit).
     _C.BIKESTATE.DATA.MAX_SKIPPED_IMAGES = 100
 

@@ -153,10 +153,11 @@ def _sha256(path):
 class SynthSource:
     """The embedded default: a SynthBikes split generated once into the cache and reused."""
 
-    def __init__(self, split, *, cache_dir, num_images, seed, image_size):
+    def __init__(self, split, *, cache_dir, num_images, seed, image_size, style="v1"):
         self.split = split
         self.cache_dir = os.path.abspath(os.path.expanduser(cache_dir))
         self.num_images, self.seed, self.image_size = num_images, seed, image_size
+        self.style = style
         from .. import synth
 
         # A new generator version must not reuse images drawn by an older one.
@@ -164,10 +165,15 @@ class SynthSource:
         w, h = image_size
         self.name = f"{split}_n{num_images}_seed{seed}_{w}x{h}" + (
             f"_v{version}" if version is not None else ""
-        )
+        ) + ("" if style == "v1" else f"_{style}")
         self.folder = os.path.join(self.cache_dir, self.name)
 
     def check(self):
+        from ..synth import SYNTH_STYLES
+
+        if self.style not in SYNTH_STYLES:
+            raise ConfigError(f"BIKESTATE.DATA.SYNTH_STYLE must be one of "
+                              f"{', '.join(SYNTH_STYLES)}, got {self.style!r}")
         if len(self.image_size) != 2 or min(self.image_size) <= 0:
             raise ConfigError(f"BIKESTATE.DATA.SYNTH_IMAGE_SIZE must be [width, height], "
                               f"got {list(self.image_size)}")
@@ -196,7 +202,8 @@ class SynthSource:
         tmp = tempfile.mkdtemp(dir=self.cache_dir, prefix=f".{self.name}.tmp-")
         try:
             ann = generate_synthbikes(tmp, self.num_images, self.seed,
-                                      image_size=self.image_size, show_progress=True)
+                                      image_size=self.image_size, show_progress=True,
+                                      style=self.style)
             # SynthBikes draws every DelftBikes part, so its categories are always PART_NAMES.
             convert_to_coco(ann, os.path.join(tmp, "images"), os.path.join(tmp, SYNTH_COCO_NAME))
             try:
@@ -216,7 +223,7 @@ class SynthSource:
                     shutil.rmtree(path, ignore_errors=True)
 
 
-def prepare_synthbikes(cache_dir, split, num_images, seed, image_size):
+def prepare_synthbikes(cache_dir, split, num_images, seed, image_size, style="v1"):
     """Generate (once) and return a cached SynthBikes split.
 
     Args:
@@ -225,11 +232,12 @@ def prepare_synthbikes(cache_dir, split, num_images, seed, image_size):
         num_images (int): images in the split.
         seed (int): generator seed.
         image_size (tuple[int, int]): ``(width, height)``.
+        style (str): the generator's style (``v1``, ``v2``).
     Returns:
         tuple[str, str]: ``(coco_json, image_root)`` of the complete split.
     """
     source = SynthSource(split, cache_dir=cache_dir, num_images=num_images, seed=seed,
-                         image_size=tuple(image_size))
+                         image_size=tuple(image_size), style=style)
     source.check()
     source.prepare()
     return source.outputs()

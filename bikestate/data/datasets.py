@@ -156,6 +156,7 @@ def _resolve_sources(cfg):
                 num_images=num,
                 seed=int(seeds[index]),
                 image_size=tuple(int(v) for v in data.SYNTH_IMAGE_SIZE),
+                style=data.SYNTH_STYLE,
             )
     if data.ON_INVALID not in ("error", "skip"):
         raise ConfigError(f"BIKESTATE.DATA.ON_INVALID must be 'error' or 'skip', "
