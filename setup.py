@@ -38,10 +38,15 @@ setup(
         # scikit-learn is the reference the verification metrics (AUROC, AP) are tested against;
         # hypothesis for the property-based tests (every image a user may have); playwright
         # drives the system's Chromium (make setup installs it) for the page tests; the
-        # service's tests need its extra and httpx, their client.
+        # service's tests need its extra and httpx, their client; the export tests the export
+        # extra.
         "dev": ["pytest>=7", "pytest-timeout", "timm", "scikit-learn", "hypothesis>=6",
-                "playwright", "fastapi", "uvicorn", "python-multipart>=0.0.13", "httpx"],
+                "playwright", "fastapi", "uvicorn", "python-multipart>=0.0.13", "httpx",
+                "onnx", "onnxruntime"],
         "timm": ["timm"],
+        # Export to ONNX (tools/export_model.py) and its runtime (bikestate.deploy, which a
+        # deployment can install alone: pip install onnxruntime numpy pillow).
+        "export": ["onnx", "onnxruntime"],
         # The inspection service (tools/serve.py).
         "serve": ["fastapi", "uvicorn", "python-multipart>=0.0.13"],
     },

@@ -373,16 +373,16 @@ def render_export(record):
                      r["photos_with_other_detections"], r["max_box_diff_px"],
                      r["max_prob_diff"]] for r in rows])]
     goal = [r for r in rows if r["config"] == "small" and r["runtime"] == "onnxruntime"]
-    if goal:
-        best = max(goal, key=lambda r: r["threads"])
-        same = best["photos_with_other_detections"] == 0 and best["max_box_diff_px"] <= 0.5 \
-            and best["max_prob_diff"] <= 1e-4
+    for r in sorted(goal, key=lambda r: r["threads"]):
+        same = r["photos_with_other_detections"] == 0 and r["max_box_diff_px"] <= 0.5 \
+            and r["max_prob_diff"] <= 1e-4
         lines.append(
             f"Target: onnxruntime at least {EXPORT_MIN_SPEEDUP}x faster than PyTorch eager on "
-            f"the small config with the same outputs, {best['threads']} threads: "
-            + verdict(best["speedup_vs_eager"] >= EXPORT_MIN_SPEEDUP and same,
-                      f"{best['speedup_vs_eager']:.2f}x, "
+            f"the small config with the same outputs, {r['threads']} thread(s): "
+            + verdict(r["speedup_vs_eager"] >= EXPORT_MIN_SPEEDUP and same,
+                      f"{r['speedup_vs_eager']:.2f}x, "
                       + ("same outputs" if same else "outputs differ")))
+    return "\n\n".join(lines)
 
 
 # ------------------------------------------------------------------------------ serve

@@ -57,8 +57,8 @@ def main():
     parser.add_argument("--num-val", type=int, default=60)
     parser.add_argument("--num-heldout", type=int, default=12)
     parser.add_argument("--image-size", default="640x480")
-    parser.add_argument("--synth-style", default="v1", choices=("v1", "v2"),
-                        help="SynthBikes pictures: v1 flat drawings (default), v2 photo-like")
+    parser.add_argument("--synth-style", default="v2", choices=("v1", "v2"),
+                        help="SynthBikes pictures: v2 photo-like (default), v1 flat drawings")
     parser.add_argument("--record", action="store_true",
                         help="append the figures to benchmarks/results/demo.jsonl (developers)")
     parser.add_argument("opts", nargs=argparse.REMAINDER,

@@ -178,6 +178,11 @@ class BikeStateTrainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
+        # DefaultTrainer.__init__ is not called: it would build a second model, optimizer and
+        # data loader, wrap the model with detectron2's create_ddp_model (which gives CPU
+        # processes device_ids, refused by DistributedDataParallel) and make an AMPTrainer /
+        # SimpleTrainer, where this trainer needs BikeStateTrainLoop (accumulation, non-finite
+        # loss check, skipped images). Everything else is DefaultTrainer's.
         TrainerBase.__init__(self)
         d2_logger = logging.getLogger("detectron2")
         if not d2_logger.isEnabledFor(logging.INFO):
@@ -235,28 +240,24 @@ class BikeStateTrainer(DefaultTrainer):
         seed = cfg.SEED if cfg.SEED >= 0 else None
         per_rank_batch = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
         skip = skip_iters * per_rank_batch * cfg.SOLVER.GRAD_ACCUM_STEPS
-        if cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
-            sampler = ResumableTrainingSampler(len(dataset), seed=seed, skip=skip)
-        else:
-            from detectron2.data.build import _train_loader_from_config
-
-            sampler = _train_loader_from_config(cfg, mapper, dataset=dataset)["sampler"]
-            if skip:
-                logger.warning("%s restarts its order on resume (only TrainingSampler resumes "
-                               "at the same position)", cfg.DATALOADER.SAMPLER_TRAIN)
-        kwargs = {}
+        kwargs = {"seed": None if seed is None else seed + comm.get_rank()}
         if cfg.DATALOADER.NUM_WORKERS > 0:
             kwargs["prefetch_factor"] = cfg.DATALOADER.PREFETCH_FACTOR
         if cfg.DATALOADER.PIN_MEMORY and cfg.MODEL.DEVICE.startswith("cuda"):
             kwargs["pin_memory"] = True
+        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+            if skip:
+                logger.warning("%s restarts its order on resume (only TrainingSampler resumes "
+                               "at the same position)", cfg.DATALOADER.SAMPLER_TRAIN)
+            # detectron2 builds its other samplers (RepeatFactorTrainingSampler, ...) from cfg.
+            return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset, **kwargs)
         return build_detection_train_loader(
             dataset=dataset,
             mapper=mapper,
-            sampler=sampler,
+            sampler=ResumableTrainingSampler(len(dataset), seed=seed, skip=skip),
             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
             aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
             num_workers=cfg.DATALOADER.NUM_WORKERS,
-            seed=None if seed is None else seed + comm.get_rank(),
             **kwargs,
         )
 
@@ -511,7 +512,10 @@ class BikeStateTrainer(DefaultTrainer):
                                                             THRESHOLDS_FILE))
 
     def _run_loop(self, start_iter, max_iter):
-        """``TrainerBase.train`` plus early stopping and a clean, single-message failure."""
+        """``TrainerBase.train`` plus early stopping and a clean, single-message failure.
+
+        detectron2's loop runs to ``max_iter`` or an exception; stopping early (EarlyStopHook)
+        and marking the W&B run failed need this copy of it."""
         self.iter = self.start_iter = start_iter
         with EventStorage(start_iter) as self.storage:
             try:

@@ -47,3 +47,23 @@ def test_two_accumulated_batches_of_one_equal_one_batch_of_two(train_net, make_a
         moved += int(delta_big.abs().max() > 0)
     assert moved > 10  # the update really moved the weights
     assert loss_acc == pytest.approx(loss_big, rel=1e-4)
+
+
+def test_other_samplers_come_from_detectron2(train_net, make_args, tmp_path):
+    """DATALOADER.SAMPLER_TRAIN other than TrainingSampler: detectron2 builds the sampler from
+    the config (here RepeatFactorTrainingSampler) and bikestate's mapper still maps."""
+    args = make_args(tmp_path / "repeat", "DATALOADER.SAMPLER_TRAIN",
+                     "RepeatFactorTrainingSampler", "DATALOADER.REPEAT_THRESHOLD", "0.5")
+    cfg = train_net.setup(args)
+    loader = BikeStateTrainer.build_train_loader(cfg)
+    # detectron2 wraps the sampler in its datasets (grouping, loader, mapping): unwrap them.
+    from detectron2.data.common import MapDataset, ToIterableDataset
+
+    nodes = [loader]
+    while not isinstance(nodes[-1], ToIterableDataset) and len(nodes) < 8:
+        inner = getattr(nodes[-1], "dataset", None)
+        nodes.append(inner if inner is not None else getattr(nodes[-1], "_dataset", None))
+    assert type(nodes[-1].sampler).__name__ == "RepeatFactorTrainingSampler"
+    mapped = nodes[-1].dataset  # the sampler draws indices into the mapped dataset
+    assert isinstance(mapped, MapDataset)
+    assert type(mapped._map_func._obj).__name__ == "SkipUnreadableImages"
