@@ -3,17 +3,14 @@
 A plain module (not conftest) so that spawned worker processes of the distributed test can
 import it too.
 """
-import json
 import os
 import uuid
 
-import torch
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
-from detectron2.structures import Boxes, Instances
 
 from coco_builders import coco_annotation, coco_with_states, write_json
+from prediction_builders import prediction_instances
 
 from bikestate.constants import STATE_NAMES
 from bikestate.evaluation import BikeStateEvaluator
@@ -55,19 +52,15 @@ def make_outputs(image_id, dets, num_states=4):
     Args:
         dets (list[tuple]): (part index, [x0, y0, x1, y1], score, state[, state_scores]).
     """
-    inst = Instances((200, 200))
-    n = len(dets)
-    inst.pred_boxes = Boxes(torch.tensor([d[1] for d in dets], dtype=torch.float32).reshape(n, 4))
-    inst.scores = torch.tensor([d[2] for d in dets], dtype=torch.float32)
-    inst.pred_classes = torch.tensor([d[0] for d in dets], dtype=torch.int64)
-    inst.pred_states = torch.tensor([d[3] for d in dets], dtype=torch.int64)
     rows = []
     for d in dets:
         if len(d) > 4:
             rows.append(list(d[4]))
         else:  # 0.7 on the predicted state, 0.1 elsewhere
             rows.append([0.7 if s == d[3] else 0.1 for s in range(num_states)])
-    inst.state_scores = torch.tensor(rows, dtype=torch.float32).reshape(n, num_states)
+    inst = prediction_instances((200, 200), [d[1] for d in dets], [d[2] for d in dets],
+                                [d[0] for d in dets], rows, states=[d[3] for d in dets],
+                                num_states=num_states)
     return {"image_id": image_id, "height": 200, "width": 200}, {"instances": inst}
 
 

@@ -3,9 +3,9 @@ config for the predictor tests."""
 import os
 
 import pytest
-import torch
 from detectron2.config import get_cfg
-from detectron2.structures import Boxes, Instances
+
+from prediction_builders import prediction_instances
 
 from bikestate import add_bikestate_config
 from bikestate.constants import PART_NAMES, STATE_IDS
@@ -49,14 +49,7 @@ def make_instances(image_size, detections):
         scores.append(score)
         classes.append(PART_NAMES.index(part))
         probs.append(row)
-    inst = Instances(image_size)
-    inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-    inst.scores = torch.tensor(scores, dtype=torch.float32)
-    inst.pred_classes = torch.tensor(classes, dtype=torch.int64)
-    inst.state_scores = torch.tensor(probs, dtype=torch.float32).reshape(-1, len(STATE_IDS))
-    inst.pred_states = inst.state_scores.argmax(dim=1) if len(probs) else torch.zeros(
-        0, dtype=torch.int64)
-    return inst
+    return prediction_instances(image_size, boxes, scores, classes, probs)
 
 
 @pytest.fixture
