@@ -117,6 +117,9 @@ def scope(record):
         return (f"{fig.get('clients')} clients, {fig.get('threads')} threads"
                 f"{', with pictures' if fig.get('image') else ''}; model {fig.get('model')}"
                 f"{options}")
+    if record.get("benchmark") == "export":
+        configs = sorted({row["config"] for row in fig.get("rows", [])})
+        return f"configs {', '.join(configs)}{options}"
     if "setting" in fig:
         return f"setting {fig['setting']}, {fig.get('images_seen')} images seen{options}"
     parts = [p for p in ("overhead", "vs_seed", "loader") if fig.get(p)]
