@@ -14,7 +14,6 @@ Both have ``check()`` (cheap, every rank), ``prepare(categories)`` (main process
 """
 import contextlib
 import glob
-import hashlib
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ import tempfile
 import time
 
 from ..utils.errors import ConfigError
-from ..utils.io import atomic_write_json, read_json
+from ..utils.io import atomic_write_json, file_sha256, read_json
 from .formats import detect_annotation_format
 
 logger = logging.getLogger(__name__)
@@ -113,7 +112,7 @@ class FileSource:
             "categories": list(categories) if categories else None,
         }
         if hash_input:
-            record["input_sha256"] = _sha256(self.json_file)
+            record["input_sha256"] = file_sha256(self.json_file)
         return record
 
     def _up_to_date(self, record):
@@ -135,19 +134,11 @@ class FileSource:
             return True
         # Touched or copied again: only a content change needs a reconversion.
         if old.get("input_size") != record["input_size"] or \
-                old.get("input_sha256") != _sha256(self.json_file):
+                old.get("input_sha256") != file_sha256(self.json_file):
             return False
         old.update(input_mtime_ns=record["input_mtime_ns"])
         atomic_write_json(old, self.sidecar_path, indent=2)
         return True
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class SynthSource:

@@ -13,14 +13,14 @@ one-line error) and three attributes the service shows: ``part_names``, ``operat
 same interface); :func:`load_predictor_backend` builds it from a training folder, a config +
 weights, or an export folder of ``tools/export_model.py`` (onnxruntime or TorchScript).
 """
-import hashlib
 import os
 
 from ..deploy.model_info import MODEL_JSON
 from ..inference import BikeStatePredictor, inspect_image, predictor_config
 from ..utils.errors import ConfigError
+from ..utils.io import file_sha256
 
-__all__ = ["PredictorBackend", "load_predictor_backend", "resolve_model", "file_sha256"]
+__all__ = ["PredictorBackend", "load_predictor_backend", "resolve_model"]
 
 # A training folder's weights, in order of preference: the best checkpoint is the one the end
 # of training calibrates (thresholds.json), the final one the fallback.
@@ -60,15 +60,6 @@ class PredictorBackend:
         """
         return inspect_image(self.predictor, image_bgr, file_name,
                              operating_point=self.operating_point, draw=draw, notes=notes)
-
-
-def file_sha256(path, chunk_size=1 << 20):
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def resolve_model(model, config_file=None):

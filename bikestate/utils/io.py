@@ -6,6 +6,7 @@ any moment leaves either the old file or the new one, never a half-written file,
 :class:`~bikestate.utils.errors.DataError` line naming the file.
 """
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -109,3 +110,12 @@ def read_json(path, what="annotation file"):
             from None
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read {what}: {e}") from None
+
+
+def file_sha256(path, chunk_size=1 << 20):
+    """Hex sha256 of a file's bytes, read in chunks of ``chunk_size``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
