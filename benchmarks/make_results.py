@@ -43,10 +43,11 @@ ACCURACY_COLUMNS = ACCURACY_HIGHER + ACCURACY_LOWER + (
     "verify/damage_recall", "verify/macro_f1_majority", "bbox_state/AP50")
 # onnxruntime vs PyTorch eager, small config, both cores.
 EXPORT_MIN_SPEEDUP = 1.5
-ORDER = ("demo", "speed", "assignment", "export", "accuracy", "serve", "state_branch", "eval",
+ORDER = ("demo", "state_recipe", "speed", "assignment", "export", "accuracy", "serve", "state_branch", "eval",
          "synth", "imports")
 TITLES = {
     "demo": "`make demo`: the demo model on SynthBikes val",
+    "state_recipe": "State-branch recipes at the demo's budget (ablation, SynthBikes v2 val)",
     "speed": "Speed: state branch overhead, bikestate vs the seed pipeline, data loading",
     "assignment": "Training-target assignment alone: detectron2's per-image loops vs batched",
     "export": "Exported models: PyTorch eager vs TorchScript vs onnxruntime (CPU inference)",
@@ -578,6 +579,139 @@ def render_synth(record):
     return "\n\n".join(lines)
 
 
+# ------------------------------------------------------------------------------ state recipes
+
+# Targets of the state-recipe issue at the demo's budget (SynthBikes val): (label, figure,
+# source, bound, higher is better). "calibrated" figures are those of the operating point
+# chosen on val (what the inspection report uses), the others at the default point or
+# threshold-free.
+RECIPE_TARGETS = (
+    ("damage AP >= 0.5", "verify/damage_ap", "metrics", 0.5, True),
+    ("damage recall >= 0.6 (calibrated)", "damage_recall", "calibrated", 0.6, True),
+    ("damage precision >= 0.6 (calibrated)", "damage_precision", "calibrated", 0.6, True),
+    ("verdict macro-F1 >= 0.75 (calibrated)", "macro_f1", "calibrated", 0.75, True),
+    ("hallucination at 95 % present recall <= 0.10", "verify/halluc_at_95r", "metrics", 0.10,
+     False),
+    ("`bbox/AP50` >= 75", "bbox/AP50", "metrics", 75.0, True),
+)
+# Plain detector over bikestate, hallucination at 95 % present recall.
+PLAIN_DETECTOR_MIN_RATIO = 5.0
+# Columns of the ablation table: (header, source, figure).
+RECIPE_COLUMNS = (
+    ("AP50", "metrics", "bbox/AP50"), ("AP", "metrics", "bbox/AP"),
+    ("AUROC present", "metrics", "verify/auroc_present"),
+    ("halluc. @95r", "metrics", "verify/halluc_at_95r"),
+    ("damage AP", "metrics", "verify/damage_ap"),
+    ("recall / halluc.", "metrics", ("verify/present_recall", "verify/hallucination_rate")),
+    ("macro-F1", "metrics", "verify/macro_f1"),
+    ("cal. recall / halluc.", "calibrated", ("present_recall", "hallucination_rate")),
+    ("cal. damage P / R", "calibrated", ("damage_precision", "damage_recall")),
+    ("cal. macro-F1", "calibrated", "macro_f1"),
+    ("GT-box macro-F1", "metrics", "state_gt/macro_f1"),
+)
+
+
+def _recipe_value(fig, source, key):
+    return fig.get(source, {}).get(key)
+
+
+def _recipe_cell(fig, source, key):
+    if isinstance(key, tuple):
+        return " / ".join(fmt(_recipe_value(fig, source, k)) for k in key)
+    return fmt(_recipe_value(fig, source, key))
+
+
+def _mean(values):
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return sum(values) / len(values) if values else None
+
+
+def render_state_recipes(records, include_smoke=False):
+    """The ablation: per machine and budget one row per recipe and seed (the latest record of
+    each), the recipes' means with the spread between seeds, and the targets checked on the
+    default recipe's mean, next to the plain detector."""
+    from benchmarks.bench_state_recipe import DEFAULT_RECIPE
+
+    groups = {}
+    for r in records:
+        if is_smoke(r) and not include_smoke:
+            continue
+        fig = r["figures"]
+        groups.setdefault((machine_label(r), fig.get("budget")), {})[
+            (fig.get("recipe"), fig.get("seed"))] = r  # records come sorted by date
+    out = []
+    for (machine, budget), runs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        some = next(iter(runs.values()))
+        fig0 = some["figures"]
+        out += [f"### {machine}, {fig0.get('iterations')} iterations ({budget}x the demo's "
+                f"budget)", "",
+                f"Machine: {machine_details(some)}. `{fig0.get('config')}` and "
+                f"`bench_state_recipe.py` recipes, trained from scratch on "
+                f"{fig0.get('train_images')} SynthBikes {fig0.get('synth_style')} images at "
+                f"{fig0.get('image_size')}, scored on {fig0.get('val_images')} validation "
+                "images. AP in percent, the rest in [0, 1]; `cal.`: the operating point chosen "
+                "on val after training (scored on val itself: optimistic). Dates "
+                f"{min(r['date'] for r in runs.values())} to "
+                f"{max(r['date'] for r in runs.values())}.", ""]
+        rows = []
+        for (recipe, seed), r in sorted(runs.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+            fig = r["figures"]
+            rows.append([f"`{recipe}`{' (default)' if recipe == DEFAULT_RECIPE else ''}",
+                         str(seed), fmt(fig.get("wall_s"))]
+                        + [_recipe_cell(fig, src, key) for _, src, key in RECIPE_COLUMNS])
+        out += [table(["recipe", "seed", "train s"] + [h for h, _, _ in RECIPE_COLUMNS], rows),
+                ""]
+        by_recipe = {}
+        for (recipe, _), r in runs.items():
+            by_recipe.setdefault(recipe, []).append(r["figures"])
+        summary = []
+        for recipe, figs in sorted(by_recipe.items()):
+            spread = []
+            for src, key in (("calibrated", "macro_f1"), ("metrics", "verify/damage_ap"),
+                             ("metrics", "verify/halluc_at_95r")):
+                vals = [_recipe_value(f, src, key) for f in figs]
+                vals = [v for v in vals if v is not None]
+                spread.append(fmt(max(vals) - min(vals)) if len(vals) > 1 else "one seed")
+            summary.append([f"`{recipe}`", str(len(figs)), figs[0].get("description", "")]
+                           + [fmt(_mean([_recipe_value(f, "metrics", "bbox/AP50")
+                                         for f in figs]))]
+                           + [fmt(_mean([_recipe_value(f, src, key) for f in figs]))
+                              for src, key in (("calibrated", "macro_f1"),
+                                               ("metrics", "verify/damage_ap"),
+                                               ("metrics", "verify/halluc_at_95r"))]
+                           + spread)
+        out += ["Mean over seeds, and the spread (max - min) between seeds: a difference "
+                "between two recipes smaller than their spread is a tie.", "",
+                table(["recipe", "seeds", "what", "AP50", "cal. macro-F1", "damage AP",
+                       "halluc. @95r", "spread cal. macro-F1", "spread damage AP",
+                       "spread halluc."], summary), ""]
+        default = by_recipe.get(DEFAULT_RECIPE)
+        if default and budget == 1:
+            targets = []
+            for label, key, src, bound, higher in RECIPE_TARGETS:
+                value = _mean([_recipe_value(f, src, key) for f in default])
+                if value is None:
+                    targets.append(f"{label}: n/a")
+                    continue
+                ok = value >= bound if higher else value <= bound
+                how = f"{fmt(value)}" + ("" if ok else f", by {fmt(abs(value - bound))}")
+                targets.append(f"{label}: {verdict(ok, how)}")
+            plain = by_recipe.get("plain_detector")
+            ours = _mean([_recipe_value(f, "metrics", "verify/halluc_at_95r") for f in default])
+            theirs = _mean([_recipe_value(f, "metrics", "verify/halluc_at_95r")
+                            for f in plain or []])
+            if ours is not None and theirs is not None:
+                ratio = theirs / ours if ours > 0 else math.inf
+                targets.append(
+                    f"plain detector hallucinates >= {PLAIN_DETECTOR_MIN_RATIO:g}x as often at 95 % "
+                    f"present recall: " + verdict(ratio >= PLAIN_DETECTOR_MIN_RATIO,
+                                                  f"{fmt(theirs)} vs {fmt(ours)}: "
+                                                  f"{fmt(ratio)}x"))
+            out += [f"Targets, mean of the default recipe `{DEFAULT_RECIPE}`:", "",
+                    "\n".join(f"- {t}" for t in targets), ""]
+    return "\n".join(out).rstrip()
+
+
 RENDERERS = {"speed": render_speed, "accuracy": render_accuracy, "demo": render_demo,
              "assignment": render_assignment, "export": render_export,
              "serve": render_serve, "synth": render_synth}
@@ -601,6 +735,10 @@ def render(records, include_smoke=False):
            "(`benchmarks/bench_*.py`).", ""]
     for name in names:
         out += [f"## {TITLES.get(name, name)}", ""]
+        if name == "state_recipe":
+            out += [render_state_recipes(by_bench[name], include_smoke)
+                    or "Only smoke-test records so far.", ""]
+            continue
         latest = latest_per_machine(by_bench[name], include_smoke)
         if not latest:
             out += ["Only smoke-test records so far.", ""]

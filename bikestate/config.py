@@ -121,6 +121,9 @@ def add_bikestate_config(cfg):
     _C.BIKESTATE.DATA.SYNTH_STYLE = "v1"
     # Unreadable images skipped during training before it stops with an error (-1: no limit).
     _C.BIKESTATE.DATA.MAX_SKIPPED_IMAGES = 100
+    # States whose boxes are left out of the training annotations, e.g. ["absent"] for the
+    # plain detector baseline (trained on the parts that are there); evaluation keeps them.
+    _C.BIKESTATE.DATA.TRAIN_DROP_STATES = []
 
     # Photometric augmentation of training images.
     _C.INPUT.COLOR_JITTER = CN()

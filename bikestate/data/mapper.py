@@ -17,7 +17,8 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from ..utils.errors import DataError
+from ..constants import STATE_NAMES
+from ..utils.errors import ConfigError, DataError
 from ..utils.images import UnreadableImageError, read_image
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,8 @@ class BikeStateDatasetMapper(DatasetMapper):
     * ``gt_classes``: int64 (N,), contiguous part ids,
     * ``gt_states``: int64 (N,), 0 intact, 1 damaged, 2 absent, 3 occluded.
 
-    An image without annotations gives N = 0 (all three fields empty). At test time
+    Boxes whose state is in ``drop_states`` are left out (N counts only the others). An image
+    without annotations gives N = 0 (all three fields empty). At test time
     (``is_train=False``) the annotations are removed, as detectron2's ``DatasetMapper`` does.
 
     Raises:
@@ -118,21 +120,30 @@ class BikeStateDatasetMapper(DatasetMapper):
     """
 
     @configurable
-    def __init__(self, is_train, *, augmentations, image_format, **kwargs):
+    def __init__(self, is_train, *, augmentations, image_format, drop_states=(), **kwargs):
         """
         Args:
             is_train (bool): training (keep and transform annotations) or inference.
             augmentations (list[Augmentation or Transform]): applied in order.
             image_format (str): format of the image tensor, e.g. "BGR" (``INPUT.FORMAT``).
+            drop_states (iterable[int]): states whose boxes are removed from the annotations
+                (``BIKESTATE.DATA.TRAIN_DROP_STATES``; the plain detector baseline drops absent).
             kwargs: the other arguments of detectron2's ``DatasetMapper``.
         """
         super().__init__(is_train, augmentations=augmentations, image_format=image_format,
                          **kwargs)
+        self.drop_states = frozenset(int(s) for s in drop_states)
 
     @classmethod
     def from_config(cls, cfg, is_train=True):
         ret = super().from_config(cfg, is_train)
         ret["augmentations"] = build_bike_augmentation(cfg, is_train)
+        unknown = [s for s in cfg.BIKESTATE.DATA.TRAIN_DROP_STATES if s not in STATE_NAMES]
+        if unknown:
+            raise ConfigError(f"BIKESTATE.DATA.TRAIN_DROP_STATES: unknown state(s) "
+                              f"{', '.join(map(repr, unknown))}; states are "
+                              f"{', '.join(STATE_NAMES)}")
+        ret["drop_states"] = [STATE_NAMES.index(s) for s in cfg.BIKESTATE.DATA.TRAIN_DROP_STATES]
         return ret
 
     def __call__(self, dataset_dict):
@@ -161,6 +172,7 @@ class BikeStateDatasetMapper(DatasetMapper):
             utils.transform_instance_annotations(obj, transforms, image_shape)
             for obj in annos
             if obj.get("iscrowd", 0) == 0
+            and not (self.drop_states and self._state_of(obj, dataset_dict) in self.drop_states)
         ]
         instances = utils.annotations_to_instances(annos, image_shape)
         # annotations_to_instances keeps only boxes and classes; the states are added here, in

@@ -19,7 +19,7 @@ from detectron2.data import transforms as T
 from coco_builders import coco_with_states, write_json
 
 from bikestate import add_bikestate_config
-from bikestate.constants import PART_NAMES, STATE_IDS
+from bikestate.constants import PART_NAMES, STATE_IDS, STATE_NAMES
 from bikestate.data import (
     BikeStateDatasetMapper,
     RandomSaturationWithFormat,
@@ -29,7 +29,7 @@ from bikestate.data import (
     register_bike_instances,
     unregister_bike_dataset,
 )
-from bikestate.utils.errors import DataError
+from bikestate.utils.errors import ConfigError, DataError
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -293,3 +293,30 @@ def test_saturation_jitter_treats_bgr_like_rgb():
     np.random.seed(1)
     d2_bgr = T.RandomSaturation(0.3, 0.3)(T.AugInput(bgr.copy())).apply_image(bgr)
     assert not np.array_equal(d2_bgr[:, :, ::-1], out_rgb)
+
+
+def test_train_drop_states_leaves_out_those_boxes_and_keeps_the_others_aligned(synth_dataset):
+    dicts, delft = synth_dataset
+    cfg = small_cfg()
+    h, w = dicts[0]["height"], dicts[0]["width"]
+    cfg.INPUT.MIN_SIZE_TRAIN = (min(h, w),)
+    cfg.INPUT.MAX_SIZE_TRAIN = 10 * max(h, w)
+    cfg.INPUT.RANDOM_FLIP = "none"
+    cfg.BIKESTATE.DATA.TRAIN_DROP_STATES = ["absent"]
+    mapper = BikeStateDatasetMapper(cfg, is_train=True)
+    absent = STATE_NAMES.index("absent")
+    dropped = 0
+    for d in dicts:
+        out = mapper(d)
+        expected = expected_parts(delft[os.path.basename(d["file_name"])], d["width"], d["height"])
+        kept = [e for e in expected if e[2] != absent]
+        dropped += len(expected) - len(kept)
+        assert_instances_match(out["instances"], kept)
+    assert dropped > 0  # the set has absent parts, so something was left out
+
+
+def test_unknown_train_drop_state_is_a_config_error():
+    cfg = small_cfg()
+    cfg.BIKESTATE.DATA.TRAIN_DROP_STATES = ["broken"]
+    with pytest.raises(ConfigError, match="TRAIN_DROP_STATES: unknown state.*'broken'"):
+        BikeStateDatasetMapper(cfg, is_train=True)

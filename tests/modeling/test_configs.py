@@ -11,13 +11,18 @@ import pytest
 import torch
 
 from detectron2.modeling import build_model
+from detectron2.structures import Instances
 from detectron2.utils.events import EventStorage
 
-from bikestate.modeling import StateROIHeads
+from bikestate.constants import STATE_NAMES
+from bikestate.modeling import PlainDetectorROIHeads, StateROIHeads
 
 from modeling_cases import CONFIG_DIR, make_cfg, random_batch
 
-CONFIGS = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.yaml")))
+# Baselines that are not bikestate models (no state branch), tested on their own below.
+BASELINES = {"bike_small_cpu_plain_detector.yaml"}
+CONFIGS = sorted(c for c in glob.glob(os.path.join(CONFIG_DIR, "*.yaml"))
+                 if os.path.basename(c) not in BASELINES)
 NEEDS_TIMM = {"bike_timm_convnext_fpn.yaml"}
 
 
@@ -26,6 +31,33 @@ def test_configs_exist():
     assert {"Base-BikeState-RCNN-FPN.yaml", "bike_r50_fpn.yaml", "bike_r101_fpn.yaml",
             "bike_x101_32x8d_fpn.yaml", "bike_small_cpu.yaml"} <= names
     assert names & NEEDS_TIMM, "a non-ResNet backbone config"
+
+
+def test_plain_detector_config_trains_without_states_and_says_present():
+    cfg = make_cfg(os.path.join(CONFIG_DIR, "bike_small_cpu_plain_detector.yaml"))
+    assert list(cfg.BIKESTATE.DATA.TRAIN_DROP_STATES) == ["absent"]
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert isinstance(model.roi_heads, PlainDetectorROIHeads)
+    assert not isinstance(model.roi_heads, StateROIHeads)
+    model.train()
+    with EventStorage():
+        losses = model(random_batch(num_boxes=(6, 0), height=96, width=128))
+    assert "loss_state" not in losses and "loss_cls" in losses
+    model.eval()
+    model.roi_heads.box_predictor.test_score_thresh = 0.0  # random weights: keep detections
+    with torch.no_grad():
+        out = model(random_batch(num_boxes=(0,), height=96, width=128, seed=1))[0]["instances"]
+        boxes = Instances(out.image_size, pred_boxes=out.pred_boxes[:3],
+                          pred_classes=out.pred_classes[:3])
+        # No mask or keypoint head: the given boxes need no feature maps.
+        given = model.roi_heads.forward_with_given_boxes({}, [boxes])[0]
+    n = len(out)
+    assert n > 0
+    assert out.pred_states.tolist() == [STATE_NAMES.index("intact")] * n
+    assert out.state_scores.tolist() == [[1.0, 0.0, 0.0, 0.0]] * n
+    assert given.pred_states.tolist() == out.pred_states[:3].tolist()
+    assert given.state_scores.shape == (min(n, 3), 4)
 
 
 @pytest.mark.parametrize("config_file", CONFIGS, ids=os.path.basename)

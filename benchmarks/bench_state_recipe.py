@@ -1,0 +1,228 @@
+"""State-branch recipes at the demo's budget: one training run per recipe and seed, scored on
+SynthBikes val by the verdict rule the inspection report uses.
+
+Every run is ``tools/train_net.py`` with the small CPU config on the demo's data (SynthBikes
+v2, 400 training / 60 validation images at 640x480, generated once into ``--cache-dir`` with
+the demo's seeds 1 and 2), ``SEED`` set, W&B off, one evaluation at the end and the operating
+point chosen on val after training, exactly as ``make demo`` trains. ``--budget K`` trains K
+times the demo's 1,200 iterations (cosine schedule over the whole run).
+
+A recipe is a set of ``MODEL.ROI_STATE_HEAD`` keys; every recipe spells out all the keys it
+depends on (over :data:`REFERENCE`, the box-feature MLP head), so a record keeps its meaning
+when the config defaults change. ``plain_detector`` is the VIPriors DelftBikes baseline:
+``configs/bike_small_cpu_plain_detector.yaml`` (no state branch, trained without the absent
+boxes, every detection "present").
+
+One record per finished run is appended to ``benchmarks/results/state_recipe.jsonl`` (an
+interrupted ablation keeps the runs it finished; ``--resume`` scores a run folder that already
+holds a finished run with the same command instead of training it again). Figures:
+``bbox/AP``, ``bbox/AP50``, the verdict figures (present-vs-absent AUROC, hallucination at 95 %
+present recall, damage AP, present recall with hallucination at the default point, verdict
+macro-F1), the state head on ground-truth boxes, the calibrated operating point's figures on
+val, the training time and the images seen (iterations x batch, from the trainer's log).
+
+    python benchmarks/bench_state_recipe.py --recipes reference conv_image --seeds 42 43
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from benchmarks.common import RESULTS_DIR, append_record, at_least  # noqa: E402
+
+SMALL_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu.yaml")
+PLAIN_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu_plain_detector.yaml")
+DEMO_ITERS = 1200  # the demo's budget (configs/bike_small_cpu.yaml SOLVER.MAX_ITER)
+# The recipe that the config defaults equal (tests check), whose mean is held to the targets.
+DEFAULT_RECIPE = "reference"
+KEY = "MODEL.ROI_STATE_HEAD."
+
+# The box-feature MLP head trained on the sampled proposals: the recipe every other one is
+# written against.
+REFERENCE = {
+    "NAME": "MLPStateHead", "IN_FEATURES": "[]", "POOLER_RESOLUTION": "24",
+    "BOX_CONTEXT": "1.0", "CLASS_CONDITIONED": "False", "TRAIN_ON": "proposals",
+    "LOSS_WEIGHT": "0.5", "STATE_LOSS_WEIGHTS": "[]", "AUTO_LOSS_WEIGHTS": "False",
+    "LOGIT_ADJUST_TAU": "0.0", "FOCAL_GAMMA": "0.0",
+}
+# The crop classifier on the input pixels (each box with context, part embedding).
+CONV_IMAGE = {"NAME": "ConvStateHead", "IN_FEATURES": '["image"]', "POOLER_RESOLUTION": "32",
+              "BOX_CONTEXT": "1.3", "CLASS_CONDITIONED": "True"}
+# name -> (config file, changes to REFERENCE, what it tests)
+RECIPES = {
+    "reference": (SMALL_CONFIG, {}, "MLP on the box head's features, proposals, CE, weight 0.5"),
+    "plain_detector": (PLAIN_CONFIG, None, "no state branch, trained without absent boxes"),
+    "mlp_both": (SMALL_CONFIG, {"TRAIN_ON": "both"}, "+ ground-truth boxes in the state loss"),
+    "mlp_auto_weights": (SMALL_CONFIG, {"AUTO_LOSS_WEIGHTS": "True"},
+                         "+ class-balanced weights"),
+    "mlp_logit_adjust": (SMALL_CONFIG, {"LOGIT_ADJUST_TAU": "1.0"}, "+ logit adjustment"),
+    "mlp_focal": (SMALL_CONFIG, {"FOCAL_GAMMA": "2.0"}, "+ focal loss, gamma 2"),
+    "mlp_loss_weight_2": (SMALL_CONFIG, {"LOSS_WEIGHT": "2.0"}, "state loss weight 2"),
+    "conv_image": (SMALL_CONFIG, dict(CONV_IMAGE, TRAIN_ON="both", LOSS_WEIGHT="1.0",
+                                      LOGIT_ADJUST_TAU="1.0"),
+                   "crop CNN on the pixels, context 1.3, part embedding, both, logit adj., 1.0"),
+    "conv_image_ce": (SMALL_CONFIG, dict(CONV_IMAGE, TRAIN_ON="both", LOSS_WEIGHT="1.0"),
+                      "conv_image without logit adjustment"),
+    "conv_image_gt": (SMALL_CONFIG, dict(CONV_IMAGE, TRAIN_ON="gt_boxes", LOSS_WEIGHT="1.0",
+                                         LOGIT_ADJUST_TAU="1.0"),
+                      "conv_image trained on ground-truth boxes only"),
+}
+
+# Evaluator figures kept in a record (flattened keys of bikestate_metrics.json).
+KEPT = ("bbox/AP", "bbox/AP50", "bbox_present/AP", "verify/auroc_present", "verify/halluc_at_95r",
+        "verify/halluc_at_90r", "verify/damage_ap", "verify/present_recall",
+        "verify/hallucination_rate", "verify/not_found_rate", "verify/damage_precision",
+        "verify/damage_recall", "verify/macro_f1", "verify/macro_f1_majority",
+        "verify/f1-intact", "verify/f1-damaged", "verify/f1-absent", "verify/f1-occluded",
+        "state_gt/macro_f1", "state_gt/auroc-damaged", "state_gt/auroc-absent")
+
+
+def recipe_command(name, seed, iters, data, out_dir):
+    """(config file, opts) of one run of ``iters`` iterations."""
+    config, changes, _ = RECIPES[name]
+    opts = []
+    if changes is not None:
+        for key, value in dict(REFERENCE, **changes).items():
+            opts += [KEY + key, value]
+    opts += ["SEED", str(seed), "SOLVER.MAX_ITER", str(iters), "TEST.EVAL_PERIOD", str(iters),
+             "SOLVER.CHECKPOINT_PERIOD", str(iters), "WANDB.MODE", "disabled",
+             "MODEL.DEVICE", "cpu",
+             "BIKESTATE.DATA.TRAIN_JSON", data["train"][0],
+             "BIKESTATE.DATA.TRAIN_IMAGES", data["train"][1],
+             "BIKESTATE.DATA.VAL_JSON", data["val"][0],
+             "BIKESTATE.DATA.VAL_IMAGES", data["val"][1], "OUTPUT_DIR", out_dir]
+    return config, opts
+
+
+def flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}/"))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def read_run(out_dir):
+    """Figures of a finished run folder, or None when it holds no finished run."""
+    metrics_file = os.path.join(out_dir, "inference", "bikestate_metrics.json")
+    thresholds_file = os.path.join(out_dir, "thresholds.json")
+    if not (os.path.exists(metrics_file) and os.path.exists(thresholds_file)):
+        return None
+    with open(metrics_file, encoding="utf-8") as f:
+        metrics = flat(json.load(f))
+    with open(thresholds_file, encoding="utf-8") as f:
+        calibrated = json.load(f)["chosen_on"]["figures"]
+    last_iter, batch = None, None
+    with open(os.path.join(out_dir, "metrics.json"), encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            last_iter = row.get("iteration", last_iter)
+    with open(os.path.join(out_dir, "config.yaml"), encoding="utf-8") as f:
+        for line in f:
+            if line.strip().startswith("IMS_PER_BATCH:"):
+                batch = int(line.split(":")[1])
+    return {"metrics": {k: metrics.get(k) for k in KEPT}, "calibrated": calibrated,
+            "images_seen": None if last_iter is None or batch is None
+            else (last_iter + 1) * batch}
+
+
+def run_one(name, seed, args, data):
+    out_dir = os.path.join(args.work_dir, f"{name}_b{args.budget}_s{seed}")
+    config, opts = recipe_command(name, seed, args.iterations, data, out_dir)
+    command = [sys.executable, os.path.join(REPO, "tools", "train_net.py"),
+               "--config-file", config, *opts]
+    stamp = os.path.join(out_dir, "bench_command.json")
+    figures = None
+    if args.resume and os.path.exists(stamp):
+        with open(stamp, encoding="utf-8") as f:
+            if json.load(f) == command[1:]:
+                figures = read_run(out_dir)
+                if figures is not None:
+                    print(f"[{name} seed {seed}] reusing the finished run in {out_dir}")
+    train_s = None
+    if figures is None:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(stamp, "w", encoding="utf-8") as f:
+            json.dump(command[1:], f)
+        print(f"\n[{name} seed {seed}] {RECIPES[name][2]}\n$ {' '.join(command)}", flush=True)
+        start = time.time()
+        # The trainer's own log (eta, losses every 20 iterations) is the progress display.
+        result = subprocess.run(command, cwd=REPO)
+        train_s = time.time() - start
+        if result.returncode != 0:
+            sys.exit(f"bench_state_recipe: error: {name} seed {seed} failed with exit status "
+                     f"{result.returncode} (log: {os.path.join(out_dir, 'log.txt')})")
+        figures = read_run(out_dir)
+        if figures is None:
+            sys.exit(f"bench_state_recipe: error: {name} seed {seed} finished without "
+                     f"inference/bikestate_metrics.json and thresholds.json in {out_dir}")
+    figures.update({
+        "recipe": name, "description": RECIPES[name][2], "seed": seed, "budget": args.budget,
+        "iterations": args.iterations,
+        "config": os.path.relpath(config, REPO), "opts": opts[:opts.index("SEED")],
+        "train_images": args.train_images, "val_images": args.val_images,
+        "synth_style": "v2", "image_size": "640x480", "wall_s": train_s,
+        "quick": args.quick,
+    })
+    return figures
+
+
+def print_row(fig):
+    m, c = fig["metrics"], fig["calibrated"]
+
+    def f(v):
+        return "n/a" if v is None else f"{v:.3f}"
+    print(f"{fig['recipe']} seed {fig['seed']}: AP50 {f(m['bbox/AP50'])}, AUROC "
+          f"{f(m['verify/auroc_present'])}, halluc@95r {f(m['verify/halluc_at_95r'])}, damage AP "
+          f"{f(m['verify/damage_ap'])}, macro-F1 {f(m['verify/macro_f1'])} (calibrated "
+          f"{f(c.get('macro_f1'))}, damage P/R {f(c.get('damage_precision'))}/"
+          f"{f(c.get('damage_recall'))})", flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", nargs="+", choices=sorted(RECIPES), default=["reference"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42])
+    parser.add_argument("--budget", type=at_least(1), default=1,
+                        help="multiple of the demo's 1,200 iterations")
+    parser.add_argument("--train-images", type=at_least(1), default=400)
+    parser.add_argument("--val-images", type=at_least(1), default=60)
+    parser.add_argument("--cache-dir", default=os.path.join(REPO, "output", "synthbikes_cache"),
+                        help="generated SynthBikes splits (reused across runs)")
+    parser.add_argument("--work-dir", default=os.path.join(REPO, "output", "state_recipe"),
+                        help="one training folder per recipe, budget and seed")
+    parser.add_argument("--resume", action="store_true",
+                        help="score finished runs of the same command instead of retraining")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 8 + 4 images, 1/100 of the budget (recorded as quick)")
+    parser.add_argument("--results-dir", default=RESULTS_DIR)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.train_images, args.val_images = 8, 4
+
+    from bikestate.data.cache import prepare_synthbikes
+
+    size = (640, 480)
+    data = {"train": prepare_synthbikes(args.cache_dir, "train", args.train_images, 1, size,
+                                        style="v2"),
+            "val": prepare_synthbikes(args.cache_dir, "val", args.val_images, 2, size,
+                                      style="v2")}
+    args.iterations = DEMO_ITERS * args.budget // (100 if args.quick else 1)
+    for name in args.recipes:
+        for seed in args.seeds:
+            figures = run_one(name, seed, args, data)
+            print_row(figures)
+            if not args.no_record:
+                append_record("state_recipe", figures, results_dir=args.results_dir)
+
+
+if __name__ == "__main__":
+    main()
