@@ -1,8 +1,9 @@
 """Accuracy at equal budget: bikestate against the seed pipeline, both trained from scratch.
 
 Same SynthBikes training and validation sets (generated once into ``--cache-dir``, converted to
-COCO with states, registered with ``register_bike_instances``), same input size, same number of
-training images seen (``epochs x train images``, batch 2 everywhere), every model from random
+COCO with states, registered with ``register_bike_instances``), same input size (every pipeline
+resizes to the generated size, training and test: no multi-scale training), same number of
+training images (``epochs x train images``, batch 2 everywhere), every model from random
 initialisation (nothing is downloadable here):
 
 * ``bikestate_small``: ``configs/bike_small_cpu.yaml`` (ResNet-18 GN FPN, its AdamW 1e-3 +
@@ -10,19 +11,43 @@ initialisation (nothing is downloadable here):
 * ``bikestate_r50``: ``configs/bike_r50_fpn.yaml`` with the from-scratch recipe of detectron2's
   ``scratch_*_gn`` configs (``MODEL.WEIGHTS ""``, GroupNorm in ResNet and FPN, all stages
   trainable): FrozenBatchNorm on random weights does not train. Seed hyper-parameters (AdamW
-  1e-4 / 1e-4, ReduceLROnPlateau 0.5 / 3 on the validation loss, evaluated every epoch);
+  1e-4 / 1e-4, ReduceLROnPlateau 0.5 / 3 on the validation loss, evaluated every epoch) after a
+  warm-up;
 * ``seed_r50``: :mod:`benchmarks.seed_baseline` (torchvision ``fasterrcnn_resnet50_fpn`` with
-  ``weights=None``: trainable BatchNorm, all stages trainable, as torchvision builds it from
-  scratch) with the seed's loop (:func:`benchmarks.seed_baseline.fit`).
+  ``weights=None``, all stages trainable) with the seed's loop
+  (:func:`benchmarks.seed_baseline.fit`: no warm-up). Its normalisation is ``--seed-norm``:
+  ``gn`` (default) is GroupNorm (32 groups) in the ResNet and the FPN, the same recipe as
+  ``bikestate_r50``, so the default run compares GroupNorm with GroupNorm; ``bn`` is
+  torchvision's own from-scratch choice, trainable BatchNorm (noisy statistics at batch 2).
+  (``--opts MODEL.RESNETS.NORM BN MODEL.FPN.NORM ""`` is the other way to equal norms: bikestate
+  with BatchNorm.)
+
+What still differs between the pipelines, recorded with the figures:
+
+* Training augmentation. bikestate's training mapper adds a random horizontal flip
+  (``INPUT.RANDOM_FLIP``) and brightness / contrast / saturation jitter of +-20 %
+  (``INPUT.COLOR_JITTER``); the seed has none (``ToTensor``, then torchvision's resize).
+  ``--no-augment`` turns bikestate's flip and jitter off, so both see the same pictures (the
+  resize to the input size only). Recorded: ``augment`` and, per model, ``augmentation`` (the
+  random augmentations its training loader applies, from the built config).
+* Warm-up: the bikestate configs warm the learning rate up, capped here at 5 % of the run (a
+  500-iteration warm-up would eat short budgets); the seed has none. Recorded per model:
+  ``warmup_iters``.
+* Normalisation, recorded per model as ``norm_layers``: the classes of the normalisation layers
+  of the built backbone (ResNet + FPN), e.g. ``["GroupNorm"]``; ``seed_norm`` is the option.
+
+Images seen are counted, not computed: bikestate's training loop gets its batches through a
+counting wrapper of its data loader (a hook registered by this script), the seed's loop counts
+the images of each batch it trains on. Per model ``images_seen`` is that count and
+``images_planned`` the budget (``SOLVER.MAX_ITER x IMS_PER_BATCH``, ``epochs x train
+images``); the record's ``images_seen`` is the count all models agree on, null (and said in the
+table) when they do not.
 
 bikestate is trained in this process through ``BikeStateTrainer`` exactly as
 ``tools/train_net.py`` does (its data loader, augmentations, hooks; W&B off) and scored by the
 trainer's own final evaluation (``BikeStateEvaluator`` on the validation set, final weights).
 The seed model's final weights are scored by the same evaluator on the same registered set
-(:func:`benchmarks.seed_baseline.evaluate_with_bikestate`). Each pipeline keeps its own data
-handling: bikestate's training augmentations (horizontal flip, colour jitter) are part of what
-is compared; the seed has none (ToTensor only). Warm-up iterations of the bikestate
-configs are capped at 5% of the run (a 500-iteration warm-up would eat short budgets).
+(:func:`benchmarks.seed_baseline.evaluate_with_bikestate`).
 
 Reported per model: ``bbox/AP``, ``bbox/AP50``, ``bbox_present/AP``, the verdicts'
 threshold-free figures ``verify/auroc_present``, ``verify/halluc_at_95r``, ``verify/damage_ap``,
@@ -50,7 +75,9 @@ Settings (``--setting``):
 
 Every number can be overridden (``--train-images``, ``--val-images``, ``--epochs``,
 ``--image-size``, ``--models``); ``--opts KEY VALUE ...`` changes both bikestate configs for an
-ablation (recorded with the figures). Appends a record to ``benchmarks/results/accuracy.jsonl``.
+ablation (recorded with the figures). ``--seed-norm`` and ``--no-augment`` are part of what a
+record measured (:func:`benchmarks.make_results.scope`): a run with other choices does not hide
+the default one. Appends a record to ``benchmarks/results/accuracy.jsonl``.
 
     python benchmarks/bench_accuracy.py --setting cpu
 """
@@ -64,6 +91,7 @@ import tempfile
 import time
 
 import torch
+from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -254,6 +282,8 @@ def bikestate_cfg(model, setting, args, output_dir):
         "DATALOADER.NUM_WORKERS", setting["workers"],
         "WANDB.MODE", "disabled", "OUTPUT_DIR", output_dir, "SEED", 42,
     ]
+    if not args.augment:
+        opts += ["INPUT.RANDOM_FLIP", "none", "INPUT.COLOR_JITTER.ENABLED", False]
     if model == "bikestate_r50":
         # A per-epoch validation loss drives the plateau schedule.
         opts += R50_SCRATCH_OPTS + ["TEST.EVAL_PERIOD", iters_per_epoch]
@@ -263,7 +293,52 @@ def bikestate_cfg(model, setting, args, output_dir):
     return cfg
 
 
+def _norm_layers(module):
+    """Sorted class names of the normalisation layers in ``module`` (e.g. ``["GroupNorm"]``):
+    what was built, whichever library built it."""
+    # torchvision's and detectron2's FrozenBatchNorm2d subclass nn.Module only: known by name.
+    return sorted({type(m).__name__ for m in module.modules()
+                   if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm))
+                   or type(m).__name__ == "FrozenBatchNorm2d"})
+
+
+def _random_augmentations(cfg):
+    """Class names of the random augmentations of bikestate's training mapper for ``cfg``: all
+    of them but a resize to one size (the test size here: no multi-scale training)."""
+    from detectron2.data import transforms as T
+
+    from bikestate.data.mapper import build_bike_augmentation
+
+    one_size = (len(cfg.INPUT.MIN_SIZE_TRAIN) == 1
+                and cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "choice")
+    return [type(a).__name__ for a in build_bike_augmentation(cfg, is_train=True)
+            if not (isinstance(a, T.ResizeShortestEdge) and one_size)]
+
+
+class ImageCounter:
+    """Counts the images a bikestate training loop takes from its data loader.
+
+    :meth:`attach` (a ``before_train`` callback) wraps the loop's data loader so that every
+    batch the loop draws adds ``len(batch)`` to :attr:`images`: the images trained on, whatever
+    the sampler, an early stop or unreadable images skipped (they never reach a batch).
+    """
+
+    def __init__(self):
+        self.images = 0
+
+    def attach(self, trainer):
+        loop = trainer._trainer  # DefaultTrainer's inner loop: the one that draws the batches
+        loader = loop.data_loader
+        loop.reset_data_loader(lambda: self._counted(loader))
+
+    def _counted(self, loader):
+        for batch in loader:
+            self.images += len(batch)
+            yield batch
+
+
 def run_bikestate(model, setting, args, work_dir):
+    from detectron2.engine import hooks
     from detectron2.utils.env import seed_all_rng
 
     from bikestate.engine import BikeStateTrainer, prepare_training_config
@@ -275,13 +350,20 @@ def run_bikestate(model, setting, args, work_dir):
     seed_all_rng(cfg.SEED)  # what tools/train_net.py's default_setup does
     start = time.perf_counter()
     trainer = BikeStateTrainer(cfg)
+    counter = ImageCounter()
+    trainer.register_hooks([hooks.CallbackHook(before_train=counter.attach)])
     trainer.resume_or_load(resume=False)
     results = trainer.train()
     wall = time.perf_counter() - start
     out = _flat(results or {})
     out.update(bikestate_states_on_gt(trainer.model, cfg, VAL_NAME))
     out.update({"wall_s": wall, "iterations": cfg.SOLVER.MAX_ITER,
-                "images_seen": cfg.SOLVER.MAX_ITER * cfg.SOLVER.IMS_PER_BATCH,
+                "images_seen": counter.images,
+                "images_planned": (cfg.SOLVER.MAX_ITER * cfg.SOLVER.IMS_PER_BATCH
+                                   * cfg.SOLVER.GRAD_ACCUM_STEPS),
+                "norm_layers": _norm_layers(trainer.model.backbone),
+                "augmentation": _random_augmentations(cfg),
+                "warmup_iters": cfg.SOLVER.WARMUP_ITERS,
                 "config": CONFIGS[model], "amp": bool(cfg.SOLVER.AMP.ENABLED)})
     del trainer
     return out
@@ -293,7 +375,7 @@ def run_seed(setting, args, data, work_dir):
     w, h = setting["image_size"]
     S.seed_everything(42)
     model = S.build_seed_model(num_parts=22, weights=args.seed_weights, min_size=min(w, h),
-                               max_size=max(w, h)).to(args.device)
+                               max_size=max(w, h), norm=args.seed_norm).to(args.device)
     train_loader, val_loader = S.build_data_loaders(
         *data["train"], *data["val"], batch_size=2, num_workers=setting["workers"],
         device=args.device)
@@ -310,7 +392,10 @@ def run_seed(setting, args, data, work_dir):
     out = _flat(results)
     out.update(seed_states_on_gt(model, val_loader, args.device))
     out.update({"wall_s": wall, "iterations": setting["epochs"] * len(train_loader),
-                "images_seen": setting["epochs"] * len(train_loader.dataset),
+                "images_seen": sum(epoch["images"] for epoch in history),
+                "images_planned": setting["epochs"] * len(train_loader.dataset),
+                "norm_layers": _norm_layers(model.base_model.backbone),
+                "augmentation": [], "warmup_iters": 0,
                 "config": "benchmarks/seed_baseline.py", "amp": amp,
                 "final_avg_val_loss": history[-1]["avg_val_loss"] if history else None})
     return out
@@ -333,6 +418,12 @@ def parse_args(argv=None):
                         help="torch CPU threads (1 is faster on a CPU shared with other jobs)")
     parser.add_argument("--seed-weights", default=None, choices=[None, "DEFAULT", "auto"],
                         help="seed baseline initial weights (default: from scratch)")
+    parser.add_argument("--seed-norm", choices=["bn", "gn"], default=None,
+                        help="seed baseline from scratch: GroupNorm in ResNet and FPN as "
+                             "bikestate (gn, the default) or trainable BatchNorm (bn)")
+    parser.add_argument("--no-augment", dest="augment", action="store_false",
+                        help="bikestate trains without its random flip and colour jitter, as "
+                             "the seed")
     parser.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(),
                                                              "bikestate_bench_cache"))
     parser.add_argument("--work-dir", default=None,
@@ -345,6 +436,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if len(args.opts) % 2:
         parser.error("--opts takes KEY VALUE pairs")
+    if args.seed_weights is None:
+        args.seed_norm = args.seed_norm or "gn"
+    elif args.seed_norm is not None:
+        parser.error("--seed-norm is for a seed model from scratch: torchvision's COCO weights "
+                     "(--seed-weights) come with FrozenBatchNorm")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda but no GPU is available")
@@ -379,6 +475,7 @@ def main(argv=None):
         else:
             models[name] = run_bikestate(name, setting, args, work_dir)
         logger.info("%s: %s", name, json.dumps(models[name]))
+    seen = {m["images_seen"] for m in models.values()}
     figures = {
         "setting": args.setting,
         "device": args.device,
@@ -386,7 +483,12 @@ def main(argv=None):
         "train_images": setting["train_images"],
         "val_images": setting["val_images"],
         "epochs": setting["epochs"],
-        "images_seen": setting["epochs"] * setting["train_images"],
+        "images_planned": setting["epochs"] * setting["train_images"],
+        # The count every model agrees on; null if they differ (print_table says so).
+        "images_seen": seen.pop() if len(seen) == 1 else None,
+        "seed_norm": args.seed_norm,
+        "seed_weights": args.seed_weights,
+        "augment": args.augment,
         "workers": setting["workers"],
         "opts": list(args.opts),
         "threads": torch.get_num_threads(),
@@ -400,12 +502,26 @@ def main(argv=None):
 def print_table(figures):
     from tabulate import tabulate
 
+    models = figures["models"]
     keys = list(METRICS) + ["state_gt/accuracy", "state_gt/macro_f1", "wall_s"]
     rows = [[name] + ["-" if m.get(k) is None else f"{m[k]:.3f}" for k in keys]
-            for name, m in figures["models"].items()]
-    print(f"\nAccuracy, {figures['setting']} setting: {figures['images_seen']} images seen, "
+            for name, m in models.items()]
+    if figures["images_seen"] is not None:
+        seen = f"{figures['images_seen']} images seen (counted) by every model"
+    else:
+        seen = ("IMAGES SEEN DIFFER between the models ("
+                + ", ".join(f"{name} {m['images_seen']}" for name, m in models.items())
+                + f"; {figures['images_planned']} planned)")
+    print(f"\nAccuracy, {figures['setting']} setting: {seen}, "
           f"{figures['image_size'][0]}x{figures['image_size'][1]}, {figures['device']}")
     print(tabulate(rows, headers=["model"] + keys))
+    recipe = [[name, ", ".join(m["norm_layers"]), ", ".join(m["augmentation"]) or "none",
+               m["warmup_iters"], m["images_seen"], m["images_planned"]]
+              for name, m in models.items()]
+    print(f"\nRecipes (bikestate augmentation {'on' if figures['augment'] else 'off'}, "
+          f"seed norm {figures['seed_norm'] or 'of the COCO weights'}):")
+    print(tabulate(recipe, headers=["model", "norm layers", "random augmentation",
+                                    "warm-up iters", "images seen", "images planned"]))
 
 
 if __name__ == "__main__":

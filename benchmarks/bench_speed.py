@@ -233,14 +233,14 @@ class D2Runner(_Snapshots):
 class SeedRunner(_Snapshots):
     """The seed baseline with its optimizer and step (losses read for logging each step)."""
 
-    def __init__(self, image_size, device, seed=0, frozen_bn=True, trainable_layers=3):
+    def __init__(self, image_size, device, seed=0, norm="frozen_bn", trainable_layers=3):
         from benchmarks.seed_baseline import build_optimizer, build_seed_model
 
         torch.manual_seed(seed)
         self.device = device
         h, w = image_size
         self.model = build_seed_model(min_size=min(h, w), max_size=max(h, w),
-                                      frozen_bn=frozen_bn,
+                                      norm=norm,
                                       trainable_layers=trainable_layers).to(device)
         self.optimizer = build_optimizer(self.model)
         self.scaler = torch.amp.GradScaler("cuda", enabled=device.startswith("cuda"))

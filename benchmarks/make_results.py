@@ -6,9 +6,10 @@ records only (no clock, no machine state), so ``--check`` can tell whether the c
 up to date.
 
 Per benchmark, the latest record of each machine and scope (parts and batch sizes of a speed run,
-setting and budget of an accuracy run, config options) comes first, with the machine and the date,
-rendered as tables; targets of the speed, accuracy and SynthBikes benchmarks are checked (met,
-or missed by how much). Smoke-test records (``quick`` runs, ``tiny`` settings) are left out.
+setting, budget, seed normalisation and bikestate augmentation of an accuracy run, config
+options) comes first, with the machine and the date, rendered as tables; targets of the speed,
+accuracy and SynthBikes benchmarks are checked (met, or missed by how much). Smoke-test records
+(``quick`` runs, ``tiny`` settings) are left out.
 Benchmarks without a dedicated renderer (``eval``, ``state_branch``, ...) get a generic one:
 scalars in a two-column table, lists of dicts as tables. All records are listed at the end.
 
@@ -110,8 +111,9 @@ def options_text(opts):
 
 def scope(record):
     """What a record measured, beyond its machine: a run of some parts or batch sizes only, of
-    another accuracy setting or budget, or with config options (an ablation) does not hide the
-    latest default run on the same machine."""
+    another accuracy setting, budget or recipe (the seed's normalisation, bikestate's
+    augmentation), or with config options (an ablation) does not hide the latest default run on
+    the same machine."""
     fig = record.get("figures", {})
     options = f"; options {options_text(fig['opts'])}" if fig.get("opts") else ""
     if record.get("benchmark") == "serve":
@@ -122,11 +124,29 @@ def scope(record):
         configs = sorted({row["config"] for row in fig.get("rows", [])})
         return f"configs {', '.join(configs)}{options}"
     if "setting" in fig:
-        return f"setting {fig['setting']}, {fig.get('images_seen')} images seen{options}"
+        return f"setting {fig['setting']}, {_accuracy_budget(fig)}{_accuracy_recipe(fig)}{options}"
     parts = [p for p in ("overhead", "vs_seed", "loader") if fig.get(p)]
     if not parts:
         return ""
     return f"parts {', '.join(parts)}; batch {fmt(fig.get('batch_sizes'))}{options}"
+
+
+def _accuracy_budget(fig):
+    if fig.get("images_seen") is None and "images_planned" in fig:
+        return f"{fig['images_planned']} images planned, counts differ"
+    return f"{fig.get('images_seen')} images seen"
+
+
+def _accuracy_recipe(fig):
+    """The seed's normalisation and bikestate's augmentation of an accuracy record ("" for
+    records from before they were recorded)."""
+    parts = []
+    if "seed_norm" in fig:
+        parts.append(f"seed norm {fig['seed_norm']}" if fig["seed_norm"]
+                     else f"seed weights {fig.get('seed_weights')}")
+    if "augment" in fig:
+        parts.append(f"bikestate augmentation {'on' if fig['augment'] else 'off'}")
+    return "".join(f", {p}" for p in parts)
 
 
 def latest_per_machine(records, include_smoke=False):
@@ -435,16 +455,36 @@ def render_accuracy(record):
         for k in m:
             if "/" in k and k not in metric_keys:
                 metric_keys.append(k)
+    if "images_planned" not in fig:  # records from before images were counted
+        budget = f"{fig.get('images_seen')} images seen by every model"
+    elif fig.get("images_seen") is not None:
+        budget = (f"{fig['images_seen']} images seen by every model (counted by the training "
+                  "loops)")
+    else:
+        budget = (f"{fig['images_planned']} images planned, but the models' counts differ "
+                  "(see the recipes)")
     lines = [f"Setting `{fig.get('setting')}` on {fig.get('device')}: SynthBikes "
              f"{fig.get('train_images')} training / {fig.get('val_images')} validation images "
              f"at {fmt(fig.get('image_size'))} (WxH), {fig.get('epochs')} epoch(s) = "
-             f"{fig.get('images_seen')} images seen by every model, batch 2, all from scratch. "
+             f"{budget}, batch 2, all from scratch. "
              "AP in percent, rates in [0, 1]; wall time includes the evaluations."
              + (f" bikestate config options: `{options_text(fig['opts'])}`."
                 if fig.get("opts") else "")]
     rows = [[name] + [m.get(k) for k in metric_keys] + [m.get("wall_s"), m.get("iterations")]
             for name, m in models.items()]
     lines.append(table(["model"] + metric_keys + ["wall s", "iterations"], rows))
+    if any("norm_layers" in m for m in models.values()):
+        lines.append(
+            "**Recipes**: normalisation layers of the backbone (ResNet + FPN) as built; random "
+            "training augmentation (a resize to one size is not counted; bikestate's flip and "
+            f"colour jitter {'on' if fig.get('augment') else 'off'}); learning-rate warm-up; "
+            "training images counted by the loops:\n\n"
+            + table(["model", "norm layers", "random augmentation", "warm-up iterations",
+                     "images seen", "images planned"],
+                    [[name, ", ".join(m.get("norm_layers", [])) or "none",
+                      ", ".join(m.get("augmentation", [])) or "none", m.get("warmup_iters"),
+                      m.get("images_seen"), m.get("images_planned")]
+                     for name, m in models.items()]))
     if models and not any("verify/auroc_present" in m for m in models.values()):
         lines.append("This record predates the evaluator's verdict rule: its `verify/*` rates "
                      "count a part not found as a correct absent and only verdicts at IoU >= 0.5 "

@@ -15,8 +15,11 @@ What the seed says, and what is done here:
   Linear(256, 4)``. Weights: ``"DEFAULT"`` (COCO) as in the seed when they can be had
   (``weights="auto"`` tries them and falls back to random init); ``None`` trains from scratch,
   with torchvision's from-scratch choices (trainable BatchNorm, all backbone stages trainable).
-  ``frozen_bn`` / ``trainable_layers`` override those choices (the speed benchmark uses
-  FrozenBN and stages 3-5 trainable, as bikestate's R50-FPN config does).
+  ``norm`` / ``trainable_layers`` override those choices: ``norm="frozen_bn"`` with stages 3-5
+  trainable is what the speed benchmark uses (as bikestate's R50-FPN config does);
+  ``norm="gn"`` puts GroupNorm (32 groups) in the ResNet and the FPN, detectron2's
+  from-scratch recipe (``scratch_*_gn`` configs), which the accuracy benchmark uses because
+  BatchNorm statistics of batches of 2 are noisy.
 * "Extracts ROI features from detected regions" (the vague step). Reading taken: the state
   head is trained on the **ground-truth boxes** of each image (every annotated part has a state;
   absent parts have a box at their expected place), pooled with the detector's own
@@ -33,14 +36,16 @@ What the seed says, and what is done here:
   (resized-image) box is pooled through the same ``box_roi_pool`` + ``box_head`` + state head
   (``states``, ``state_scores`` softmax rows); :func:`to_instances` turns that into detectron2
   ``Instances`` for ``BikeStateEvaluator``.
-* Training (step 6): AdamW (lr 1e-4, weight decay 1e-4) on the trainable parameters,
+* Training (step 6): no augmentation (``ToTensor``, then the model's resize to ``min_size`` /
+  ``max_size``); AdamW (lr 1e-4, weight decay 1e-4) on the trainable parameters, no warm-up,
   ``ReduceLROnPlateau(mode="min", factor=0.5, patience=3)`` stepped once per epoch on the
   validation loss, AMP with ``GradScaler`` on CUDA only, best checkpoint by validation loss
   (``fasterrcnn_multitask_best.pth``), seed 42. The validation loss needs training mode
   (torchvision returns losses only then); it is computed under ``no_grad`` with BatchNorm and
   Dropout layers in inference mode, so validation images do not change BatchNorm statistics.
   W&B logging is left out (the benchmarks time training, not logging); the seed's metric names
-  are kept in the returned history.
+  are kept in the returned history, with the number of images each epoch trained on, counted
+  batch by batch (``images``).
 """
 import json
 import logging
@@ -243,7 +248,7 @@ class MultiTaskFasterRCNN(nn.Module):
 
 
 def build_seed_model(num_parts=22, num_states=4, weights=None, min_size=800, max_size=1333,
-                     frozen_bn=None, trainable_layers=None, reuse_features=True):
+                     norm=None, trainable_layers=None, reuse_features=True):
     """The seed's ``MultiTaskFasterRCNN``.
 
     Args:
@@ -252,12 +257,18 @@ def build_seed_model(num_parts=22, num_states=4, weights=None, min_size=800, max
             needs them downloadable or cached) or ``"auto"`` (DEFAULT when they can be loaded,
             else random init with a warning).
         min_size, max_size: torchvision's resize of the input images (its defaults 800, 1333).
-        frozen_bn: FrozenBatchNorm2d in the backbone; None = torchvision's choice (frozen with
-            pretrained weights, trainable BatchNorm from scratch).
+        norm: normalisation layers of a model built from scratch: ``"bn"`` (trainable
+            BatchNorm in the ResNet), ``"frozen_bn"`` (FrozenBatchNorm2d in the ResNet) or
+            ``"gn"`` (GroupNorm with 32 groups in the ResNet and the FPN, as detectron2's
+            ``scratch_*_gn`` configs); None = torchvision's choice (FrozenBatchNorm with the COCO
+            weights, trainable BatchNorm from scratch). The COCO weights come with
+            FrozenBatchNorm only.
         trainable_layers: trainable ResNet stages counted from the top (3 = layer2..4, i.e.
             detectron2's res3..res5); None = torchvision's choice (3 pretrained, 5 scratch).
         reuse_features: see the module docstring.
     """
+    from functools import partial
+
     from torchvision.models import resnet50
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
@@ -268,6 +279,15 @@ def build_seed_model(num_parts=22, num_states=4, weights=None, min_size=800, max
     )
     from torchvision.ops import FrozenBatchNorm2d
 
+    group_norm = partial(nn.GroupNorm, 32)
+    # norm -> (ResNet norm layer, FPN norm layer); torchvision's FPN has none by default.
+    norms = {"bn": (nn.BatchNorm2d, None), "frozen_bn": (FrozenBatchNorm2d, None),
+             "gn": (group_norm, group_norm)}
+    if norm is not None and norm not in norms:
+        raise ValueError(f"norm must be None, 'bn', 'frozen_bn' or 'gn', not {norm!r}")
+    if weights is not None and norm not in (None, "frozen_bn"):
+        raise ValueError(f"norm={norm!r} needs weights=None: torchvision's COCO Faster R-CNN "
+                         "comes with FrozenBatchNorm")
     base = None
     if weights in ("DEFAULT", "auto"):
         try:
@@ -283,9 +303,10 @@ def build_seed_model(num_parts=22, num_states=4, weights=None, min_size=800, max
     if base is None:
         # fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None), with its two from-scratch
         # choices (BatchNorm, all 5 stages trainable) overridable.
-        norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
-        backbone = _resnet_fpn_extractor(resnet50(weights=None, norm_layer=norm),
-                                         5 if trainable_layers is None else trainable_layers)
+        resnet_norm, fpn_norm = norms[norm or "bn"]
+        backbone = _resnet_fpn_extractor(resnet50(weights=None, norm_layer=resnet_norm),
+                                         5 if trainable_layers is None else trainable_layers,
+                                         norm_layer=fpn_norm)
         base = FasterRCNN(backbone, num_classes=91, min_size=min_size, max_size=max_size)
     in_features = base.roi_heads.box_predictor.cls_score.in_features
     base.roi_heads.box_predictor = FastRCNNPredictor(in_features, num_parts + 1)
@@ -328,7 +349,8 @@ def train_step(model, images, targets, optimizer, scaler, amp):
 
 def train_one_epoch(model, loader, optimizer, scaler, device, amp, max_steps=None,
                     progress=True):
-    """The seed's training phase; returns the average training loss and the per-batch log."""
+    """The seed's training phase; returns the average training loss and the per-batch log (one
+    dict per step: the losses and ``images``, how many images the step trained on)."""
     model.train()
     log, total_sum, steps = [], 0.0, 0
     batches = loader
@@ -344,7 +366,7 @@ def train_one_epoch(model, loader, optimizer, scaler, device, amp, max_steps=Non
         value = float(total.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"seed baseline: non-finite training loss at step {steps}")
-        row = {"train_loss": value}
+        row = {"train_loss": value, "images": len(images)}
         row.update({f"train_{k}": float(v.detach()) for k, v in losses.items()})
         log.append(row)
         total_sum += value
@@ -376,7 +398,8 @@ def validation_loss(model, loader, device, amp=False):
 
 def fit(model, train_loader, val_loader, epochs, device, output_dir=None, progress=True):
     """The seed's training loop (step 6). Returns the history: one dict per epoch with
-    ``avg_train_loss``, ``avg_val_loss``, ``learning_rate``, ``seconds``."""
+    ``avg_train_loss``, ``avg_val_loss``, ``learning_rate``, ``seconds`` and ``images`` (counted
+    batch by batch)."""
     amp = str(device).startswith("cuda") and torch.cuda.is_available()
     optimizer = build_optimizer(model)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
@@ -386,13 +409,14 @@ def fit(model, train_loader, val_loader, epochs, device, output_dir=None, progre
     history = []
     for epoch in range(epochs):
         start = time.perf_counter()
-        avg_train, _ = train_one_epoch(model, train_loader, optimizer, scaler, device, amp,
-                                       progress=progress)
+        avg_train, log = train_one_epoch(model, train_loader, optimizer, scaler, device, amp,
+                                         progress=progress)
         avg_val = validation_loss(model, val_loader, device, amp)
         scheduler.step(avg_val)
         lr = optimizer.param_groups[0]["lr"]
         history.append({"epoch": epoch + 1, "avg_train_loss": avg_train, "avg_val_loss": avg_val,
-                        "learning_rate": lr, "seconds": time.perf_counter() - start})
+                        "learning_rate": lr, "seconds": time.perf_counter() - start,
+                        "images": sum(row["images"] for row in log)})
         logger.info("seed epoch %d: train %.4f val %.4f lr %.2e", epoch + 1, avg_train, avg_val,
                     lr)
         if avg_val < best and output_dir:

@@ -227,9 +227,17 @@ def test_accuracy_record(accuracy_record):
     fig = accuracy_record["figures"]
     assert fig["setting"] == "tiny"
     assert set(fig["models"]) == {"bikestate_small", "bikestate_r50", "seed_r50"}
+    # The default recipe: GroupNorm on both sides, bikestate with its augmentations.
+    assert fig["seed_norm"] == "gn" and fig["seed_weights"] is None and fig["augment"] is True
+    assert fig["images_planned"] == fig["epochs"] * fig["train_images"]
     for name, m in fig["models"].items():
-        # Same budget for every model: same number of images seen.
-        assert m["images_seen"] == fig["images_seen"] == fig["epochs"] * fig["train_images"]
+        # Same budget for every model: the images its training loop counted are the plan.
+        assert m["images_seen"] == m["images_planned"] == fig["images_seen"] \
+            == fig["images_planned"], name
+        assert m["norm_layers"] == ["GroupNorm"], name
+        assert m["warmup_iters"] == (0 if name == "seed_r50" else 1), name  # 5 % of 2, at least 1
+        assert m["augmentation"] == ([] if name == "seed_r50" else [
+            "RandomFlip", "RandomBrightness", "RandomContrast", "RandomSaturationWithFormat"])
         assert _finite_number(m["wall_s"]) and m["wall_s"] > 0
         for key in ("bbox/AP", "bbox/AP50", "bbox_present/AP"):
             assert _finite_number(m[key]) and 0 <= m[key] <= 100, (name, key)
@@ -250,6 +258,32 @@ def test_accuracy_record(accuracy_record):
         for state, auc in m["state_gt_auc"].items():
             # null only for a state the validation boxes lack (or all have)
             assert auc is None or 0 <= auc <= 1, (name, state)
+
+
+def test_seed_model_norms():
+    """build_seed_model's normalisation from scratch: GroupNorm in ResNet and FPN, no BatchNorm
+    (the accuracy benchmark's default), trainable or frozen BatchNorm in the ResNet only."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from benchmarks import seed_baseline as S
+
+    def norms(model):
+        return {type(m) for m in model.base_model.backbone.modules()
+                if isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm,
+                                  FrozenBatchNorm2d))}
+
+    gn = S.build_seed_model(num_parts=2, min_size=48, max_size=64, norm="gn")
+    assert norms(gn) == {torch.nn.GroupNorm}
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in gn.base_model.backbone.fpn.modules())
+    assert all(m.num_groups == 32 for m in gn.modules() if isinstance(m, torch.nn.GroupNorm))
+    for norm, expected in ((None, torch.nn.BatchNorm2d), ("bn", torch.nn.BatchNorm2d),
+                           ("frozen_bn", FrozenBatchNorm2d)):
+        model = S.build_seed_model(num_parts=2, min_size=48, max_size=64, norm=norm)
+        assert norms(model) == {expected}, norm
+    with pytest.raises(ValueError, match="norm must be"):
+        S.build_seed_model(norm="GN")
+    with pytest.raises(ValueError, match="needs weights=None"):
+        S.build_seed_model(norm="gn", weights="DEFAULT")
 
 
 def test_one_vs_rest_auc():
@@ -281,6 +315,30 @@ def test_make_results_keeps_the_latest_record_per_machine_and_scope(speed_record
     assert make_results.scope(batch8) == "parts vs_seed, loader; batch 8"
     text = make_results.render([full, later_full, batch8])
     assert f"{later_full['date']} (parts overhead, vs_seed, loader; batch 2)" in text
+
+
+def test_make_results_keeps_accuracy_recipes_apart(accuracy_record):
+    """Accuracy runs with another seed normalisation or without bikestate's augmentation do not
+    hide each other; the recipes are rendered, and counts that differ are said."""
+    gn, bn, plain = (json.loads(json.dumps(accuracy_record)) for _ in range(3))
+    for day, r in enumerate((gn, bn, plain), 1):
+        r["date"] = f"2026-01-0{day}T00:00:00+00:00"
+        r["figures"]["setting"] = "cpu"
+    bn["figures"]["seed_norm"] = "bn"
+    plain["figures"]["augment"] = False
+    n = gn["figures"]["images_seen"]
+    assert make_results.scope(gn) == (f"setting cpu, {n} images seen, seed norm gn, "
+                                      "bikestate augmentation on")
+    assert make_results.scope(plain).endswith("seed norm gn, bikestate augmentation off")
+    assert len(make_results.latest_per_machine([gn, bn, plain])) == 3
+    text = make_results.render_accuracy(plain)
+    assert "**Recipes**" in text and "flip and colour jitter off" in text
+    assert f"{n} images seen by every model (counted by the training loops)" in text
+    assert "| seed_r50 | GroupNorm | none | 0 |" in text
+    plain["figures"]["images_seen"] = None
+    plain["figures"]["models"]["seed_r50"]["images_seen"] -= 2
+    assert "counts differ" in make_results.scope(plain)
+    assert "counts differ" in make_results.render_accuracy(plain)
 
 
 def test_make_results_renders_the_records(speed_record, accuracy_record, assignment_record,
