@@ -2,14 +2,20 @@
 """Draw the ground truth of a bike dataset: every part box labelled "part · state".
 
     tools/visualize_data.py [--config-file configs/bike_small_cpu.yaml] --dataset bike_train \
-        --output DIR [--num N] [--source annotation|dataloader] [KEY VALUE ...]
+        --output DIR [--num N] [--source annotation|dataloader] [--min-size PX] [--max-size PX] \
+        [KEY VALUE ...]
 
-Boxes are coloured by state (green intact, red damaged, orange absent, blue occluded); the
-legend is in the top-left corner. The data comes from the same place training takes it from:
-config file, then environment / ``.env`` (TRAIN_JSON, VAL_JSON, ...), then the trailing
-``KEY VALUE`` config options; with nothing set, SynthBikes. ``--source dataloader`` shows the
-images after the training augmentations (crop, resize, flip, colour jitter) instead of the
-files as annotated. One ``DIR/<image name>.jpg`` per image, each written atomically.
+The pictures are drawn as ``tools/predict.py`` draws predictions
+(:func:`bikestate.inference.visualizer.draw_ground_truth`): boxes coloured by state (green
+intact, red damaged, orange absent, blue occluded), damaged and absent parts on top, labels
+placed so as not to cover each other, the legend in a strip below the photo. Each photo is
+drawn with its longest side between ``--min-size`` (smaller photos are enlarged pixel for pixel:
+at 640x480 the labels of 22 parts cover each other) and ``--max-size``. The data comes from the
+same place training takes it from: config file, then environment / ``.env`` (TRAIN_JSON,
+VAL_JSON, ...), then the trailing ``KEY VALUE`` config options; with nothing set, SynthBikes.
+``--source dataloader`` shows the images after the training augmentations (crop, resize, flip,
+colour jitter) instead of the files as annotated. One ``DIR/<image name>.jpg`` per image, each
+written atomically.
 """
 import argparse
 import os
@@ -25,9 +31,13 @@ def get_parser():
     parser.add_argument("--output", required=True, help="folder for the drawn images")
     parser.add_argument("--num", type=int, default=20,
                         help="number of images to draw, in dataset order (0: all)")
-    parser.add_argument("--scale", type=float, default=2.0,
-                        help="drawing size relative to the image (labels keep their size, so "
-                             "larger drawings keep 22 labels legible)")
+    parser.add_argument("--min-size", type=int, default=1280, metavar="PX",
+                        help="longest side of a drawing at least: smaller images are enlarged "
+                             "pixel for pixel, so that the labels of 22 parts find room "
+                             "(default: 1280)")
+    parser.add_argument("--max-size", type=int, default=None, metavar="PX",
+                        help="longest side of a drawing at most: larger images are shrunk "
+                             "(default: as the pictures of tools/predict.py, 1600)")
     parser.add_argument("--source", choices=("annotation", "dataloader"), default="annotation",
                         help="draw the files as annotated, or after the training augmentations")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -43,41 +53,6 @@ def setup_cfg(args):
     cfg = get_user_config(args.config_file, args.opts)
     cfg.freeze()
     return cfg
-
-
-def draw_ground_truth(image_rgb, boxes, classes, states, thing_classes, state_classes,
-                      scale=1.0):
-    """Draw boxes labelled ``"part · state"`` in their state colour on an RGB image.
-
-    Args:
-        image_rgb (ndarray): H x W x 3 uint8, RGB.
-        boxes (ndarray): N x 4 float, XYXY absolute.
-        classes (Sequence[int]): N contiguous part ids.
-        states (Sequence[int]): N state ids.
-        scale (float): size of the drawing relative to the image. Labels keep the size they
-            would have at scale 1, so a larger drawing gives 22 labels room to stay legible.
-
-    Returns:
-        ndarray: (H * scale) x (W * scale) x 3 uint8 RGB drawing.
-    """
-    import numpy as np
-    from detectron2.utils.visualizer import Visualizer
-
-    from bikestate.constants import STATE_COLORS
-    from bikestate.inference.visualizer import format_label
-
-    vis = Visualizer(image_rgb, metadata=None, scale=scale)
-    # Visualizer multiplies font sizes by the scale; undo it so that only the picture grows.
-    vis._default_font_size = max(np.sqrt(vis.output.height * vis.output.width) // 90, 10) / scale
-    labels = [format_label(thing_classes[c], state_classes[s]) for c, s in zip(classes, states)]
-    colors = [STATE_COLORS[s] for s in states]
-    vis.overlay_instances(boxes=boxes, labels=labels, assigned_colors=colors)
-    # Legend: one line per state in its colour, so a picture explains itself.
-    font = vis._default_font_size
-    for i, name in enumerate(state_classes):
-        vis.draw_text(name, (4, 4 + i * font * 1.4), color=STATE_COLORS[i],
-                      horizontal_alignment="left", font_size=font)
-    return vis.get_output().get_image()
 
 
 def main(argv=None):
@@ -97,9 +72,15 @@ def main(argv=None):
         from detectron2.structures import BoxMode
 
         from bikestate.data import BikeStateDatasetMapper, register_bike_datasets
+        from bikestate.inference.visualizer import DEFAULT_MAX_SIZE, draw_ground_truth
         from bikestate.utils.errors import ConfigError, DataError
+        from bikestate.utils.images import UnreadableImageError, read_image
         from bikestate.utils.io import atomic_write_bytes
 
+        max_size = DEFAULT_MAX_SIZE if args.max_size is None else args.max_size
+        if not 1 <= args.min_size <= max_size:
+            raise ConfigError(f"--min-size {args.min_size} and --max-size {max_size}: the "
+                              "sizes must be positive with --min-size not above --max-size")
         cfg = setup_cfg(args)
         registered = register_bike_datasets(cfg)
         if args.dataset not in DatasetCatalog.list():
@@ -121,12 +102,11 @@ def main(argv=None):
         for d in tqdm(dicts, desc=f"drawing {args.dataset}", unit="img"):
             try:
                 if mapper is None:
-                    image = utils.read_image(d["file_name"], format="RGB")
+                    image = read_image(d["file_name"], format="RGB")
                 else:
                     out = mapper(d)
-            except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for broken files
-                raise DataError(f"{d['file_name']}: unreadable image ({' '.join(str(e).split())})"
-                                f" in dataset {args.dataset} ({metadata.json_file})") from e
+            except UnreadableImageError as e:  # its message names the file
+                raise DataError(f"{e} in dataset {args.dataset} ({metadata.json_file})") from e
             if mapper is None:
                 annos = d.get("annotations", [])
                 boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
@@ -140,7 +120,7 @@ def main(argv=None):
                 boxes = inst.gt_boxes.tensor.numpy()
                 classes, states = inst.gt_classes.tolist(), inst.gt_states.tolist()
             drawing = draw_ground_truth(image, boxes, classes, states, metadata.thing_classes,
-                                        metadata.state_classes, scale=args.scale)
+                                        min_size=args.min_size, max_size=max_size)
             buffer = io.BytesIO()
             Image.fromarray(drawing).save(buffer, format="JPEG", quality=92)
             stem = os.path.splitext(os.path.basename(d["file_name"]))[0]

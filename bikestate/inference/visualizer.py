@@ -1,4 +1,5 @@
-"""Pictures of predictions: each part's box coloured by its state, with a legend.
+"""Pictures of predictions and of ground truth: each part's box coloured by its state, with a
+legend.
 
 Built on detectron2's :class:`Visualizer` (its fonts scale with the image, so labels stay
 legible from 640x480 to 12-megapixel photos). What a bike shop needs to see first are the parts
@@ -92,6 +93,67 @@ def draw_predictions(image_rgb, instances, part_names, *, score_thresh=0.0, lege
     Each box is labelled ``<part> · <state> <confidence>%`` where confidence is the detection
     score times the probability of the predicted state (the report's confidence).
     """
+    detections = as_detections(instances)
+    detections = detections[detections.scores >= score_thresh]
+    states = detections.states
+    confidence = detections.scores
+    if len(states):
+        confidence = confidence * detections.state_scores[np.arange(len(states)), states]
+    labels = [format_label(part_names[c], s, p)
+              for c, s, p in zip(detections.classes, states, confidence)]
+    # Within a state, the labels of the surest detections get the best free spots.
+    return _draw(image_rgb, detections.boxes, states, labels, rank=-confidence, legend=legend,
+                 max_size=max_size, min_size=min_size, font_size_scale=font_size_scale)
+
+
+def draw_ground_truth(image_rgb, boxes, classes, states, part_names, *, legend=True,
+                      max_size=DEFAULT_MAX_SIZE, min_size=DEFAULT_MIN_SIZE):
+    """Draw annotated parts on an image, as :func:`draw_predictions` draws predictions.
+
+    Args:
+        image_rgb (np.ndarray): uint8 (H, W, 3) RGB image, the frame of ``boxes``.
+        boxes (array-like): (N, 4) XYXY boxes in image pixels.
+        classes (array-like): (N,) part ids (contiguous).
+        states (array-like): (N,) state ids.
+        part_names (Sequence[str]): class names by contiguous id.
+        legend, max_size, min_size: as for :func:`draw_predictions`.
+
+    Returns:
+        np.ndarray: uint8 RGB image, of the shape :func:`draw_predictions` gives for the same
+        image and options.
+
+    Each box is labelled ``<part> · <state>`` (no confidence), with the colours, drawing order
+    and label placement of :func:`draw_predictions`: a part annotated with a state looks as
+    it would if the model predicted it with certainty.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
+    states = np.asarray(states, dtype=np.int64).reshape(-1)
+    if not len(boxes) == len(classes) == len(states):
+        raise ValueError(f"{len(boxes)} boxes, {len(classes)} classes and {len(states)} states: "
+                         "one of each per part")
+    labels = [format_label(part_names[c], s) for c, s in zip(classes, states)]
+    # Within a state, labels take their spots in annotation order.
+    return _draw(image_rgb, boxes, states, labels, rank=np.arange(len(states)), legend=legend,
+                 max_size=max_size, min_size=min_size)
+
+
+def _draw(image_rgb, boxes, states, labels, rank, *, legend, max_size, min_size,
+          font_size_scale=1.0):
+    """The drawing of :func:`draw_predictions` and :func:`draw_ground_truth`.
+
+    Args:
+        image_rgb (np.ndarray): uint8 (H, W, 3) RGB image.
+        boxes (np.ndarray): float (N, 4) XYXY boxes in the pixels of ``image_rgb``.
+        states (np.ndarray): int (N,) state of each box: its colour and drawing order.
+        labels (Sequence[str]): N box labels.
+        rank (np.ndarray): (N,) order in which labels of the same importance pick their spots,
+            lowest first.
+        legend, max_size, min_size, font_size_scale: as for :func:`draw_predictions`.
+
+    Returns:
+        np.ndarray: uint8 RGB image, shaped as :func:`draw_predictions` documents.
+    """
     image_rgb = np.asarray(image_rgb)
     height, width = image_rgb.shape[:2]
     scale = 1.0
@@ -108,7 +170,6 @@ def draw_predictions(image_rgb, instances, part_names, *, score_thresh=0.0, lege
                                interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST)
 
     canvas = image_rgb
-    legend_h = 0
     canvas_width = width
     if legend:
         # The legend goes in a strip below the photo, so it never hides a part.
@@ -120,14 +181,8 @@ def draw_predictions(image_rgb, instances, part_names, *, score_thresh=0.0, lege
 
     vis = Visualizer(canvas, metadata=None, font_size_scale=font_size_scale)
 
-    detections = as_detections(instances)
-    detections = detections[detections.scores >= score_thresh]
-    boxes = detections.boxes * scale
-    scores, classes, states = detections.scores, detections.classes, detections.states
-    probs = detections.state_scores
-    confidence = scores * probs[np.arange(len(states)), states] if len(states) else scores
-
-    labels = []
+    boxes = boxes * scale
+    tags = []
     for group in (_CALM_STATES,) + tuple((s,) for s in _ATTENTION_STATES):
         idx = np.flatnonzero(np.isin(states, group))
         if not len(idx):
@@ -138,13 +193,11 @@ def draw_predictions(image_rgb, instances, part_names, *, score_thresh=0.0, lege
             for i in idx:  # an opaque second outline over the half-transparent one
                 vis.draw_box(boxes[i], alpha=1.0, edge_color=STATE_COLORS[states[i]])
         for i in idx:
-            labels.append((_label_priority(states[i]), -confidence[i], boxes[i],
-                           format_label(part_names[classes[i]], states[i], confidence[i]),
-                           STATE_COLORS[states[i]]))
+            tags.append((_label_priority(states[i]), rank[i], boxes[i], labels[i],
+                         STATE_COLORS[states[i]]))
     # Labels that matter most get the best free spots first: damaged, absent, then the rest.
-    labels.sort(key=lambda label: label[:2])
-    _place_labels(vis, [label[2:] for label in labels], photo_height=height,
-                  photo_width=canvas_width)
+    tags.sort(key=lambda tag: tag[:2])
+    _place_labels(vis, [tag[2:] for tag in tags], photo_height=height, photo_width=canvas_width)
 
     if legend:
         _draw_legend(vis, top=height, row_height=row_h, width=canvas_width, font=legend_font,

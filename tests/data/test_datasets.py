@@ -23,6 +23,7 @@ from bikestate.data import (
     register_bike_instances,
     unregister_bike_dataset,
 )
+from bikestate.inference.visualizer import _legend_layout
 from bikestate.utils.errors import ConfigError, DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -371,9 +372,12 @@ def test_visualize_data_draws_synth_ground_truth(tmp_path, monkeypatch, capsys):
     (cached,) = [f for f in os.listdir(tmp_path / "cache") if f.startswith("val_")]
     original = Image.open(tmp_path / "cache" / cached / "images" / files[0])
     assert original.size == (160, 120)
-    assert drawn.shape == (240, 320, 3)  # drawn at --scale 2 (the default) for legible labels
-    original = np.asarray(original.resize((320, 240)))
-    assert np.abs(drawn - original).mean() > 5  # boxes and labels were drawn on it
+    # Enlarged to a longest side of 1280 (--min-size's default) for legible labels, with the
+    # legend strip of the pictures of predictions below.
+    _, _, row_h, _ = _legend_layout(960, 1280)
+    assert drawn.shape == (960 + row_h, 1280, 3)
+    original = np.asarray(original.resize((1280, 960), Image.NEAREST))
+    assert np.abs(drawn[:960] - original).mean() > 5  # boxes and labels were drawn on it
 
     with pytest.raises(SystemExit) as info:
         visualize_data.main(["--dataset", "bike_nope"] + argv[2:])

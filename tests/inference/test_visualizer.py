@@ -1,10 +1,12 @@
-"""Pictures: boxes in state colours, damaged/absent on top, label text, legend, scaling."""
+"""Pictures: boxes in state colours, damaged/absent on top, label text, legend, scaling; ground
+truth drawn as predictions are."""
 import numpy as np
 import pytest
 
-from bikestate.constants import PART_NAMES, STATE_COLORS, STATE_NAMES
-from bikestate.inference import draw_predictions, format_label
+from bikestate.constants import PART_NAMES, STATE_COLORS, STATE_IDS, STATE_NAMES
+from bikestate.inference import draw_ground_truth, draw_predictions, format_label
 from bikestate.inference.visualizer import _legend_layout
+from bikestate.synth.render import DEFAULT_STATE_PROBS, render_bike
 
 GREY = 128
 
@@ -145,3 +147,52 @@ def test_labels_of_overlapping_parts_do_not_cover_each_other():
     # The first (most important) label keeps detectron2's spot: the box's top-left corner.
     x, y = vis.output.ax.texts[0].get_position()
     assert abs(x - 200) < 3 and abs(y - 200) < 3
+
+
+def test_ground_truth_is_drawn_as_predictions_made_with_certainty(instances_factory):
+    h, w = 480, 640
+    image, parts = render_bike(np.random.default_rng([0, 3]), w, h, DEFAULT_STATE_PROBS,
+                               style="v2")
+    boxes = {name: (x, y, x + bw, y + bh) for name, part in parts.items()
+             for x, y, bw, bh in [part["box"]]}
+    truth = [("front_wheel", "damaged"), ("back_wheel", "intact"), ("saddle", "absent")]
+    out = draw_ground_truth(image, [boxes[p] for p, _ in truth],
+                            [PART_NAMES.index(p) for p, _ in truth],
+                            [STATE_IDS[s] for _, s in truth], PART_NAMES)
+    # The legend strip below the photo, as for predictions.
+    _, columns, row_h, _ = _legend_layout(h, w)
+    assert columns == 4 and out.shape == (h + row_h, w, 3)
+    xs = _legend_swatches_in_order(out[h:])
+    assert xs == sorted(xs)
+    # The right edge of the damaged front wheel (its label is in the top-left corner) is red.
+    x0, y0, x1, y1 = (round(v) for v in boxes["front_wheel"])
+    assert _close_to(out[y0 + 40:y1 - 10, x1 - 3:x1 + 3], STATE_COLORS[1], tol=30).any()
+    assert not _close_to(out[y0 + 40:y1 - 10, x1 - 3:x1 + 3], STATE_COLORS[0], tol=30).any()
+
+    predicted = draw_predictions(image, instances_factory(
+        (h, w), [(p, boxes[p], 1.0, {s: 1.0}) for p, s in truth]), PART_NAMES)
+    assert predicted.shape == out.shape
+    # Same outlines (right and bottom edges, below the labels: the wheels' are in their top-left
+    # corner, the saddle's above it) and the same legend; only the labels differ, the ground
+    # truth's having no confidence.
+    for part, _ in truth:
+        x0, y0, x1, y1 = (round(v) for v in boxes[part])
+        top = y0 + 2 if part == "saddle" else y0 + 30
+        for edge in (np.s_[top:y1 - 2, x1 - 3:x1 + 4], np.s_[y1 - 3:y1 + 4, x0 + 2:x1 - 2]):
+            np.testing.assert_array_equal(out[edge], predicted[edge], err_msg=part)
+    np.testing.assert_array_equal(out[h + 4:], predicted[h + 4:])
+    assert (out[:h] != predicted[:h]).any(axis=-1).sum() > 100
+
+
+@pytest.mark.parametrize("h, w", [(20, 30), (480, 640), (3000, 40)])
+def test_ground_truth_has_the_size_of_predictions(instances_factory, h, w):
+    image = np.full((h, w, 3), GREY, dtype=np.uint8)
+    empty = draw_ground_truth(image, np.zeros((0, 4)), [], [], PART_NAMES)
+    np.testing.assert_array_equal(empty, draw_predictions(image, instances_factory((h, w), []),
+                                                          PART_NAMES))
+
+
+def test_ground_truth_needs_a_class_and_a_state_per_box():
+    image = np.full((240, 320, 3), GREY, dtype=np.uint8)
+    with pytest.raises(ValueError, match="2 boxes, 2 classes and 1 states"):
+        draw_ground_truth(image, [(0, 0, 10, 10), (5, 5, 20, 20)], [0, 1], [2], PART_NAMES)
