@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -90,3 +91,18 @@ def test_make_results_renders_the_ablation(plain_detector_run):
     text = make_results.render(records, include_smoke=True)
     assert "## State-branch recipes" in text
     assert "plain_detector" in text
+
+
+def test_shipped_configs_use_the_default_recipe():
+    """The configs' state branch is the recipe RESULTS.md holds to the targets."""
+    from benchmarks.common import load_config
+
+    _, changes, _ = bench_state_recipe.RECIPES[bench_state_recipe.DEFAULT_RECIPE]
+    recipe = dict(bench_state_recipe.REFERENCE, **changes)
+    for name in ("Base-BikeState-RCNN-FPN.yaml", "bike_small_cpu.yaml", "bike_r50_fpn.yaml"):
+        head = load_config(os.path.join(REPO, "configs", name)).MODEL.ROI_STATE_HEAD
+        for key, value in recipe.items():
+            # The recipe's values are command-line text, parsed as YAML like a config file.
+            expected = yaml.safe_load(value)
+            assert list(head[key]) == expected if isinstance(expected, list) \
+                else head[key] == expected, (name, key, head[key], value)

@@ -34,6 +34,15 @@ TINY_OPTS = [
 # The batched training-target assignment (BatchedRPN, BatchedStateROIHeads).
 BATCHED_OPTS = ["MODEL.PROPOSAL_GENERATOR.NAME", "BatchedRPN",
                 "MODEL.ROI_HEADS.NAME", "BatchedStateROIHeads"]
+# The MLP state head on the box head's shared features, trained on the sampled proposals with
+# plain cross-entropy (the seed's recipe, bench_state_recipe's "reference"); the configs ship
+# ConvStateHead on the input pixels.
+MLP_HEAD_OPTS = ["MODEL.ROI_STATE_HEAD.NAME", "MLPStateHead", "MODEL.ROI_STATE_HEAD.IN_FEATURES", [],
+                 "MODEL.ROI_STATE_HEAD.BOX_CONTEXT", 1.0,
+                 "MODEL.ROI_STATE_HEAD.CLASS_CONDITIONED", False,
+                 "MODEL.ROI_STATE_HEAD.TRAIN_ON", "proposals",
+                 "MODEL.ROI_STATE_HEAD.LOGIT_ADJUST_TAU", 0.0,
+                 "MODEL.ROI_STATE_HEAD.LOSS_WEIGHT", 0.5]
 # A state head on boxes pooled from the input pixels for it alone (ConvStateHead).
 POOLED_OPTS = ["MODEL.ROI_STATE_HEAD.NAME", "ConvStateHead", "MODEL.ROI_STATE_HEAD.IN_FEATURES",
                ["image"], "MODEL.ROI_STATE_HEAD.POOLER_RESOLUTION", 12,

@@ -13,11 +13,12 @@ from detectron2.modeling import build_model
 from bikestate.checkpoint import BikeStateCheckpointer, is_model_zoo_url
 from bikestate.utils.errors import WeightsError
 
-from modeling_cases import make_cfg
+from modeling_cases import MLP_HEAD_OPTS, make_cfg
 
 # A tiny detector keeps these tests fast: the policy does not depend on the model's size.
 TINY_MODEL = ["MODEL.RESNETS.DEPTH", 18, "MODEL.FPN.OUT_CHANNELS", 32,
-              "MODEL.ROI_BOX_HEAD.FC_DIM", 64, "MODEL.ROI_STATE_HEAD.HIDDEN_DIM", 16]
+              "MODEL.ROI_BOX_HEAD.FC_DIM", 64, "MODEL.ROI_STATE_HEAD.HIDDEN_DIM", 16,
+              *MLP_HEAD_OPTS]
 
 
 def tiny_model(num_classes=22, seed=0):

@@ -29,7 +29,7 @@ from detectron2.utils.events import EventStorage
 from bikestate.constants import PART_NAMES, STATE_ABSENT, STATE_INTACT, STATE_OCCLUDED
 from bikestate.modeling import state_loss
 
-from modeling_cases import make_cfg
+from modeling_cases import MLP_HEAD_OPTS, make_cfg
 
 SEED = 1234
 IMAGE_SIZE = (320, 240)
@@ -126,7 +126,7 @@ def test_state_branch_learns_states_of_ground_truth_boxes(easy_synthbikes):
     assert majority < 0.5, "the held-out set must not be solvable by always saying one state"
 
     torch.manual_seed(SEED)
-    cfg = make_cfg()
+    cfg = make_cfg(opts=MLP_HEAD_OPTS)  # the MLP head on the shared box features
     model = build_model(cfg)
     roi_heads = model.roi_heads
     loss_before = model_loss_state(model, train[:2])

@@ -9,14 +9,16 @@ from detectron2.utils.events import EventStorage
 from bikestate.modeling import StateROIHeads
 from bikestate.utils.errors import ConfigError
 
-from modeling_cases import make_cfg, random_batch, random_instances
+from modeling_cases import MLP_HEAD_OPTS, make_cfg, random_batch, random_instances
 
 DETECTION_LOSSES = {"loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"}
 
 
 def build(opts=(), seed=0):
+    """StateROIHeads with the MLP state head on the box head's shared features (what these
+    tests are about), then ``opts``."""
     torch.manual_seed(seed)
-    return build_model(make_cfg(opts=opts))
+    return build_model(make_cfg(opts=MLP_HEAD_OPTS + list(opts)))
 
 
 @pytest.fixture(scope="module")

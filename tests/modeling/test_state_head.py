@@ -5,11 +5,11 @@ from torch.nn import functional as F
 
 from bikestate.modeling import STATE_HEAD_REGISTRY, MLPStateHead, build_state_head, state_loss
 
-from modeling_cases import make_cfg
+from modeling_cases import MLP_HEAD_OPTS, make_cfg
 
 
-def test_default_head_is_the_seeds_mlp():
-    cfg = make_cfg()
+def test_mlp_head_is_the_seeds_mlp():
+    cfg = make_cfg(opts=MLP_HEAD_OPTS)
     head = build_state_head(cfg, 1024)
     assert isinstance(head, MLPStateHead)
     assert STATE_HEAD_REGISTRY.get("MLPStateHead") is MLPStateHead
@@ -23,7 +23,7 @@ def test_default_head_is_the_seeds_mlp():
 
 
 def test_class_conditioned_head_requires_classes():
-    cfg = make_cfg(opts=["MODEL.ROI_STATE_HEAD.CLASS_CONDITIONED", True])
+    cfg = make_cfg(opts=MLP_HEAD_OPTS + ["MODEL.ROI_STATE_HEAD.CLASS_CONDITIONED", True])
     head = build_state_head(cfg, 64).eval()
     assert head(torch.randn(2, 64), torch.tensor([0, 22])).shape == (2, 4)  # 22 = background
     with pytest.raises(ValueError, match="classes"):
@@ -44,7 +44,7 @@ def test_state_loss_is_cross_entropy_with_optional_state_weights():
 
 
 def test_state_loss_without_boxes_is_a_connected_zero():
-    head = build_state_head(make_cfg(), 32)
+    head = build_state_head(make_cfg(opts=MLP_HEAD_OPTS), 32)
     logits = head(torch.randn(0, 32))
     loss = state_loss(logits, torch.zeros(0, dtype=torch.long))
     assert loss.item() == 0.0

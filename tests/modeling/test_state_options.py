@@ -172,4 +172,4 @@ def test_bad_state_options_are_config_errors(opts, message):
 
 def test_conv_state_head_needs_pooled_boxes():
     with pytest.raises(ValueError, match="IN_FEATURES"):
-        build(["MODEL.ROI_STATE_HEAD.NAME", "ConvStateHead"])
+        build(["MODEL.ROI_STATE_HEAD.NAME", "ConvStateHead", "MODEL.ROI_STATE_HEAD.IN_FEATURES", []])
