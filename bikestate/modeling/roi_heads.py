@@ -163,7 +163,10 @@ class StateROIHeads(StandardROIHeads):
             logger.warning("MODEL.ROI_STATE_HEAD.STATE_PRIOR is empty: the state loss uses a "
                            "uniform prior (training fills it from the training set)")
             prior = (1.0,) * head_cfg.NUM_STATES
-        prior = torch.tensor(prior or (1.0,) * head_cfg.NUM_STATES, dtype=torch.float64)
+        # Config numbers, on the CPU even when the model is built under another default device
+        # (check_weights builds it on "meta", whose tensors hold no values).
+        prior = torch.tensor(prior or (1.0,) * head_cfg.NUM_STATES, dtype=torch.float64,
+                             device="cpu")
         prior = prior / prior.sum()
         weights = tuple(head_cfg.STATE_LOSS_WEIGHTS)
         if head_cfg.AUTO_LOSS_WEIGHTS:
