@@ -670,6 +670,8 @@ def render_state_recipes(records, include_smoke=False):
     """The ablation: per machine and budget one row per recipe and seed (the latest record of
     each), the recipes' means with the spread between seeds, and the targets checked on the
     default recipe's mean, next to the plain detector."""
+    if os.path.dirname(HERE) not in sys.path:  # run as a script: benchmarks/ is on the path
+        sys.path.insert(0, os.path.dirname(HERE))
     from benchmarks.bench_state_recipe import DEFAULT_RECIPE
 
     groups = {}
@@ -690,7 +692,8 @@ def render_state_recipes(records, include_smoke=False):
                 f"{fig0.get('train_images')} SynthBikes {fig0.get('synth_style')} images at "
                 f"{fig0.get('image_size')}, scored on {fig0.get('val_images')} validation "
                 "images. AP in percent, the rest in [0, 1]; `cal.`: the operating point chosen "
-                "on val after training (scored on val itself: optimistic). Dates "
+                "on val after training (scored on val itself: optimistic); `train s`: wall clock of "
+                "the run, other jobs included (speed is `bench_speed`'s job). Dates "
                 f"{min(r['date'] for r in runs.values())} to "
                 f"{max(r['date'] for r in runs.values())}.", ""]
         rows = []
