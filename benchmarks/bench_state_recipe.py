@@ -118,7 +118,9 @@ def read_run(out_dir):
     with open(metrics_file, encoding="utf-8") as f:
         metrics = flat(json.load(f))
     with open(thresholds_file, encoding="utf-8") as f:
-        calibrated = json.load(f)["chosen_on"]["figures"]
+        point = json.load(f)
+    calibrated = dict(point["chosen_on"]["figures"],
+                      presence=point.get("presence", "score_x_state"))
     last_iter, batch = None, None
     with open(os.path.join(out_dir, "metrics.json"), encoding="utf-8") as f:
         for line in f:

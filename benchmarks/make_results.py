@@ -632,6 +632,8 @@ RECIPE_TARGETS = (
     ("verdict macro-F1 >= 0.75 (calibrated)", "macro_f1", "calibrated", 0.75, True),
     ("hallucination at 95 % present recall <= 0.10", "verify/halluc_at_95r", "metrics", 0.10,
      False),
+    ("hallucination at 95 % present recall <= 0.10 (calibrated presence rule)",
+     "hallucination_rate", "calibrated", 0.10, False),
     ("`bbox/AP50` >= 75", "bbox/AP50", "metrics", 75.0, True),
 )
 # Plain detector over bikestate, hallucination at 95 % present recall.
@@ -644,6 +646,7 @@ RECIPE_COLUMNS = (
     ("damage AP", "metrics", "verify/damage_ap"),
     ("recall / halluc.", "metrics", ("verify/present_recall", "verify/hallucination_rate")),
     ("macro-F1", "metrics", "verify/macro_f1"),
+    ("cal. P(present) / AUROC", "calibrated", ("presence", "auroc_present")),
     ("cal. recall / halluc.", "calibrated", ("present_recall", "hallucination_rate")),
     ("cal. damage P / R", "calibrated", ("damage_precision", "damage_recall")),
     ("cal. macro-F1", "calibrated", "macro_f1"),
@@ -740,16 +743,18 @@ def render_state_recipes(records, include_smoke=False):
                 how = f"{fmt(value)}" + ("" if ok else f", by {fmt(abs(value - bound))}")
                 targets.append(f"{label}: {verdict(ok, how)}")
             plain = by_recipe.get("plain_detector")
-            ours = _mean([_recipe_value(f, "metrics", "verify/halluc_at_95r") for f in default])
-            theirs = _mean([_recipe_value(f, "metrics", "verify/halluc_at_95r")
-                            for f in plain or []])
-            if ours is not None and theirs is not None:
+            for src, key, how in (("metrics", "verify/halluc_at_95r", "default rule"),
+                                  ("calibrated", "hallucination_rate", "calibrated rules")):
+                ours = _mean([_recipe_value(f, src, key) for f in default])
+                theirs = _mean([_recipe_value(f, src, key) for f in plain or []])
+                if ours is None or theirs is None:
+                    continue
                 ratio = theirs / ours if ours > 0 else math.inf
                 targets.append(
                     f"plain detector hallucinates >= {PLAIN_DETECTOR_MIN_RATIO:g}x as often at 95 % "
-                    f"present recall: " + verdict(ratio >= PLAIN_DETECTOR_MIN_RATIO,
-                                                  f"{fmt(theirs)} vs {fmt(ours)}: "
-                                                  f"{fmt(ratio)}x"))
+                    f"present recall ({how}): "
+                    + verdict(ratio >= PLAIN_DETECTOR_MIN_RATIO,
+                              f"{fmt(theirs)} vs {fmt(ours)}: {fmt(ratio)}x"))
             out += [f"Targets, mean of the default recipe `{DEFAULT_RECIPE}`:", "",
                     "\n".join(f"- {t}" for t in targets), ""]
     return "\n".join(out).rstrip()

@@ -11,8 +11,13 @@ The rule, for each part of one image:
 1. The detection of that part with the highest detection score speaks for it (anywhere in the
    image; ties: the first detection). Its state probabilities ``p`` (S,) give
 
-   * ``P(present) = score x (1 - p[absent])``: the model's estimate that the part is there,
-     and 0 when the part has no detection at all;
+   * ``P(present)``: the model's estimate that the part is there, 0 when the part has no
+     detection at all. The operating point's ``presence`` says how it is formed:
+     ``score_x_state`` (the default) is ``score x (1 - p[absent])``; ``state`` is
+     ``1 - p[absent]`` alone, for models whose detector also scores the mount of a missing part
+     high (it learned absent boxes as boxes of the part), so that its score says where the
+     part should be rather than whether it is there. The calibration chooses between them on
+     validation data;
    * ``P(state s) = score x p[s]`` (e.g. ``P(damaged)``, the figure damage AP ranks by).
 
 2. If that detection scores below the operating point's ``score_thresh`` (or there is none),
@@ -41,10 +46,12 @@ from .constants import NOT_FOUND, STATE_ABSENT, STATE_NAMES
 
 __all__ = [
     "NOT_FOUND_ID",
+    "PRESENCE_RULES",
     "THRESHOLDS_FILE",
     "OperatingPoint",
     "as_operating_point",
     "decide_states",
+    "presence_probability",
     "part_verdicts",
     "verdict_name",
     "thresholds_path",
@@ -55,8 +62,12 @@ __all__ = [
 NOT_FOUND_ID = -1
 # File name of a calibrated operating point, stored beside the weights it was chosen for.
 THRESHOLDS_FILE = "thresholds.json"
-# Format version of thresholds.json; a file of another version is refused.
-THRESHOLDS_VERSION = 1
+# Format version of thresholds.json (2 added ``presence``); versions it does not list are refused.
+THRESHOLDS_VERSION = 2
+# Versions read: a version-1 file has no ``presence`` key and means ``score_x_state``.
+READABLE_THRESHOLDS_VERSIONS = (1, 2)
+# How P(present) is formed from the speaking detection (module docstring, step 1).
+PRESENCE_RULES = ("score_x_state", "state")
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,7 @@ class OperatingPoint:
             is decided by the argmax of the (biased) state probabilities.
         state_bias (tuple[float]): S offsets added to the log state probabilities before the
             argmax (0 everywhere: the plain argmax).
+        presence (str): how P(present) is formed, one of :data:`PRESENCE_RULES`.
         source (str): where the values come from (``default``, a thresholds.json path).
         chosen_on (dict): what the calibration measured (dataset, targets, metrics); informative.
     """
@@ -77,6 +89,7 @@ class OperatingPoint:
     score_thresh: float = 0.5
     presence_thresh: Optional[float] = None
     state_bias: Tuple[float, ...] = (0.0,) * len(STATE_NAMES)
+    presence: str = "score_x_state"
     source: str = field(default="default", compare=False)
     chosen_on: dict = field(default_factory=dict, compare=False)
 
@@ -92,12 +105,15 @@ class OperatingPoint:
         if not all(math.isfinite(float(b)) for b in self.state_bias):
             raise ConfigError(f"state biases{where} must be finite numbers, got "
                               f"{list(self.state_bias)}")
+        if self.presence not in PRESENCE_RULES:
+            raise ConfigError(f"presence rule{where} must be one of {', '.join(PRESENCE_RULES)}, "
+                              f"got {self.presence!r}")
         object.__setattr__(self, "state_bias", tuple(float(b) for b in self.state_bias))
 
     def with_score_thresh(self, score_thresh):
         """A copy with another ``score_thresh`` (e.g. a user's ``--confidence-threshold``)."""
         return OperatingPoint(float(score_thresh), self.presence_thresh, self.state_bias,
-                              self.source, self.chosen_on)
+                              self.presence, self.source, self.chosen_on)
 
     def describe(self, state_names=STATE_NAMES):
         """The rule and its values, as the report states them (a JSON-able dict)."""
@@ -105,17 +121,19 @@ class OperatingPoint:
             rule = ("not_found below score_thresh; otherwise the most probable state "
                     "(argmax of log P(state) + state_bias)")
         else:
-            rule = ("not_found below score_thresh; absent when score x (1 - P(absent)) < "
+            present = ("score x (1 - P(absent))" if self.presence == "score_x_state"
+                       else "1 - P(absent)")
+            rule = (f"not_found below score_thresh; absent when {present} < "
                     "presence_thresh; otherwise the most probable non-absent state "
                     "(argmax of log P(state) + state_bias)")
         return {"rule": rule, "score_thresh": self.score_thresh,
-                "presence_thresh": self.presence_thresh,
+                "presence_thresh": self.presence_thresh, "presence": self.presence,
                 "state_bias": dict(zip(state_names, self.state_bias)), "source": self.source}
 
     def to_dict(self, state_names=STATE_NAMES):
         """The contents of thresholds.json."""
         return {"version": THRESHOLDS_VERSION, "score_thresh": self.score_thresh,
-                "presence_thresh": self.presence_thresh,
+                "presence_thresh": self.presence_thresh, "presence": self.presence,
                 "state_bias": dict(zip(state_names, self.state_bias)),
                 "chosen_on": self.chosen_on}
 
@@ -126,9 +144,10 @@ class OperatingPoint:
 
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a JSON object, found {type(data).__name__}")
-        if data.get("version") != THRESHOLDS_VERSION:
+        if data.get("version") not in READABLE_THRESHOLDS_VERSIONS:
+            readable = ", ".join(str(v) for v in READABLE_THRESHOLDS_VERSIONS)
             raise ConfigError(f"{source}: thresholds version {data.get('version')!r} is not "
-                              f"supported (this bikestate reads version {THRESHOLDS_VERSION})")
+                              f"supported (this bikestate reads versions {readable})")
         bias = data.get("state_bias", {})
         if not isinstance(bias, dict) or set(bias) - set(state_names):
             raise ConfigError(f"{source}: state_bias must map state names "
@@ -138,6 +157,7 @@ class OperatingPoint:
                        presence_thresh=(None if data.get("presence_thresh") is None
                                         else float(data["presence_thresh"])),
                        state_bias=tuple(float(bias.get(s, 0.0)) for s in state_names),
+                       presence=str(data.get("presence", "score_x_state")),
                        source=source, chosen_on=dict(data.get("chosen_on") or {}))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{source}: not a valid thresholds file ({type(e).__name__}: {e})")
@@ -205,12 +225,29 @@ def verdict_name(code, state_names=STATE_NAMES):
     return NOT_FOUND if int(code) == NOT_FOUND_ID else state_names[int(code)]
 
 
+def presence_probability(score, state_probs, presence="score_x_state", absent=STATE_ABSENT):
+    """P(present) of each part from its speaking detection (module docstring, step 1).
+
+    Args:
+        score (ndarray): (n,) score of the speaking detection, 0 where the part has none.
+        state_probs (ndarray): (n, S) its state probabilities (any values where none).
+        presence (str): one of :data:`PRESENCE_RULES`.
+    Returns:
+        ndarray: (n,) P(present), 0 where ``score`` is 0.
+    """
+    score = np.asarray(score, dtype=np.float64)
+    not_absent = 1.0 - np.asarray(state_probs, dtype=np.float64)[:, absent]
+    if presence == "score_x_state":
+        return score * not_absent
+    return np.where(score > 0, not_absent, 0.0)
+
+
 def decide_states(state_probs, p_present, operating_point, absent=STATE_ABSENT):
     """Step 3 of the rule for found parts: the state of each row.
 
     Args:
         state_probs (ndarray): (n, S) state probabilities.
-        p_present (ndarray): (n,) ``score x (1 - p[absent])``.
+        p_present (ndarray): (n,) P(present) (:func:`presence_probability`).
         operating_point (OperatingPoint): presence threshold and state biases.
     Returns:
         ndarray: (n,) int64 state indices.
@@ -238,7 +275,7 @@ def part_verdicts(scores, classes, state_scores, num_parts, operating_point,
         dict of arrays, one row per part (index = part):
             ``detection`` (P,) int64 index of the detection speaking for the part, -1 if none;
             ``score`` (P,) its score (0 if none); ``state_probs`` (P, S) its state
-            probabilities (0 if none); ``p_present`` (P,) ``score x (1 - p[absent])``;
+            probabilities (0 if none); ``p_present`` (P,) (:func:`presence_probability`);
             ``verdict`` (P,) int64 state index or :data:`NOT_FOUND_ID`; ``confidence`` (P,)
             ``score x p[verdict]`` (0 for not found).
     """
@@ -259,7 +296,7 @@ def part_verdicts(scores, classes, state_scores, num_parts, operating_point,
     probs = np.zeros((num_parts, num_states))
     if scores.size:
         probs[has] = state_scores[detection[has]]
-    p_present = score * (1.0 - probs[:, absent])
+    p_present = presence_probability(score, probs, operating_point.presence, absent)
 
     state = decide_states(probs, p_present, operating_point, absent)
     found = has & (score >= operating_point.score_thresh)

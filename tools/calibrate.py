@@ -9,7 +9,8 @@ Runs the model on the dataset (the config's DATASETS.TEST[0] by default, from th
 sources training uses: config file, environment / .env, options; SynthBikes when nothing is
 set), and chooses
 
-* the presence threshold: the highest P(present) = score x (1 - P(absent)) that still reports
+* the presence rule and threshold: P(present) = score x (1 - P(absent)) or 1 - P(absent),
+  whichever reports fewer missing parts present at the highest threshold that still reports
   the given share of present parts as present (default 95 %); below it a part is "absent";
 * the state biases: offsets of the log probabilities of damaged and occluded that maximize the
   verdict macro-F1 (or the damage F1) on the dataset.
@@ -75,7 +76,12 @@ def calibrate(args):
     os.makedirs(out_dir, exist_ok=True)
     point, figures = BikeStateTrainer.calibrate(cfg, model, output, dataset_name=dataset)
 
-    rows = [("presence threshold (P(present))", f"{point.presence_thresh:.4f}"),
+    candidates = point.chosen_on["presence_candidates"]
+    rows = [*[(f"hallucination at the recall target, P(present) by {rule}",
+               "n/a" if v["hallucination_rate"] is None else f"{v['hallucination_rate']:.3f}")
+              for rule, v in candidates.items()],
+            ("presence rule (the one hallucinating less)", point.presence),
+            ("presence threshold (P(present))", f"{point.presence_thresh:.4f}"),
             ("score threshold (not found below)", f"{point.score_thresh:.4f}"),
             *[(f"state bias {name}", f"{b:+.2f}") for name, b in
               point.describe()["state_bias"].items()],

@@ -144,7 +144,8 @@ def main():
             point = json.load(f)
         calibrated = point["chosen_on"]["figures"]
         fig = {k: "n/a" if v is None else f"{v:.3f}" for k, v in calibrated.items()}
-        print(f"\nOperating point chosen on val (train/thresholds.json): presence threshold "
+        print(f"\nOperating point chosen on val (train/thresholds.json): presence rule "
+              f"{point.get('presence', 'score_x_state')}, threshold "
               f"{point['presence_thresh']:.3f}, state biases {point['state_bias']}; on val "
               f"itself: present recall {fig['present_recall']} / hallucination "
               f"{fig['hallucination_rate']}, damage precision {fig['damage_precision']} / "

@@ -3,9 +3,12 @@
 Given the (image, part) pairs of a validation set (:func:`.verification.verdict_pairs`), it
 chooses the two things the verdict rule leaves open (:mod:`bikestate.verdict`):
 
-1. the **presence threshold**: the highest ``P(present)`` threshold that still reports at least
-   ``present_recall`` (e.g. 95 %) of the present parts as present; everything below it is
-   ``absent`` (or ``not_found`` without a detection good enough to speak);
+1. the **presence rule and threshold**: for each way of forming ``P(present)``
+   (:data:`~bikestate.verdict.PRESENCE_RULES`), the highest threshold that still reports at
+   least ``present_recall`` (e.g. 95 %) of the present parts as present; the rule that reports
+   the fewest absent parts present at that recall is kept (ties: the default
+   ``score_x_state``). Everything below the threshold is ``absent`` (or ``not_found`` without
+   a detection good enough to speak);
 2. the **state biases**: offsets added to the log probabilities of damaged and occluded (intact
    is the reference, 0) before the argmax over the present states, searched on a grid to
    maximize the verdict macro-F1 (or the damage F1), ties going to the smaller correction.
@@ -18,7 +21,8 @@ import itertools
 import numpy as np
 
 from ..constants import STATE_NAMES
-from ..verdict import NOT_FOUND_ID, OperatingPoint, decide_states
+from ..verdict import NOT_FOUND_ID, PRESENCE_RULES, OperatingPoint, decide_states, \
+    presence_probability
 from .verification import rate_at_recall, verification_metrics
 
 __all__ = ["BIAS_GRID", "OBJECTIVES", "choose_operating_point", "apply_operating_point"]
@@ -30,30 +34,49 @@ OBJECTIVES = ("macro_f1", "damage_f1")
 
 
 def apply_operating_point(pairs, operating_point, state_names=STATE_NAMES):
-    """The pairs with ``verdict`` and ``confidence`` recomputed under another operating point
-    (the speaking detection stays the same: it is the highest-scoring one whatever the rule)."""
+    """The pairs with ``p_present``, ``verdict`` and ``confidence`` recomputed under another
+    operating point (the speaking detection stays the same: it is the highest-scoring one
+    whatever the rule)."""
     absent = state_names.index("absent")
-    state = decide_states(pairs["state_probs"], pairs["p_present"], operating_point, absent)
-    found = (pairs["detection"] >= 0) & (pairs["score"] >= operating_point.score_thresh)
     result = dict(pairs)
+    result["p_present"] = presence_probability(
+        np.where(pairs["detection"] >= 0, pairs["score"], 0.0), pairs["state_probs"],
+        operating_point.presence, absent)
+    state = decide_states(pairs["state_probs"], result["p_present"], operating_point, absent)
+    found = (pairs["detection"] >= 0) & (pairs["score"] >= operating_point.score_thresh)
     result["verdict"] = np.where(found, state, NOT_FOUND_ID).astype(np.int64)
     chosen = pairs["state_probs"][np.arange(len(state)), state] if len(state) else np.zeros(0)
     result["confidence"] = np.where(found, pairs["score"] * chosen, 0.0)
     return result
 
 
+def _presence_threshold(p_present, is_present, present_recall):
+    """(hallucination rate, threshold): the highest P(present) threshold keeping
+    ``present_recall`` of the present parts, or the lowest positive P(present) when the target
+    is out of reach without calling undetected parts present."""
+    rate, threshold = rate_at_recall(p_present, is_present, present_recall)
+    if not threshold > 0:
+        positive = p_present[p_present > 0]
+        threshold = float(positive.min()) if positive.size else 0.0
+        rate = float(np.mean(p_present[~is_present] >= threshold)) if (~is_present).any() \
+            else float("nan")
+    return float(rate), float(threshold)
+
+
 def choose_operating_point(pairs, state_names=STATE_NAMES, present_recall=0.95,
                            objective="macro_f1", score_thresh=0.5, bias_grid=BIAS_GRID,
-                           biased_states=("damaged", "occluded")):
-    """Choose the presence threshold and the state biases (module docstring).
+                           biased_states=("damaged", "occluded"), presence_rules=PRESENCE_RULES):
+    """Choose the presence rule and threshold, and the state biases (module docstring).
 
     Args:
         pairs (dict): validation pairs from :func:`.verification.verdict_pairs`.
         present_recall (float): share of present parts the presence threshold must keep.
         objective (str): one of :data:`OBJECTIVES`.
-        score_thresh (float): the detection threshold below which a part is not found; lowered
-            to the presence threshold when that is lower, so that every part above the
-            presence threshold has a verdict.
+        score_thresh (float): the detection threshold below which a part is not found. Under
+            ``score_x_state`` it is lowered to the presence threshold when that is lower, and
+            under ``state`` to the lowest detection score of the pairs, so that every part
+            above the presence threshold has a verdict.
+        presence_rules (sequence[str]): the candidate rules, the preferred one first.
         bias_grid (sequence[float]): candidate offsets of each state in ``biased_states``.
     Returns:
         (OperatingPoint, dict): the operating point (``chosen_on`` filled) and the validation
@@ -63,14 +86,23 @@ def choose_operating_point(pairs, state_names=STATE_NAMES, present_recall=0.95,
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     absent = state_names.index("absent")
     is_present = pairs["gt_state"] != absent
-    _, threshold = rate_at_recall(pairs["p_present"], is_present, present_recall)
-    if not threshold > 0:
-        # The target is out of reach without calling undetected parts present: keep every
-        # part that has any P(present).
-        positive = pairs["p_present"][pairs["p_present"] > 0]
-        threshold = float(positive.min()) if positive.size else 0.0
-    presence = float(threshold)
-    score = min(float(score_thresh), presence) if presence > 0 else float(score_thresh)
+    detected = (pairs["detection"] >= 0) & (pairs["score"] > 0)
+    candidates_by_rule = {}
+    for rule in presence_rules:
+        p_present = presence_probability(np.where(detected, pairs["score"], 0.0),
+                                         pairs["state_probs"], rule, absent)
+        rate, threshold = _presence_threshold(p_present, is_present, present_recall)
+        candidates_by_rule[rule] = (rate, threshold)
+    # NaN (no absent part to hallucinate) never wins over a number; ties keep the first rule.
+    rule = min(presence_rules, key=lambda r: (not np.isfinite(candidates_by_rule[r][0]),
+                                              candidates_by_rule[r][0]))
+    presence = candidates_by_rule[rule][1]
+    if rule == "score_x_state":
+        score = min(float(score_thresh), presence) if presence > 0 else float(score_thresh)
+    else:
+        lowest = pairs["score"][detected]
+        score = min(float(score_thresh), float(lowest.min())) if lowest.size else \
+            float(score_thresh)
 
     indices = [state_names.index(s) for s in biased_states]
     # Smaller corrections first, so that a tie keeps the one closest to the plain argmax.
@@ -80,22 +112,26 @@ def choose_operating_point(pairs, state_names=STATE_NAMES, present_recall=0.95,
     for biases in candidates:
         bias = np.zeros(len(state_names))
         bias[indices] = biases
-        point = OperatingPoint(score, presence, tuple(bias))
+        point = OperatingPoint(score, presence, tuple(bias), rule)
         figures, _ = verification_metrics(apply_operating_point(pairs, point, state_names),
                                           state_names)
         value = figures[objective]
         if np.isfinite(value) and value > best_value + 1e-12:
             best, best_value = point, value
     if best is None:
-        best = OperatingPoint(score, presence)
+        best = OperatingPoint(score, presence, presence=rule)
     figures, _ = verification_metrics(apply_operating_point(pairs, best, state_names),
                                       state_names)
     chosen_on = {"present_recall_target": present_recall, "objective": objective,
                  "num_pairs": int(len(pairs["gt_state"])),
+                 # Each candidate presence rule's hallucination rate at the recall target.
+                 "presence_candidates": {
+                     r: {"hallucination_rate": (v[0] if np.isfinite(v[0]) else None),
+                         "presence_thresh": v[1]} for r, v in candidates_by_rule.items()},
                  # NaN (undefined) as null: thresholds.json stays standard JSON.
                  "figures": {k: (figures[k] if np.isfinite(figures[k]) else None)
                              for k in ("present_recall", "hallucination_rate",
                                        "not_found_rate", "macro_f1", "damage_precision",
-                                       "damage_recall")}}
+                                       "damage_recall", "auroc_present")}}
     return (OperatingPoint(best.score_thresh, best.presence_thresh, best.state_bias,
-                           chosen_on=chosen_on), figures)
+                           best.presence, chosen_on=chosen_on), figures)

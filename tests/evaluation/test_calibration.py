@@ -7,7 +7,8 @@ import pytest
 from bikestate.evaluation.calibration import apply_operating_point, choose_operating_point
 from bikestate.evaluation.verification import verification_metrics
 from bikestate.utils.errors import ConfigError
-from bikestate.verdict import OperatingPoint, load_operating_point, thresholds_path
+from bikestate.verdict import OperatingPoint, load_operating_point, part_verdicts, \
+    thresholds_path
 
 INTACT, DAMAGED, ABSENT, OCCLUDED = range(4)
 
@@ -84,6 +85,65 @@ def test_thresholds_file_round_trips(tmp_path):
     assert load_operating_point("", str(weights), score_thresh=0.2).score_thresh == 0.2
 
 
+def mount_scoring_case():
+    """A detector that scores the mount of a missing part higher than many present parts.
+
+    20 present parts: scores 0.10 .. 0.48, P(absent) 0.1. 10 absent parts: score 0.9,
+    P(absent) 0.7 .. 0.88. Under ``score x (1 - P(absent))`` (0.09 .. 0.43 against 0.11 .. 0.27)
+    keeping 19 present parts needs the threshold 0.108 and reports all 10 absent parts present;
+    ``1 - P(absent)`` (0.9 against 0.12 .. 0.30) separates them.
+    """
+    rows = [(INTACT, 0.10 + 0.02 * k, [0.9, 0.0, 0.1, 0.0]) for k in range(20)]
+    rows += [(ABSENT, 0.9, [0.3 - 0.02 * k, 0.0, 0.7 + 0.02 * k, 0.0]) for k in range(10)]
+    return _pairs(rows)
+
+
+def test_calibration_chooses_the_presence_rule_that_hallucinates_less():
+    pairs = mount_scoring_case()
+    point, figures = choose_operating_point(pairs, present_recall=0.95, score_thresh=0.5)
+    candidates = point.chosen_on["presence_candidates"]
+    assert candidates["score_x_state"]["hallucination_rate"] == pytest.approx(1.0)
+    assert candidates["state"]["hallucination_rate"] == 0.0
+    assert point.presence == "state" and point.presence_thresh == pytest.approx(0.9)
+    # Every detection speaks: the score threshold drops to the lowest detection score.
+    assert point.score_thresh == pytest.approx(0.10)
+    assert figures["present_recall"] == 1.0 and figures["hallucination_rate"] == 0.0
+    # Restricted to the default rule, the same pairs keep the old behaviour.
+    default, default_figures = choose_operating_point(pairs, presence_rules=("score_x_state",))
+    assert default.presence == "score_x_state" and default_figures["hallucination_rate"] == 1.0
+    # The constructed case above (P(absent) 0 everywhere) keeps the default rule.
+    assert choose_operating_point(constructed_case())[0].presence == "score_x_state"
+
+
+def test_part_verdicts_under_the_state_presence_rule():
+    # Part 0: two detections, the higher score (0.3, P(absent) 0.2) speaks; part 1: none;
+    # part 2: P(absent) 0.9 -> absent.
+    scores = np.array([0.2, 0.3, 0.8])
+    classes = np.array([0, 0, 2])
+    probs = np.array([[0.1, 0.0, 0.9, 0.0], [0.7, 0.1, 0.2, 0.0], [0.1, 0.0, 0.9, 0.0]])
+    point = OperatingPoint(0.05, 0.5, presence="state")
+    result = part_verdicts(scores, classes, probs, 3, point, ABSENT)
+    assert result["p_present"] == pytest.approx([0.8, 0.0, 0.1])
+    assert result["verdict"].tolist() == [INTACT, -1, ABSENT]
+    product = part_verdicts(scores, classes, probs, 3, OperatingPoint(0.05, 0.5), ABSENT)
+    assert product["p_present"] == pytest.approx([0.24, 0.0, 0.08])
+    assert product["verdict"].tolist() == [ABSENT, -1, ABSENT]
+
+
+def test_thresholds_file_versions(tmp_path):
+    point, _ = choose_operating_point(mount_scoring_case())
+    path = tmp_path / "thresholds.json"
+    point.save(str(path))
+    data = json.loads(path.read_text())
+    assert data["version"] == 2 and data["presence"] == "state"
+    assert load_operating_point(str(path)) == point
+    # A version-1 file (written before the presence rule existed) means score x (1 - P(absent)).
+    path.write_text(json.dumps({"version": 1, "score_thresh": 0.3, "presence_thresh": 0.2,
+                                "state_bias": {"damaged": 0.5}}))
+    old = load_operating_point(str(path))
+    assert old.presence == "score_x_state" and old.state_bias[DAMAGED] == 0.5
+
+
 @pytest.mark.parametrize("content, message", [
     ("{", "not valid JSON"),
     ("[]", "expected a JSON object"),
@@ -91,6 +151,7 @@ def test_thresholds_file_round_trips(tmp_path):
     ('{"version": 1}', "not a valid thresholds file"),
     ('{"version": 1, "score_thresh": 1.5}', "must be in [0, 1]"),
     ('{"version": 1, "score_thresh": 0.5, "state_bias": {"rusty": 1}}', "state_bias"),
+    ('{"version": 2, "score_thresh": 0.5, "presence": "vibes"}', "presence rule"),
 ])
 def test_bad_thresholds_file_is_one_line_naming_it(tmp_path, content, message):
     path = tmp_path / "thresholds.json"

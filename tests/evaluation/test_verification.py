@@ -134,7 +134,8 @@ def test_report_and_evaluator_give_the_same_verdicts(bike_dataset, model_output)
     """(e) Row by row, the evaluator scores exactly what the report shows."""
     gt, dets = _random_case(1)
     name = bike_dataset(PARTS, sorted(dets), gt)
-    for point in (OperatingPoint(0.5), OperatingPoint(0.3, 0.4, (0.0, 0.7, 0.0, -0.3))):
+    for point in (OperatingPoint(0.5), OperatingPoint(0.3, 0.4, (0.0, 0.7, 0.0, -0.3)),
+                  OperatingPoint(0.2, 0.6, (0.0, 0.3, 0.0, 0.0), presence="state")):
         from bikestate.evaluation import BikeStateEvaluator
 
         evaluator = BikeStateEvaluator(name, distributed=False, operating_point=point)
