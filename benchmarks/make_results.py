@@ -546,6 +546,7 @@ DEMO_ROWS = (
 )
 # The calibrated operating point's figures on val (chosen there: optimistic).
 DEMO_CALIBRATED_ROWS = (
+    ("P(present) rule / AUROC present", "presence", "auroc_present"),
     ("present recall / hallucination", "present_recall", "hallucination_rate"),
     ("damage precision / recall", "damage_precision", "damage_recall"),
     ("verdict macro-F1", "macro_f1", None),
@@ -571,7 +572,8 @@ def render_demo(record):
              table(["SynthBikes val", "value"],
                    [[label, _pair(metrics, key, other)] for label, key, other in DEMO_ROWS]
                    + [[f"calibrated on val: {label}", _pair(calibrated, key, other)]
-                      for label, key, other in DEMO_CALIBRATED_ROWS if calibrated])]
+                      for label, key, other in DEMO_CALIBRATED_ROWS
+                      if key in calibrated or other in calibrated])]
     return "\n\n".join(lines)
 
 
@@ -653,6 +655,14 @@ RECIPE_COLUMNS = (
     ("GT-box macro-F1", "metrics", "state_gt/macro_f1"),
 )
 
+# Figures of the per-recipe summary (mean and seed spread): (header, source, figure).
+SUMMARY_COLUMNS = (
+    ("cal. macro-F1", "calibrated", "macro_f1"), ("damage AP", "metrics", "verify/damage_ap"),
+    ("halluc. @95r", "metrics", "verify/halluc_at_95r"),
+    ("cal. halluc.", "calibrated", "hallucination_rate"),
+)
+SUMMARY_FIGURES = tuple((src, key) for _, src, key in SUMMARY_COLUMNS)
+
 
 def _recipe_value(fig, source, key):
     return fig.get(source, {}).get(key)
@@ -690,8 +700,10 @@ def render_state_recipes(records, include_smoke=False):
         fig0 = some["figures"]
         out += [f"### {machine}, {fig0.get('iterations')} iterations ({budget}x the demo's "
                 f"budget)", "",
-                f"Machine: {machine_details(some)}. `{fig0.get('config')}` and "
-                f"`bench_state_recipe.py` recipes, trained from scratch on "
+                f"Machine: {machine_details(some)}. "
+                + " and ".join(f"`{c}`" for c in sorted(
+                    {str(r["figures"].get("config")) for r in runs.values()}))
+                + f" with `bench_state_recipe.py`'s recipes, trained from scratch on "
                 f"{fig0.get('train_images')} SynthBikes {fig0.get('synth_style')} images at "
                 f"{fig0.get('image_size')}, scored on {fig0.get('val_images')} validation "
                 "images. AP in percent, the rest in [0, 1]; `cal.`: the operating point chosen "
@@ -713,8 +725,7 @@ def render_state_recipes(records, include_smoke=False):
         summary = []
         for recipe, figs in sorted(by_recipe.items()):
             spread = []
-            for src, key in (("calibrated", "macro_f1"), ("metrics", "verify/damage_ap"),
-                             ("metrics", "verify/halluc_at_95r")):
+            for src, key in SUMMARY_FIGURES:
                 vals = [_recipe_value(f, src, key) for f in figs]
                 vals = [v for v in vals if v is not None]
                 spread.append(fmt(max(vals) - min(vals)) if len(vals) > 1 else "one seed")
@@ -722,15 +733,12 @@ def render_state_recipes(records, include_smoke=False):
                            + [fmt(_mean([_recipe_value(f, "metrics", "bbox/AP50")
                                          for f in figs]))]
                            + [fmt(_mean([_recipe_value(f, src, key) for f in figs]))
-                              for src, key in (("calibrated", "macro_f1"),
-                                               ("metrics", "verify/damage_ap"),
-                                               ("metrics", "verify/halluc_at_95r"))]
+                              for src, key in SUMMARY_FIGURES]
                            + spread)
         out += ["Mean over seeds, and the spread (max - min) between seeds: a difference "
                 "between two recipes smaller than their spread is a tie.", "",
-                table(["recipe", "seeds", "what", "AP50", "cal. macro-F1", "damage AP",
-                       "halluc. @95r", "spread cal. macro-F1", "spread damage AP",
-                       "spread halluc."], summary), ""]
+                table(["recipe", "seeds", "what", "AP50"] + [h for h, _, _ in SUMMARY_COLUMNS]
+                      + [f"spread {h}" for h, _, _ in SUMMARY_COLUMNS], summary), ""]
         default = by_recipe.get(DEFAULT_RECIPE)
         if default and budget == 1:
             targets = []

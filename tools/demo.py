@@ -142,8 +142,10 @@ def main():
     if os.path.exists(thresholds):
         with open(thresholds, encoding="utf-8") as f:
             point = json.load(f)
-        calibrated = point["chosen_on"]["figures"]
-        fig = {k: "n/a" if v is None else f"{v:.3f}" for k, v in calibrated.items()}
+        calibrated = dict(point["chosen_on"]["figures"],
+                          presence=point.get("presence", "score_x_state"))
+        fig = {k: "n/a" if v is None else f"{v:.3f}" for k, v in calibrated.items()
+               if not isinstance(v, str)}
         print(f"\nOperating point chosen on val (train/thresholds.json): presence rule "
               f"{point.get('presence', 'score_x_state')}, threshold "
               f"{point['presence_thresh']:.3f}, state biases {point['state_bias']}; on val "
