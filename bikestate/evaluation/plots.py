@@ -104,8 +104,11 @@ def plot_verification_curves(pairs, state_names, operating_point, file):
     try:
         if present.any() and (~present).any():
             fpr, tpr, _ = roc_curve(pairs["p_present"], present)
+            formula = ("score x (1 - P(absent))" if operating_point.presence == "score_x_state"
+                       else "1 - P(absent)")
             ax_roc.plot(fpr, tpr, color="black",
-                        label=f"P(present), AUROC {roc_auc(pairs['p_present'], present):.3f}")
+                        label=f"P(present) = {formula}, AUROC "
+                              f"{roc_auc(pairs['p_present'], present):.3f}")
             said = (pairs["verdict"] != NOT_FOUND_ID) & (pairs["verdict"] != absent)
             ax_roc.plot([said[~present].mean()], [said[present].mean()], "o",
                         color=STATE_COLORS[1], label="operating point")

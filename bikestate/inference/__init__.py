@@ -4,8 +4,9 @@
   with part states out (boxes in original pixels, on the CPU).
 - :func:`build_report` / :func:`write_reports`: per image and part a verdict (intact,
   damaged, absent, occluded, not_found) and what needs attention.
-- :func:`draw_predictions`: boxes coloured by state, labelled ``saddle · damaged 87%``;
-  :func:`draw_ground_truth` draws annotations the same way (``saddle · damaged``).
+- :func:`draw_verdicts`: a report's verdicts on its photo, one box per part found, coloured by
+  verdict and labelled ``saddle · damaged 87%``; :func:`draw_predictions` draws every detection
+  the same way and :func:`draw_ground_truth` draws annotations (``saddle · damaged``).
 - :func:`instances_to_records` / :func:`predictions_to_coco_results`: predictions.json and
   its conversion into COCO results for evaluation.
 - :class:`Detections`: one image's predictions as numpy arrays, what the report, the records
@@ -32,6 +33,7 @@ _EXPORTS = {
     "build_report": ".report",
     "draw_ground_truth": ".visualizer",
     "draw_predictions": ".visualizer",
+    "draw_verdicts": ".visualizer",
     "find_images": ".images",
     "format_label": ".visualizer",
     "inspect_image": ".inspection",

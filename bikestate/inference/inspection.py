@@ -82,13 +82,13 @@ def encode_jpeg(image_rgb, quality=JPEG_QUALITY):
     return encoded.tobytes()
 
 
-def draw_predictions(image_rgb, instances, part_names, **kwargs):
-    """:func:`.visualizer.draw_predictions`, imported on first use: detectron2 draws the
+def draw_verdicts(image_rgb, report, **kwargs):
+    """:func:`.visualizer.draw_verdicts`, imported on first use: detectron2 draws the
     pictures, and a run without them (the ONNX runtime where detectron2 is not installed) does
     not need it."""
-    from .visualizer import draw_predictions as draw
+    from .visualizer import draw_verdicts as draw
 
-    return draw(image_rgb, instances, part_names, **kwargs)
+    return draw(image_rgb, report, **kwargs)
 
 
 def inspect_images(predictor, paths, *, operating_point, batch_size=1, draw=True):
@@ -103,7 +103,7 @@ def inspect_images(predictor, paths, *, operating_point, batch_size=1, draw=True
             the score threshold of the default rule); detections below its score threshold
             are left out of the report and the picture.
         batch_size (int): photos per forward pass.
-        draw (bool): draw each photo's predictions (:func:`draw_predictions`) as JPEG bytes.
+        draw (bool): draw each photo's verdicts (:func:`draw_verdicts`) as JPEG bytes.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -185,8 +185,6 @@ def _report_and_draw(result, image_bgr, instances, part_names, operating_point, 
         result.report["notes"] = list(result.notes)
     if draw:
         try:
-            result.picture = encode_jpeg(draw_predictions(
-                image_bgr[:, :, ::-1], instances, part_names,
-                score_thresh=operating_point.score_thresh))
+            result.picture = encode_jpeg(draw_verdicts(image_bgr[:, :, ::-1], result.report))
         except Exception as e:  # noqa: BLE001
             result.fail("draw", e)

@@ -1,5 +1,10 @@
-"""Pictures of predictions and of ground truth: each part's box coloured by its state, with a
-legend.
+"""Pictures of verdicts, of predictions and of ground truth: each part's box coloured by its
+state, with a legend.
+
+:func:`draw_verdicts` draws what the inspection report says (one box per part that was found,
+labelled with its verdict), the picture ``tools/predict.py`` and the service show;
+:func:`draw_predictions` draws every detection above a score threshold (for looking at the
+model); :func:`draw_ground_truth` draws annotations.
 
 Built on detectron2's :class:`Visualizer` (its fonts scale with the image, so labels stay
 legible from 640x480 to 12-megapixel photos). What a bike shop needs to see first are the parts
@@ -104,6 +109,35 @@ def draw_predictions(image_rgb, instances, part_names, *, score_thresh=0.0, lege
     # Within a state, the labels of the surest detections get the best free spots.
     return _draw(image_rgb, detections.boxes, states, labels, rank=-confidence, legend=legend,
                  max_size=max_size, min_size=min_size, font_size_scale=font_size_scale)
+
+
+def draw_verdicts(image_rgb, report, *, legend=True, max_size=DEFAULT_MAX_SIZE,
+                  min_size=DEFAULT_MIN_SIZE):
+    """Draw the verdicts of an inspection report on its photo.
+
+    Args:
+        image_rgb (np.ndarray): uint8 (H, W, 3) RGB image, the photo ``report`` is about.
+        report (dict): one image's report (:func:`~bikestate.inference.build_report`): per part
+            its ``verdict``, ``confidence`` and ``box`` [x, y, w, h] (None when not found).
+        legend, max_size, min_size: as for :func:`draw_predictions`.
+
+    Returns:
+        np.ndarray: uint8 RGB image, of the shape :func:`draw_predictions` gives.
+
+    One box per part the report found (the detection that speaks for it), labelled
+    ``<part> · <verdict> <confidence>%`` exactly as the report states it; parts not found are
+    not drawn. The verdict can differ from the detection's most probable state (the calibrated
+    presence threshold and state biases), so this picture, not :func:`draw_predictions`, is the
+    one that agrees with the report.
+    """
+    shown = [p for p in report["parts"] if p["box"] is not None and p["verdict"] in STATE_NAMES]
+    boxes = np.array([p["box"] for p in shown], dtype=np.float32).reshape(-1, 4)
+    boxes[:, 2:] += boxes[:, :2]  # XYWH -> XYXY
+    states = np.array([STATE_NAMES.index(p["verdict"]) for p in shown], dtype=np.int64)
+    confidence = np.array([p["confidence"] for p in shown], dtype=np.float64)
+    labels = [format_label(p["part"], p["verdict"], p["confidence"]) for p in shown]
+    return _draw(image_rgb, boxes, states, labels, rank=-confidence, legend=legend,
+                 max_size=max_size, min_size=min_size)
 
 
 def draw_ground_truth(image_rgb, boxes, classes, states, part_names, *, legend=True,

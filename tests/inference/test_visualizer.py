@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 from bikestate.constants import PART_NAMES, STATE_COLORS, STATE_IDS, STATE_NAMES
-from bikestate.inference import draw_ground_truth, draw_predictions, format_label
+from bikestate.inference import build_report, draw_ground_truth, draw_predictions, \
+    draw_verdicts, format_label
 from bikestate.inference.visualizer import _legend_layout
 from bikestate.synth.render import DEFAULT_STATE_PROBS, render_bike
+from bikestate.verdict import OperatingPoint
 
 GREY = 128
 
@@ -45,6 +47,36 @@ def test_boxes_take_their_state_colour_and_legend_is_below(instances_factory):
     # The legend strip shows a swatch of every state colour, in order from left to right.
     xs = _legend_swatches_in_order(out[h:])
     assert xs == sorted(xs)
+
+
+def test_verdict_picture_shows_the_report_not_the_detections(instances_factory):
+    """One box per part found, in its verdict's colour: here the calibrated presence threshold
+    turns a saddle whose most probable state is intact into absent, and a second, weaker saddle
+    detection (damaged) does not speak for the part."""
+    h, w = 480, 640
+    image = np.full((h, w, 3), GREY, dtype=np.uint8)
+    inst = instances_factory((h, w), [
+        ("saddle", (100, 60, 300, 200), 0.9, {"intact": 0.7, "absent": 0.3}),
+        ("saddle", (420, 280, 600, 440), 0.5, {"damaged": 0.9}),
+        ("front_wheel", (40, 220, 300, 460), 0.9, {"intact": 0.9}),
+    ])
+    point = OperatingPoint(0.3, 0.75, presence="state")
+    report = build_report("bike.jpg", inst, PART_NAMES, point)
+    verdicts = {p["part"]: p["verdict"] for p in report["parts"]}
+    assert verdicts["saddle"] == "absent" and verdicts["front_wheel"] == "intact"
+    out = draw_verdicts(image, report, legend=False)
+    assert out.shape == (h, w, 3)
+    # The speaking saddle's right edge is in the absent colour, not its argmax's (intact).
+    assert _close_to(out[120:190, 296:304], STATE_COLORS[STATE_IDS["absent"]], tol=30).any()
+    assert not _close_to(out[120:190, 296:304], STATE_COLORS[STATE_IDS["intact"]], tol=30).any()
+    assert _close_to(out[300:440, 296:304], STATE_COLORS[STATE_IDS["intact"]], tol=70).any()
+    # The weaker saddle detection is not drawn; draw_predictions shows it (damaged, red).
+    assert (out[290:440, 590:610] == GREY).all()
+    every = draw_predictions(image, inst, PART_NAMES, legend=False)
+    assert _close_to(every[290:440, 596:604], STATE_COLORS[STATE_IDS["damaged"]], tol=30).any()
+    # Nothing found, nothing drawn: the photo itself.
+    nothing = build_report("bike.jpg", instances_factory((h, w), []), PART_NAMES, point)
+    np.testing.assert_array_equal(draw_verdicts(image, nothing, legend=False), image)
 
 
 def test_damaged_is_drawn_over_intact(instances_factory):

@@ -398,7 +398,7 @@ def test_an_image_failing_unexpectedly_costs_only_itself(photos, weights, tmp_pa
             raise RuntimeError("injected model failure")
         return to_model_input(self, image)
 
-    draw = inspection.draw_predictions
+    draw = inspection.draw_verdicts
 
     def draw_failing_at_77(image_rgb, *args, **kwargs):
         if image_rgb.shape[1] == 77:
@@ -406,7 +406,7 @@ def test_an_image_failing_unexpectedly_costs_only_itself(photos, weights, tmp_pa
         return draw(image_rgb, *args, **kwargs)
 
     monkeypatch.setattr(BikeStatePredictor, "_to_model_input", model_input_failing_at_61)
-    monkeypatch.setattr(inspection, "draw_predictions", draw_failing_at_77)
+    monkeypatch.setattr(inspection, "draw_verdicts", draw_failing_at_77)
     out = tmp_path / "out"
     code, stderr = run_in_process(capsys, "--config-file", CONFIG, "--input", str(folder),
                                   "--output", str(out), "--confidence-threshold", THRESHOLD,
