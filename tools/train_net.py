@@ -103,7 +103,19 @@ def _worker(args):
             for line in e.details:
                 print(f"  {line}", file=sys.stderr)
             sys.exit(e.exit_code)
+        finally:
+            close_process_groups()
     return main(args)
+
+
+def close_process_groups():
+    """Destroy this process's process groups before it exits: left to interpreter shutdown,
+    Gloo's worker threads can abort the process (SIGABRT, "terminate called without an active
+    exception") after the work is done."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @cli_entry

@@ -2,6 +2,8 @@
 import json
 import math
 
+import torch.distributed
+
 from detectron2.engine import launch
 from detectron2.utils import comm
 
@@ -13,6 +15,14 @@ from bikestate.evaluation import BikeStateEvaluator
 
 def _worker(json_file, result_file):
     """Each rank processes every other image; rank 0 writes what evaluate() returns."""
+    try:
+        _evaluate_shard(json_file, result_file)
+    finally:
+        # Left to interpreter shutdown, Gloo's threads can abort the process after the work.
+        torch.distributed.destroy_process_group()
+
+
+def _evaluate_shard(json_file, result_file):
     name = register_bike_json(json_file, name="eval_test_distributed")
     evaluator = BikeStateEvaluator(name, distributed=True)
     evaluator.reset()
