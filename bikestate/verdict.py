@@ -46,6 +46,7 @@ from .constants import NOT_FOUND, STATE_ABSENT, STATE_NAMES
 
 __all__ = [
     "NOT_FOUND_ID",
+    "PRESENCE_FORMULAS",
     "PRESENCE_RULES",
     "THRESHOLDS_FILE",
     "OperatingPoint",
@@ -66,8 +67,10 @@ THRESHOLDS_FILE = "thresholds.json"
 THRESHOLDS_VERSION = 2
 # Versions read: a version-1 file has no ``presence`` key and means ``score_x_state``.
 READABLE_THRESHOLDS_VERSIONS = (1, 2)
-# How P(present) is formed from the speaking detection (module docstring, step 1).
-PRESENCE_RULES = ("score_x_state", "state")
+# How P(present) is formed from the speaking detection (module docstring, step 1), and the
+# formula of each as the report, the plots and the docs write it.
+PRESENCE_FORMULAS = {"score_x_state": "score x (1 - P(absent))", "state": "1 - P(absent)"}
+PRESENCE_RULES = tuple(PRESENCE_FORMULAS)
 
 
 @dataclass(frozen=True)
@@ -121,9 +124,8 @@ class OperatingPoint:
             rule = ("not_found below score_thresh; otherwise the most probable state "
                     "(argmax of log P(state) + state_bias)")
         else:
-            present = ("score x (1 - P(absent))" if self.presence == "score_x_state"
-                       else "1 - P(absent)")
-            rule = (f"not_found below score_thresh; absent when {present} < "
+            rule = (f"not_found below score_thresh; absent when "
+                    f"{PRESENCE_FORMULAS[self.presence]} < "
                     "presence_thresh; otherwise the most probable non-absent state "
                     "(argmax of log P(state) + state_bias)")
         return {"rule": rule, "score_thresh": self.score_thresh,

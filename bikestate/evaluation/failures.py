@@ -21,8 +21,9 @@ other_state        intact -> occluded, occluded -> intact or damaged     confide
 =================  ===================================================  ======================
 
 ``P(present)`` (by the operating point's presence rule) and ``confidence = score x
-p[verdict]`` are the verdict rule's numbers; "best score seen" is the score of the part's highest-scoring detection,
-below the operating point's score threshold (0 when the model has none). A box that points
+p[verdict]`` are the verdict rule's numbers; "best score seen" is the score of the part's
+highest-scoring detection, below the operating point's score threshold (0 when the model has
+none). A box that points
 elsewhere (``mislocalized``) comes before the state kinds: its state was judged on something
 else. The evaluator's ``verify/hallucination_rate`` counts ``hallucination`` and the absent ->
 occluded half of ``occluded_absent`` (an occluded verdict claims the part is there). Ties are

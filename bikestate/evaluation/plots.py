@@ -94,7 +94,7 @@ def plot_verification_curves(pairs, state_names, operating_point, file):
         operating_point (OperatingPoint): the rule the verdicts were given with.
         file: a path or a binary file object.
     """
-    from ..verdict import NOT_FOUND_ID
+    from ..verdict import NOT_FOUND_ID, PRESENCE_FORMULAS
     from .verification import average_precision, precision_recall_curve, roc_auc, roc_curve
 
     plt = _pyplot()
@@ -104,8 +104,7 @@ def plot_verification_curves(pairs, state_names, operating_point, file):
     try:
         if present.any() and (~present).any():
             fpr, tpr, _ = roc_curve(pairs["p_present"], present)
-            formula = ("score x (1 - P(absent))" if operating_point.presence == "score_x_state"
-                       else "1 - P(absent)")
+            formula = PRESENCE_FORMULAS[operating_point.presence]
             ax_roc.plot(fpr, tpr, color="black",
                         label=f"P(present) = {formula}, AUROC "
                               f"{roc_auc(pairs['p_present'], present):.3f}")
