@@ -94,7 +94,9 @@ def _worker(args):
         if not torch.cuda.is_available():  # N CPU processes share the cores
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.num_gpus))
         try:
-            return main(args)
+            result = main(args)
+            comm.synchronize()  # tear down together (see close_process_groups)
+            return result
         except BikeStateError as e:
             if os.environ.get("BIKESTATE_DEBUG", "") not in ("", "0") or args.debug:
                 raise
@@ -109,9 +111,11 @@ def _worker(args):
 
 
 def close_process_groups():
-    """Destroy this process's process groups before it exits: left to interpreter shutdown,
-    Gloo's worker threads can abort the process (SIGABRT, "terminate called without an active
-    exception") after the work is done."""
+    """Destroy this process's process groups before it exits: left to interpreter shutdown, or
+    destroyed while another rank still communicates, Gloo's worker threads can abort the process
+    (SIGABRT, "terminate called without an active exception") after the work is done. After a
+    successful run the ranks meet at a barrier first; after an error there is none, since the
+    other rank may be gone."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

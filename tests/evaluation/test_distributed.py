@@ -17,8 +17,10 @@ def _worker(json_file, result_file):
     """Each rank processes every other image; rank 0 writes what evaluate() returns."""
     try:
         _evaluate_shard(json_file, result_file)
+        # Both ranks tear down together: a rank that destroys its group while the other still
+        # communicates, or leaves it to interpreter shutdown, can be aborted by Gloo's threads.
+        comm.synchronize()
     finally:
-        # Left to interpreter shutdown, Gloo's threads can abort the process after the work.
         torch.distributed.destroy_process_group()
 
 
