@@ -48,7 +48,7 @@ REFERENCE = {
     "NAME": "MLPStateHead", "IN_FEATURES": "[]", "POOLER_RESOLUTION": "24",
     "BOX_CONTEXT": "1.0", "CLASS_CONDITIONED": "False", "TRAIN_ON": "proposals",
     "LOSS_WEIGHT": "0.5", "STATE_LOSS_WEIGHTS": "[]", "AUTO_LOSS_WEIGHTS": "False",
-    "LOGIT_ADJUST_TAU": "0.0", "FOCAL_GAMMA": "0.0",
+    "LOGIT_ADJUST_TAU": "0.0", "FOCAL_GAMMA": "0.0", "TRAIN_BOX_JITTER": "0.0",
 }
 # The crop classifier on the input pixels (each box with context, part embedding).
 CONV_IMAGE = {"NAME": "ConvStateHead", "IN_FEATURES": '["image"]', "POOLER_RESOLUTION": "32",
@@ -71,6 +71,9 @@ RECIPES = {
     "conv_image_gt": (SMALL_CONFIG, dict(CONV_IMAGE, TRAIN_ON="gt_boxes", LOSS_WEIGHT="1.0",
                                          LOGIT_ADJUST_TAU="1.0"),
                       "conv_image trained on ground-truth boxes only"),
+    "conv_image_jitter": (SMALL_CONFIG, dict(CONV_IMAGE, TRAIN_ON="both", LOSS_WEIGHT="1.0",
+                                             LOGIT_ADJUST_TAU="1.0", TRAIN_BOX_JITTER="0.1"),
+                          "conv_image on boxes moved by 0.1 x their size in training"),
 }
 
 # Evaluator figures kept in a record (flattened keys of bikestate_metrics.json).

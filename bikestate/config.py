@@ -69,6 +69,10 @@ def add_bikestate_config(cfg):
     # Boxes loss_state trains on: "proposals" (sampled foreground proposals with the state of
     # their matched ground truth), "gt_boxes" (the annotated boxes) or "both".
     _C.MODEL.ROI_STATE_HEAD.TRAIN_ON = "proposals"
+    # In training, each side of the boxes loss_state pools moves by a normal shift of this
+    # std x the box's width or height; exact annotated boxes let the head learn from how
+    # tightly a box fits, which detections do not; 0 = unmoved.
+    _C.MODEL.ROI_STATE_HEAD.TRAIN_BOX_JITTER = 0.0
     # Class-balanced loss weights from STATE_PRIOR (inverse square root of the shares).
     _C.MODEL.ROI_STATE_HEAD.AUTO_LOSS_WEIGHTS = False
     # Logit adjustment (Menon et al., ICLR 2021): tau x log(prior) added to the logits in

@@ -41,7 +41,7 @@ from ..utils.errors import ConfigError
 from .assignment import batched_match, batched_pairwise_iou, batched_subsample_labels, pad_boxes
 from .state_head import build_state_head, state_loss
 
-__all__ = ["StateROIHeads", "BatchedStateROIHeads", "TRAIN_ON_CHOICES"]
+__all__ = ["StateROIHeads", "BatchedStateROIHeads", "TRAIN_ON_CHOICES", "jitter_boxes"]
 
 # What loss_state is trained on (MODEL.ROI_STATE_HEAD.TRAIN_ON).
 TRAIN_ON_CHOICES = ("proposals", "gt_boxes", "both")
@@ -49,6 +49,30 @@ TRAIN_ON_CHOICES = ("proposals", "gt_boxes", "both")
 IMAGE_FEATURE = "image"
 
 logger = logging.getLogger(__name__)
+
+
+def jitter_boxes(boxes: Boxes, std: float, generator: Optional[torch.Generator] = None) -> Boxes:
+    """Boxes with each side moved at random, as a detector's boxes miss the part's outline.
+
+    A state head trained on exact annotated boxes can learn from how tightly a box fits its
+    part (an absent part's box has no edges on its sides), a cue that detections at test time
+    do not give; moved boxes take it away.
+
+    Args:
+        boxes: R boxes (XYXY).
+        std: standard deviation of each side's shift, as a fraction of the box's width (x1,
+            x2) or height (y1, y2).
+        generator: random numbers (default: torch's global generator).
+    Returns:
+        Boxes: R boxes, sides in order and at least 1 pixel apart.
+    """
+    t = boxes.tensor
+    size = (t[:, 2:] - t[:, :2]).repeat(1, 2)
+    noise = torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device)
+    moved = t + noise * std * size
+    low = torch.minimum(moved[:, :2], moved[:, 2:])
+    high = torch.maximum(torch.maximum(moved[:, :2], moved[:, 2:]), low + 1.0)
+    return Boxes(torch.cat([low, high], dim=1))
 
 
 def _num_rows(tensor: torch.Tensor):
@@ -81,6 +105,7 @@ class StateROIHeads(StandardROIHeads):
         state_train_on: str = "proposals",
         state_focal_gamma: float = 0.0,
         state_logit_adjustment: Tuple[float, ...] = (),
+        state_train_box_jitter: float = 0.0,
         **kwargs,
     ):
         """
@@ -99,6 +124,9 @@ class StateROIHeads(StandardROIHeads):
             state_focal_gamma: > 0 trains with the focal loss of this gamma.
             state_logit_adjustment: S offsets added to the logits in training only (e.g.
                 tau x log prior); empty for none.
+            state_train_box_jitter: in training, each side of a box that ``loss_state`` pools
+                moves by a normal shift of this standard deviation times the box's width
+                (x) or height (y) (:func:`jitter_boxes`); 0 pools the boxes as they are.
             kwargs: everything :class:`StandardROIHeads` takes.
         """
         super().__init__(**kwargs)
@@ -115,6 +143,10 @@ class StateROIHeads(StandardROIHeads):
         self.state_focal_gamma = float(state_focal_gamma)
         self.state_logit_adjustment = (torch.tensor(state_logit_adjustment, dtype=torch.float32)
                                        if len(state_logit_adjustment) else None)
+        if not state_train_box_jitter >= 0:
+            raise ConfigError("MODEL.ROI_STATE_HEAD.TRAIN_BOX_JITTER must be >= 0, got "
+                              f"{state_train_box_jitter}")
+        self.state_train_box_jitter = float(state_train_box_jitter)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -200,6 +232,7 @@ class StateROIHeads(StandardROIHeads):
             "state_train_on": head_cfg.TRAIN_ON,
             "state_focal_gamma": head_cfg.FOCAL_GAMMA,
             "state_logit_adjustment": adjustment,
+            "state_train_box_jitter": head_cfg.TRAIN_BOX_JITTER,
         }
 
     # ------------------------------------------------------------------------------- forward
@@ -306,6 +339,14 @@ class StateROIHeads(StandardROIHeads):
         return instances
 
     # ------------------------------------------------------------------------------- helpers
+    def _jitter(self, boxes: Boxes) -> Boxes:
+        """The boxes ``loss_state`` pools: moved by :func:`jitter_boxes` when
+        ``state_train_box_jitter`` is set (proposal rows of a head on the box head's shared
+        features are pooled before this point and are not moved)."""
+        if self.state_train_box_jitter == 0:
+            return boxes
+        return jitter_boxes(boxes, self.state_train_box_jitter)
+
     def _pool_for_state(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]):
         """Each box enlarged by ``state_box_context`` around its centre and pooled from the
         state head's maps: (sum Ri, C, P, P)."""
@@ -346,7 +387,8 @@ class StateROIHeads(StandardROIHeads):
             fg_inds = fg.nonzero().squeeze(1)
             if self.state_pooler is not None:
                 fg_per_image = fg.split([len(p) for p in proposals])
-                fg_boxes = [p.proposal_boxes[m] for p, m in zip(proposals, fg_per_image)]
+                fg_boxes = [self._jitter(p.proposal_boxes[m])
+                            for p, m in zip(proposals, fg_per_image)]
                 inputs.append(self._pool_for_state(features, fg_boxes))
             else:
                 # Only foreground rows go through the head: their count is all the loss uses.
@@ -354,7 +396,7 @@ class StateROIHeads(StandardROIHeads):
             classes.append(gt_classes[fg_inds])
             states.append(gt_states[fg_inds])
         if self.state_train_on in ("gt_boxes", "both"):
-            gt_boxes = [t.gt_boxes for t in targets]
+            gt_boxes = [self._jitter(t.gt_boxes) for t in targets]
             if self.state_pooler is not None:
                 inputs.append(self._pool_for_state(features, gt_boxes))
             else:

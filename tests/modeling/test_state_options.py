@@ -13,9 +13,10 @@ from detectron2.utils.events import EventStorage
 
 from bikestate.engine.trainer import prepare_training_config
 from bikestate.modeling import state_loss
+from bikestate.modeling.roi_heads import jitter_boxes
 from bikestate.utils.errors import ConfigError
 
-from modeling_cases import BATCHED_OPTS, POOLED_OPTS, make_cfg, random_batch
+from modeling_cases import BATCHED_OPTS, MLP_HEAD_OPTS, POOLED_OPTS, make_cfg, random_batch
 
 
 def build(opts=(), seed=0):
@@ -37,8 +38,10 @@ def sampled_inputs(model, batch, seed=0):
     return dict(features, image=images.tensor), proposals, targets
 
 
-def expected_state_loss(roi_heads, features, proposals, targets, train_on):
-    """Cross-entropy of the head over the rows TRAIN_ON names, computed here from scratch."""
+def expected_state_loss(roi_heads, features, proposals, targets, train_on, jitter=0.0):
+    """Cross-entropy of the head over the rows TRAIN_ON names, computed here from scratch;
+    with ``jitter``, the boxes pooled here are moved by :func:`jitter_boxes` in the order the
+    heads move them (proposals image by image, then ground truth), from torch's generator."""
     num_classes = roi_heads.num_classes
     groups, classes, states = [], [], []  # groups: per-image box lists, pooled together
     if train_on in ("proposals", "both"):
@@ -53,7 +56,10 @@ def expected_state_loss(roi_heads, features, proposals, targets, train_on):
         classes += [t.gt_classes for t in targets]
         states += [t.gt_states for t in targets]
     inputs = []
-    for boxes in groups:
+    for k, boxes in enumerate(groups):
+        ground_truth = train_on != "proposals" and k == len(groups) - 1
+        if jitter and (roi_heads.state_pooler is not None or ground_truth):
+            boxes = [jitter_boxes(b, jitter) for b in boxes]
         if roi_heads.state_pooler is not None:
             inputs.append(roi_heads._pool_for_state(features, boxes))
         else:
@@ -83,6 +89,46 @@ def test_loss_state_is_cross_entropy_over_the_chosen_rows(train_on, pooled, batc
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
     num_fg = sum(int((p.gt_classes < 22).sum()) for p in proposals)
     assert num_rows == {"proposals": num_fg, "gt_boxes": 6, "both": num_fg + 6}[train_on]
+
+
+@pytest.mark.parametrize("pooled", [False, True], ids=["box_features", "pooled_image"])
+@pytest.mark.parametrize("train_on", ["proposals", "gt_boxes", "both"])
+def test_loss_state_pools_moved_boxes_with_train_box_jitter(train_on, pooled):
+    """TRAIN_BOX_JITTER moves every box loss_state pools itself (the proposals of a head on the
+    shared box features are pooled before and stay): the loss is the cross-entropy over the
+    moved boxes, and differs from the loss over the boxes as they are."""
+    opts = ["MODEL.ROI_STATE_HEAD.TRAIN_ON", train_on, "MODEL.ROI_STATE_HEAD.LOSS_WEIGHT", 1.0,
+            "MODEL.ROI_STATE_HEAD.TRAIN_BOX_JITTER", 0.3]
+    model = build((POOLED_OPTS if pooled else MLP_HEAD_OPTS) + opts)
+    assert (model.roi_heads.state_pooler is not None) == pooled
+    batch = random_batch(num_boxes=(6, 0))
+    features, proposals, targets = sampled_inputs(model, batch)
+    torch.manual_seed(7)
+    with EventStorage():
+        loss = model.roi_heads._forward_box(features, proposals, targets)["loss_state"]
+    torch.manual_seed(7)
+    moved, _ = expected_state_loss(model.roi_heads, features, proposals, targets, train_on,
+                                   jitter=0.3)
+    torch.manual_seed(7)
+    still, _ = expected_state_loss(model.roi_heads, features, proposals, targets, train_on)
+    assert loss.item() == pytest.approx(moved.item(), rel=1e-5, abs=1e-6)
+    if train_on == "proposals" and not pooled:
+        assert loss.item() == pytest.approx(still.item(), rel=1e-5, abs=1e-6)
+    else:
+        assert abs(loss.item() - still.item()) > 1e-4
+
+
+def test_jitter_boxes_moves_each_side_by_the_given_share_of_the_box():
+    boxes = Boxes(torch.tensor([[10.0, 20.0, 110.0, 70.0]]).repeat(20000, 1))
+    generator = torch.Generator().manual_seed(0)
+    moved = jitter_boxes(boxes, 0.1, generator=generator).tensor
+    shift = (moved - boxes.tensor) / torch.tensor([100.0, 50.0, 100.0, 50.0])
+    assert shift.mean(dim=0).abs().max() < 0.005
+    assert torch.allclose(shift.std(dim=0), torch.full((4,), 0.1), atol=0.005)
+    # Sides stay in order and 1 pixel apart, even for a box moved by more than its size.
+    tiny = jitter_boxes(Boxes(torch.tensor([[5.0, 5.0, 6.0, 6.0]]).repeat(1000, 1)), 3.0).tensor
+    assert bool(((tiny[:, 2:] - tiny[:, :2]) >= 1.0 - 1e-5).all())
+    assert torch.equal(jitter_boxes(boxes, 0.0).tensor, boxes.tensor)
 
 
 def test_pooled_state_head_reads_the_final_detection_boxes():
@@ -158,6 +204,7 @@ def test_training_fills_the_prior_from_the_training_boxes():
 
 @pytest.mark.parametrize("opts, message", [
     (["MODEL.ROI_STATE_HEAD.TRAIN_ON", "everything"], "TRAIN_ON must be one of"),
+    (["MODEL.ROI_STATE_HEAD.TRAIN_BOX_JITTER", -0.1], "TRAIN_BOX_JITTER must be >= 0"),
     (["MODEL.ROI_STATE_HEAD.IN_FEATURES", ["p9"]], "p9 unknown"),
     (["MODEL.ROI_STATE_HEAD.IN_FEATURES", ["image", "p3"]], "same number of channels"),
     (POOLED_OPTS + ["MODEL.ROI_STATE_HEAD.BOX_CONTEXT", 0.5], "BOX_CONTEXT must be >= 1"),
