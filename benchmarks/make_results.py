@@ -44,11 +44,12 @@ ACCURACY_COLUMNS = ACCURACY_HIGHER + ACCURACY_LOWER + (
     "verify/damage_recall", "verify/macro_f1_majority", "bbox_state/AP50")
 # onnxruntime vs PyTorch eager, small config, both cores.
 EXPORT_MIN_SPEEDUP = 1.5
-ORDER = ("demo", "state_recipe", "speed", "assignment", "export", "accuracy", "serve", "state_branch", "eval",
+ORDER = ("demo", "state_recipe", "state_boxes", "speed", "assignment", "export", "accuracy", "serve", "state_branch", "eval",
          "synth", "imports")
 TITLES = {
     "demo": "`make demo`: the demo model on SynthBikes val",
     "state_recipe": "State-branch recipes at the demo's budget (ablation, SynthBikes v2 val)",
+    "state_boxes": "The state head on annotated, moved and detected boxes (SynthBikes v2 val)",
     "speed": "Speed: state branch overhead, bikestate vs the seed pipeline, data loading",
     "assignment": "Training-target assignment alone: detectron2's per-image loops vs batched",
     "export": "Exported models: PyTorch eager vs TorchScript vs onnxruntime (CPU inference)",
@@ -776,6 +777,38 @@ RENDERERS = {"speed": render_speed, "accuracy": render_accuracy, "demo": render_
 # ------------------------------------------------------------------------------ document
 
 
+def render_state_boxes(records):
+    """One row per training folder (its latest record): the state head's AUROCs on the
+    annotated boxes, on the same boxes moved, and on the detector's boxes."""
+    latest = {}
+    for r in records:
+        latest[r["figures"].get("run")] = r
+    rows = []
+    for run, r in sorted(latest.items()):
+        fig = r["figures"]
+        row = [f"`{run}`", r.get("date", "?")[:16], machine_label(r)]
+        for kind in ("annotated", "moved", "detected"):
+            f = fig.get(kind, {})
+            row.append(" / ".join(fmt(f.get(k)) for k in (
+                "auroc_absent", "auroc_damaged", "median_p_absent_of_absent")))
+        det = fig.get("detected", {})
+        row.append(f"{fmt(det.get('on_the_part_absent'))} / {fmt(det.get('on_the_part_present'))}")
+        rows.append(row)
+    move = sorted({r["figures"].get("move") for r in latest.values()})
+    return "\n\n".join([
+        "`benchmarks/bench_state_boxes.py --run FOLDER`: the state head of a trained model "
+        "classifies every annotated part of the validation set three times: on the annotated "
+        f"box, on the same box with each side moved by a normal shift of "
+        f"{', '.join(fmt(m) for m in move)} x its size, "
+        "and on the detector's box (the highest-scoring detection of the part, as the report "
+        "takes it; parts without one are left out). Each cell: AUROC of P(absent) for absent "
+        "vs the rest / AUROC of P(damaged) for damaged vs the rest / median P(absent) of the "
+        "absent parts.",
+        table(["training folder", "date", "machine", "annotated boxes", "moved boxes",
+               "detected boxes", "detected box on the part (IoU >= 0.5): absent / present"],
+              rows)])
+
+
 def render(records, include_smoke=False):
     """The whole RESULTS.md text for ``records`` (as :func:`load_records` returns them);
     ``include_smoke`` renders smoke-test records too (to check the rendering)."""
@@ -794,6 +827,9 @@ def render(records, include_smoke=False):
         if name == "state_recipe":
             out += [render_state_recipes(by_bench[name], include_smoke)
                     or "Only smoke-test records so far.", ""]
+            continue
+        if name == "state_boxes":
+            out += [render_state_boxes(by_bench[name]), ""]
             continue
         latest = latest_per_machine(by_bench[name], include_smoke)
         if not latest:
