@@ -32,14 +32,6 @@ from benchmarks.common import RESULTS_DIR, report  # noqa: E402
 KINDS = ("annotated", "moved", "detected")
 
 
-def weights_of(run):
-    for name in ("model_best.pth", "model_final.pth"):
-        if os.path.isfile(os.path.join(run, name)):
-            return os.path.join(run, name)
-    raise SystemExit(f"bench_state_boxes.py: error: {run} has no model_best.pth or "
-                     "model_final.pth")
-
-
 def measure(run, move, seed, num_images):
     import numpy as np
     import torch
@@ -47,26 +39,29 @@ def measure(run, move, seed, num_images):
 
     from detectron2.config import get_cfg
     from detectron2.data import DatasetCatalog
-    from detectron2.modeling import build_model
     from detectron2.structures import Boxes, BoxMode, Instances, pairwise_iou
 
-    from bikestate.checkpoint import load_model_weights
     from bikestate.config import add_bikestate_config, merge_config_file
     from bikestate.constants import STATE_NAMES
     from bikestate.data import register_bike_datasets
     from bikestate.evaluation.verification import roc_auc
     from bikestate.inference.predictor import BikeStatePredictor
     from bikestate.modeling.roi_heads import jitter_boxes
+    from bikestate.serving.backend import resolve_model
+    from bikestate.utils.errors import ConfigError
     from bikestate.utils.images import read_image
+    from bikestate.verdict import OperatingPoint, part_verdicts
 
-    config_file = os.path.join(run, "config.yaml")
-    if not os.path.isfile(config_file):
-        raise SystemExit(f"bench_state_boxes.py: error: {run} has no config.yaml (a training "
-                         "folder of tools/train_net.py or tools/demo.py)")
+    if not os.path.isdir(run):
+        raise SystemExit(f"bench_state_boxes.py: error: {run}: no such training folder")
+    try:  # the training folder's config.yaml and weights, as tools/serve.py finds them
+        config_file, weights = resolve_model(run)
+    except ConfigError as e:
+        raise SystemExit(f"bench_state_boxes.py: error: {e}") from e
     cfg = get_cfg()
     add_bikestate_config(cfg)
     merge_config_file(cfg, config_file)
-    cfg.MODEL.WEIGHTS = weights_of(run)
+    cfg.MODEL.WEIGHTS = weights
     cfg.MODEL.DEVICE = "cpu"
     register_bike_datasets(cfg)
     dataset = cfg.DATASETS.TEST[0]
@@ -94,12 +89,13 @@ def measure(run, move, seed, num_images):
         states = np.array([a["state"] for a in annos])
         with torch.no_grad():
             det = model([inp])[0]["instances"].to("cpu")  # original pixels
+            # The detection the report takes for each part: its highest-scoring one.
+            speaker = torch.as_tensor(part_verdicts(
+                det.scores.numpy(), det.pred_classes.numpy(), det.state_scores.numpy(),
+                cfg.MODEL.ROI_HEADS.NUM_CLASSES, OperatingPoint())["detection"])[classes]
+            found = speaker >= 0
             detected = torch.full((len(annos), 4), float("nan"))
-            for k, c in enumerate(classes.tolist()):
-                own = (det.pred_classes == c).nonzero().flatten()
-                if len(own):
-                    detected[k] = det.pred_boxes.tensor[own[det.scores[own].argmax()]]
-            found = ~torch.isnan(detected[:, 0])
+            detected[found] = det.pred_boxes.tensor[speaker[found]]
             missing += int((~found).sum())
             iou = torch.zeros(len(annos))
             if found.any():

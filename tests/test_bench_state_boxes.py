@@ -8,30 +8,22 @@ import sys
 import pytest
 import yaml
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+from recipe_runs import ONE_THREAD, REPO, quick_recipe_run
 
 
 @pytest.fixture(scope="module")
 def conv_image_run(tmp_path_factory):
     """A quick run of the default recipe (12 iterations, 8 + 4 images) and its record."""
-    root = tmp_path_factory.mktemp("state_boxes")
-    results, work = str(root / "results"), str(root / "work")
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "benchmarks", "bench_state_recipe.py"), "--quick",
-         "--recipes", "conv_image", "--seeds", "7", "--results-dir", results,
-         "--work-dir", work, "--cache-dir", str(root / "cache")],
-        cwd=str(root), env=ENV, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    with open(os.path.join(results, "state_recipe.jsonl")) as f:
-        record = json.loads(f.readline())
-    return os.path.join(work, "conv_image_b1_s7"), record
+    records, run_dir, _ = quick_recipe_run(str(tmp_path_factory.mktemp("state_boxes")),
+                                           "conv_image")
+    return run_dir, records[0]
 
 
 def run_bench(args, tmp_path):
     return subprocess.run(
         [sys.executable, os.path.join(REPO, "benchmarks", "bench_state_boxes.py"), *args,
-         "--results-dir", str(tmp_path)], env=ENV, capture_output=True, text=True, timeout=600)
+         "--results-dir", str(tmp_path)], env=ONE_THREAD, capture_output=True, text=True,
+        timeout=600)
 
 
 def test_state_on_annotated_moved_and_detected_boxes(conv_image_run, tmp_path):
@@ -61,6 +53,6 @@ def test_a_folder_without_a_model_is_one_line(tmp_path):
     proc = run_bench(["--run", str(tmp_path)], tmp_path)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [
-        f"bench_state_boxes.py: error: {tmp_path} has no config.yaml (a training folder of "
-        "tools/train_net.py or tools/demo.py)"]
+        f"bench_state_boxes.py: error: {tmp_path}: no model_best.pth or model_final.pth in this "
+        "folder; give a training output folder or a weights file"]
     assert not (tmp_path / "state_boxes.jsonl").exists()

@@ -13,23 +13,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks import bench_state_recipe, make_results  # noqa: E402
+from recipe_runs import quick_recipe_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def plain_detector_run(tmp_path_factory):
     """A quick plain-detector run of the ablation (12 iterations, 8 + 4 images)."""
-    root = tmp_path_factory.mktemp("state_recipe")
-    results, work = str(root / "results"), str(root / "work")
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "benchmarks", "bench_state_recipe.py"), "--quick",
-         "--recipes", "plain_detector", "--seeds", "7", "--results-dir", results,
-         "--work-dir", work, "--cache-dir", str(root / "cache")],
-        cwd=str(root), env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    with open(os.path.join(results, "state_recipe.jsonl")) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    return records, os.path.join(work, "plain_detector_b1_s7"), proc.stdout
+    return quick_recipe_run(str(tmp_path_factory.mktemp("state_recipe")), "plain_detector")
 
 
 def test_plain_detector_record(plain_detector_run):
