@@ -41,21 +41,19 @@ def measure(run, move, seed, num_images):
     from detectron2.data import DatasetCatalog
     from detectron2.structures import Boxes, BoxMode, Instances, pairwise_iou
 
+    from bikestate.checkpoint.training_folder import resolve_training_folder
     from bikestate.config import add_bikestate_config, merge_config_file
     from bikestate.constants import STATE_NAMES
     from bikestate.data import register_bike_datasets
     from bikestate.evaluation.verification import roc_auc
     from bikestate.inference.predictor import BikeStatePredictor
     from bikestate.modeling.roi_heads import jitter_boxes
-    from bikestate.serving.backend import resolve_model
     from bikestate.utils.errors import ConfigError
     from bikestate.utils.images import read_image
     from bikestate.verdict import OperatingPoint, part_verdicts
 
-    if not os.path.isdir(run):
-        raise SystemExit(f"bench_state_boxes.py: error: {run}: no such training folder")
     try:  # the training folder's config.yaml and weights, as tools/serve.py finds them
-        config_file, weights = resolve_model(run)
+        config_file, weights = resolve_training_folder(run)
     except ConfigError as e:
         raise SystemExit(f"bench_state_boxes.py: error: {e}") from e
     cfg = get_cfg()

@@ -34,6 +34,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks.common import RESULTS_DIR, append_record, at_least  # noqa: E402
+from bikestate.verdict import THRESHOLDS_FILE, OperatingPoint  # noqa: E402
 
 SMALL_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu.yaml")
 PLAIN_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu_plain_detector.yaml")
@@ -115,15 +116,13 @@ def flat(d, prefix=""):
 def read_run(out_dir):
     """Figures of a finished run folder, or None when it holds no finished run."""
     metrics_file = os.path.join(out_dir, "inference", "bikestate_metrics.json")
-    thresholds_file = os.path.join(out_dir, "thresholds.json")
+    thresholds_file = os.path.join(out_dir, THRESHOLDS_FILE)
     if not (os.path.exists(metrics_file) and os.path.exists(thresholds_file)):
         return None
     with open(metrics_file, encoding="utf-8") as f:
         metrics = flat(json.load(f))
-    with open(thresholds_file, encoding="utf-8") as f:
-        point = json.load(f)
-    calibrated = dict(point["chosen_on"]["figures"],
-                      presence=point.get("presence", "score_x_state"))
+    point = OperatingPoint.load(thresholds_file)
+    calibrated = dict(point.chosen_on["figures"], presence=point.presence)
     last_iter, batch = None, None
     with open(os.path.join(out_dir, "metrics.json"), encoding="utf-8") as f:
         for line in f:

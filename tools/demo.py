@@ -27,6 +27,9 @@ import bikestate  # noqa: F401  first: quiets library deprecation notices
 from detectron2.evaluation.testing import flatten_results_dict
 from tabulate import tabulate
 
+from bikestate.checkpoint.training_folder import training_folder_weights
+from bikestate.verdict import OperatingPoint, thresholds_path
+
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TOOLS)
 
@@ -109,8 +112,10 @@ def main():
 
     # The config evaluates once, at the end of training (TEST.EVAL_PERIOD = MAX_ITER): that
     # evaluation scores the final weights, which are therefore also model_best.pth.
-    best = os.path.join(train_dir, "model_best.pth")
-    weights = best if os.path.exists(best) else os.path.join(train_dir, "model_final.pth")
+    weights = training_folder_weights(train_dir)
+    if weights is None:
+        print(f"demo: error: training left no weights in {train_dir}", file=sys.stderr)
+        sys.exit(1)
     eval_dir = os.path.join(train_dir, "inference")
 
     timings["predict"] = run("predict on held-out photos",
@@ -138,17 +143,15 @@ def main():
         print(verification_table({k: (float("nan") if v is None else v)
                                   for k, v in results.items()}))
     calibrated = {}
-    thresholds = os.path.join(train_dir, "thresholds.json")
+    thresholds = thresholds_path(weights)
     if os.path.exists(thresholds):
-        with open(thresholds, encoding="utf-8") as f:
-            point = json.load(f)
-        calibrated = dict(point["chosen_on"]["figures"],
-                          presence=point.get("presence", "score_x_state"))
+        point = OperatingPoint.load(thresholds)
+        calibrated = dict(point.chosen_on["figures"], presence=point.presence)
         fig = {k: "n/a" if v is None else f"{v:.3f}" for k, v in calibrated.items()
                if not isinstance(v, str)}
         print(f"\nOperating point chosen on val (train/thresholds.json): presence rule "
-              f"{point.get('presence', 'score_x_state')}, threshold "
-              f"{point['presence_thresh']:.3f}, state biases {point['state_bias']}; on val "
+              f"{point.presence}, threshold {point.presence_thresh:.3f}, state biases "
+              f"{point.describe()['state_bias']}; on val "
               f"itself: present recall {fig['present_recall']} / hallucination "
               f"{fig['hallucination_rate']}, damage precision {fig['damage_precision']} / "
               f"recall {fig['damage_recall']}, verdict macro-F1 {fig['macro_f1']}")

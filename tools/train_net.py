@@ -28,6 +28,7 @@ from detectron2.evaluation import verify_results  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from torch.multiprocessing import ProcessExitedException  # noqa: E402
 
+from bikestate.engine.distributed import process_group_teardown  # noqa: E402
 from bikestate.utils.errors import BikeStateError, ConfigError, cli_entry  # noqa: E402
 
 logger = logging.getLogger("bikestate.train_net")
@@ -93,33 +94,18 @@ def _worker(args):
     if args.num_gpus * args.num_machines > 1:
         if not torch.cuda.is_available():  # N CPU processes share the cores
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.num_gpus))
-        try:
-            result = main(args)
-            comm.synchronize()  # tear down together (see close_process_groups)
-            return result
-        except BikeStateError as e:
-            if os.environ.get("BIKESTATE_DEBUG", "") not in ("", "0") or args.debug:
-                raise
-            print(f"train_net.py: error (rank {comm.get_rank()}): {' '.join(str(e).split())}",
-                  file=sys.stderr)
-            for line in e.details:
-                print(f"  {line}", file=sys.stderr)
-            sys.exit(e.exit_code)
-        finally:
-            close_process_groups()
+        with process_group_teardown():
+            try:
+                return main(args)
+            except BikeStateError as e:
+                if os.environ.get("BIKESTATE_DEBUG", "") not in ("", "0") or args.debug:
+                    raise
+                print(f"train_net.py: error (rank {comm.get_rank()}): "
+                      f"{' '.join(str(e).split())}", file=sys.stderr)
+                for line in e.details:
+                    print(f"  {line}", file=sys.stderr)
+                sys.exit(e.exit_code)
     return main(args)
-
-
-def close_process_groups():
-    """Destroy this process's process groups before it exits: left to interpreter shutdown, or
-    destroyed while another rank still communicates, Gloo's worker threads can abort the process
-    (SIGABRT, "terminate called without an active exception") after the work is done. After a
-    successful run the ranks meet at a barrier first; after an error there is none, since the
-    other rank may be gone."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 @cli_entry

@@ -8,7 +8,8 @@
 - :func:`load_model_weights`: prediction's strict policy: every tensor of the model must come
   from the file;
 - :class:`TrainingCheckpointer`: the same checkpointer whose files appear atomically, so a
-  ``kill -9`` leaves the previous checkpoint or the new one, never half of one.
+  ``kill -9`` leaves the previous checkpoint or the new one, never half of one;
+- :func:`resolve_training_folder`: the config and preferred weights of a training output folder.
 """
 from .loading import (
     TRUSTED_PICKLE_PREFIXES,
@@ -18,7 +19,14 @@ from .loading import (
     load_model_weights,
 )
 from .saving import CheckpointWriteError, TrainingCheckpointer
+from .training_folder import (
+    TRAINING_FOLDER_CONFIG,
+    TRAINING_FOLDER_WEIGHTS,
+    resolve_training_folder,
+    training_folder_weights,
+)
 
 __all__ = ["BikeStateCheckpointer", "check_weights", "load_model_weights", "is_model_zoo_url",
            "TRUSTED_PICKLE_PREFIXES",
-           "TrainingCheckpointer", "CheckpointWriteError"]
+           "TrainingCheckpointer", "CheckpointWriteError", "resolve_training_folder",
+           "training_folder_weights", "TRAINING_FOLDER_CONFIG", "TRAINING_FOLDER_WEIGHTS"]

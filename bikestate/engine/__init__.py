@@ -1,5 +1,6 @@
 """Training: ``BikeStateTrainer`` (a detectron2 ``DefaultTrainer``), its hooks, solver and W&B
 writer."""
+from .distributed import process_group_teardown
 from .hooks import (
     BestCheckpointHook,
     BikeStateEvalHook,

@@ -15,19 +15,13 @@ weights, or an export folder of ``tools/export_model.py`` (onnxruntime or TorchS
 """
 import os
 
+from ..checkpoint.training_folder import TRAINING_FOLDER_CONFIG, resolve_training_folder
 from ..deploy.model_info import MODEL_JSON
 from ..inference import BikeStatePredictor, inspect_image, predictor_config
 from ..utils.errors import ConfigError
 from ..utils.io import file_sha256
 
 __all__ = ["PredictorBackend", "load_predictor_backend", "resolve_model"]
-
-# A training folder's weights, in order of preference: the best checkpoint is the one the end
-# of training calibrates (thresholds.json), the final one the fallback.
-TRAINING_FOLDER_WEIGHTS = ("model_best.pth", "model_final.pth")
-# The config detectron2's default_setup writes into a training folder.
-TRAINING_FOLDER_CONFIG = "config.yaml"
-
 
 class PredictorBackend:
     """A backend around a predictor.
@@ -78,17 +72,7 @@ def resolve_model(model, config_file=None):
     if os.path.isdir(model) and os.path.isfile(os.path.join(model, MODEL_JSON)):
         return None, model  # an export folder: model.json says the rest
     if os.path.isdir(model):
-        weights = next((os.path.join(model, name) for name in TRAINING_FOLDER_WEIGHTS
-                        if os.path.isfile(os.path.join(model, name))), None)
-        if weights is None:
-            raise ConfigError(f"{model}: no {' or '.join(TRAINING_FOLDER_WEIGHTS)} in this "
-                              f"folder; give a training output folder or a weights file")
-        if config_file is None:
-            config_file = os.path.join(model, TRAINING_FOLDER_CONFIG)
-            if not os.path.isfile(config_file):
-                raise ConfigError(f"{model}: no {TRAINING_FOLDER_CONFIG} in this folder; "
-                                  f"give the model's config with --config-file")
-        return config_file, weights
+        return resolve_training_folder(model, config_file)
     if not os.path.isfile(model):
         raise ConfigError(f"{model}: no such model folder or weights file")
     if config_file is None:

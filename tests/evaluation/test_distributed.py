@@ -2,26 +2,20 @@
 import json
 import math
 
-import torch.distributed
-
 from detectron2.engine import launch
 from detectron2.utils import comm
 
 from eval_cases import DETS, GT, PARTS, make_outputs, register_bike_json, run_evaluator
 from eval_cases import write_coco_with_states
 
+from bikestate.engine.distributed import process_group_teardown
 from bikestate.evaluation import BikeStateEvaluator
 
 
 def _worker(json_file, result_file):
     """Each rank processes every other image; rank 0 writes what evaluate() returns."""
-    try:
+    with process_group_teardown():
         _evaluate_shard(json_file, result_file)
-        # Both ranks tear down together: a rank that destroys its group while the other still
-        # communicates, or leaves it to interpreter shutdown, can be aborted by Gloo's threads.
-        comm.synchronize()
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 def _evaluate_shard(json_file, result_file):
