@@ -15,7 +15,6 @@ import weakref
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 import detectron2.data.transforms as T
 import detectron2.utils.comm as comm
@@ -28,13 +27,18 @@ from detectron2.data import (
 )
 from detectron2.data.samplers import InferenceSampler
 from detectron2.engine import DefaultTrainer, hooks as d2_hooks
-from detectron2.engine.defaults import default_writers
+from detectron2.engine.defaults import create_ddp_model as d2_create_ddp_model, default_writers
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset, verify_results
 from detectron2.utils.events import EventStorage
 from fvcore.nn.precise_bn import get_bn_modules
 
-from ..checkpoint import BikeStateCheckpointer, TrainingCheckpointer
+from ..checkpoint import (
+    TRAINING_FOLDER_WEIGHTS,
+    BikeStateCheckpointer,
+    TrainingCheckpointer,
+    training_folder_weights,
+)
 from ..constants import STATE_NAMES
 from ..data.mapper import BikeStateDatasetMapper, SkipUnreadableImages
 from ..data.samplers import ResumableTrainingSampler
@@ -67,19 +71,16 @@ logger = logging.getLogger(__name__)
 
 
 def create_ddp_model(model, *, fp16_compression=False, **kwargs):
-    """detectron2's ``create_ddp_model``, but on CPU processes (GLOO) without ``device_ids``,
-    which CPU ``DistributedDataParallel`` rejects."""
-    if comm.get_world_size() == 1:
-        return model
-    on_cuda = next(model.parameters()).is_cuda
-    if on_cuda and "device_ids" not in kwargs:
-        kwargs["device_ids"] = [comm.get_local_rank()]
-    ddp = DistributedDataParallel(model, **kwargs)
-    if fp16_compression and on_cuda:
-        from torch.distributed.algorithms.ddp_comm_hooks import default as comm_hooks
+    """detectron2's ``create_ddp_model`` that also serves CPU processes (GLOO).
 
-        ddp.register_comm_hook(state=None, hook=comm_hooks.fp16_compress_hook)
-    return ddp
+    detectron2 gives every process its local rank as ``device_ids``, a CUDA device, which
+    ``DistributedDataParallel`` rejects for a model on the CPU; there ``device_ids`` is None and
+    the fp16 gradient compression (a CUDA communication hook) is off.
+    """
+    if comm.get_world_size() > 1 and not next(model.parameters()).is_cuda:
+        kwargs.setdefault("device_ids", None)
+        fp16_compression = False
+    return d2_create_ddp_model(model, fp16_compression=fp16_compression, **kwargs)
 
 
 def _count_train_images(cfg):
@@ -499,11 +500,9 @@ class BikeStateTrainer(DefaultTrainer):
         from ..verdict import THRESHOLDS_FILE
 
         comm.synchronize()
-        best = os.path.join(self.cfg.OUTPUT_DIR, "model_best.pth")
-        weights = best if os.path.isfile(best) else os.path.join(self.cfg.OUTPUT_DIR,
-                                                                "model_final.pth")
-        if not os.path.isfile(weights):
-            logger.warning("No model_best.pth or model_final.pth in %s: not calibrated",
+        weights = training_folder_weights(self.cfg.OUTPUT_DIR)
+        if weights is None:
+            logger.warning("No %s in %s: not calibrated", " or ".join(TRAINING_FOLDER_WEIGHTS),
                            self.cfg.OUTPUT_DIR)
             return None
         model = self.build_model(self.cfg)
