@@ -75,6 +75,9 @@ RECIPES = {
     "conv_image_jitter": (SMALL_CONFIG, dict(CONV_IMAGE, TRAIN_ON="both", LOSS_WEIGHT="1.0",
                                              LOGIT_ADJUST_TAU="1.0", TRAIN_BOX_JITTER="0.1"),
                           "conv_image on boxes moved by 0.1 x their size in training"),
+    "conv_image_context_2": (SMALL_CONFIG, dict(CONV_IMAGE, TRAIN_ON="both", LOSS_WEIGHT="1.0",
+                                                LOGIT_ADJUST_TAU="1.0", BOX_CONTEXT="2.0"),
+                             "conv_image with twice the box as context (1.3 in conv_image)"),
 }
 
 # Evaluator figures kept in a record (flattened keys of bikestate_metrics.json).
