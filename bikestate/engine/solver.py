@@ -46,6 +46,9 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
             lr=cfg.SOLVER.BASE_LR,
             betas=tuple(cfg.SOLVER.BETAS),
             weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+            # One multi-tensor update instead of a Python loop over the parameters (as
+            # detectron2's SGD): the same arithmetic, less overhead, also on the CPU.
+            foreach=True,
         )
         return maybe_add_gradient_clipping(cfg, optimizer)
     raise ConfigError(
