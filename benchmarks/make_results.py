@@ -470,7 +470,8 @@ def render_accuracy(record):
              f"{budget}, batch 2, all from scratch. "
              "AP in percent, rates in [0, 1]; wall time includes the evaluations."
              + (f" bikestate config options: `{options_text(fig['opts'])}`."
-                if fig.get("opts") else "")]
+                if fig.get("opts") else "")
+             + (f" {fig['note']}" if fig.get("note") else "")]
     rows = [[name] + [m.get(k) for k in metric_keys] + [m.get("wall_s"), m.get("iterations")]
             for name, m in models.items()]
     lines.append(table(["model"] + metric_keys + ["wall s", "iterations"], rows))
