@@ -47,7 +47,7 @@ def measure(run, move, seed, num_images):
     from bikestate.data import register_bike_datasets
     from bikestate.evaluation.verification import roc_auc
     from bikestate.inference.predictor import BikeStatePredictor
-    from bikestate.modeling.roi_heads import jitter_boxes
+    from bikestate.modeling.roi_heads import given_box_features, jitter_boxes
     from bikestate.utils.errors import ConfigError
     from bikestate.utils.images import read_image
     from bikestate.verdict import OperatingPoint, part_verdicts
@@ -102,8 +102,7 @@ def measure(run, move, seed, num_images):
             given = {"annotated": boxes,
                      "moved": jitter_boxes(Boxes(boxes), move, generator=generator).tensor,
                      "detected": torch.where(found[:, None], detected, boxes)}
-            images = model.preprocess_image([inp])
-            features = dict(model.backbone(images.tensor), image=images.tensor)
+            features = given_box_features(model, model.preprocess_image([inp]))
             for kind, b in given.items():
                 instances = Instances((height, width))
                 instances.pred_boxes = Boxes(b * scale)

@@ -182,6 +182,8 @@ class BikeStateEvaluator(DatasetEvaluator):
         import torch
         from detectron2.structures import Boxes, Instances
 
+        from ..modeling.roi_heads import given_box_features
+
         model = getattr(self._model, "module", self._model)  # DistributedDataParallel
         gt = self._load_ground_truth()
         given, keep, states = [], [], []
@@ -203,9 +205,7 @@ class BikeStateEvaluator(DatasetEvaluator):
         if not keep:
             return
         with torch.no_grad():
-            images = model.preprocess_image(keep)
-            # The input pixels too, for a state head that pools them (IN_FEATURES "image").
-            features = dict(model.backbone(images.tensor), image=images.tensor)
+            features = given_box_features(model, model.preprocess_image(keep))
             outputs = model.roi_heads.forward_with_given_boxes(features, given)
         for gt_states, out in zip(states, outputs):
             self._state_gt.append((gt_states, out.state_scores.float().cpu().numpy()))

@@ -41,7 +41,8 @@ from ..utils.errors import ConfigError
 from .assignment import batched_match, batched_pairwise_iou, batched_subsample_labels, pad_boxes
 from .state_head import build_state_head, state_loss
 
-__all__ = ["StateROIHeads", "BatchedStateROIHeads", "TRAIN_ON_CHOICES", "jitter_boxes"]
+__all__ = ["StateROIHeads", "BatchedStateROIHeads", "TRAIN_ON_CHOICES", "jitter_boxes",
+           "given_box_features"]
 
 # What loss_state is trained on (MODEL.ROI_STATE_HEAD.TRAIN_ON).
 TRAIN_ON_CHOICES = ("proposals", "gt_boxes", "both")
@@ -49,6 +50,20 @@ TRAIN_ON_CHOICES = ("proposals", "gt_boxes", "both")
 IMAGE_FEATURE = "image"
 
 logger = logging.getLogger(__name__)
+
+
+def given_box_features(model, images: ImageList) -> Dict[str, torch.Tensor]:
+    """What :meth:`StateROIHeads.forward_with_given_boxes` pools for a preprocessed batch.
+
+    Args:
+        model: a ``GeneralizedRCNN`` with bikestate's ROI heads.
+        images: the batch as ``model.preprocess_image`` returns it, (N, 3, H, W) normalized.
+
+    Returns:
+        The backbone's feature maps by name, each (N, C, Hi, Wi), and the input pixels under
+        ``"image"`` (for a state head that pools them; ignored by the others).
+    """
+    return dict(model.backbone(images.tensor), **{IMAGE_FEATURE: images.tensor})
 
 
 def jitter_boxes(boxes: Boxes, std: float, generator: Optional[torch.Generator] = None) -> Boxes:
@@ -320,7 +335,8 @@ class StateROIHeads(StandardROIHeads):
 
         Args:
             features: FPN feature maps by name, each (N, C, Hi, Wi), and, for a state head that
-                pools the input pixels, "image": the normalized input batch (N, 3, H, W).
+                pools the input pixels, "image": the normalized input batch (N, 3, H, W)
+                (:func:`given_box_features` builds both).
             instances: N Instances with ``pred_boxes`` (Ri boxes) and ``pred_classes`` (Ri,).
 
         Returns:
