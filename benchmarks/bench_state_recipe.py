@@ -35,6 +35,7 @@ sys.path.insert(0, REPO)
 
 from benchmarks.common import RESULTS_DIR, append_record, at_least  # noqa: E402
 from bikestate.verdict import THRESHOLDS_FILE, OperatingPoint  # noqa: E402
+from bikestate.synth import SYNTH_VERSIONS  # noqa: E402
 
 SMALL_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu.yaml")
 PLAIN_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu_plain_detector.yaml")
@@ -175,7 +176,8 @@ def run_one(name, seed, args, data):
         "iterations": args.iterations,
         "config": os.path.relpath(config, REPO), "opts": opts[:opts.index("SEED")],
         "train_images": args.train_images, "val_images": args.val_images,
-        "synth_style": "v2", "image_size": "640x480", "wall_s": train_s,
+        "synth_style": "v2", "synth_version": SYNTH_VERSIONS["v2"], "image_size": "640x480",
+        "wall_s": train_s,
         "quick": args.quick,
     })
     return figures

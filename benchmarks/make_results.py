@@ -561,12 +561,18 @@ def _pair(values, key, other):
     return fmt(values.get(key)) + ("" if other is None else f" / {fmt(values.get(other))}")
 
 
+def synth_label(fig):
+    """"SynthBikes v2, generator version 2": records from before versions were recorded drew on
+    version 1."""
+    return (f"SynthBikes {fig.get('synth_style', 'v1')} (generator version "
+            f"{fig.get('synth_version', 1)})")
+
+
 def render_demo(record):
     fig = record["figures"]
     metrics, calibrated = fig.get("metrics", {}), fig.get("calibrated", {})
     lines = [f"`{fig.get('config')}`{' ' + options_text(fig['opts']) if fig.get('opts') else ''}"
-             f", trained from scratch on {fig.get('train_images')} SynthBikes"
-             f"{' ' + fig['synth_style'] if fig.get('synth_style') else ''} images at "
+             f", trained from scratch on {fig.get('train_images')} {synth_label(fig)} images at "
              f"{fig.get('image_size')}, scored on {fig.get('val_images')} validation images; "
              f"whole demo {fmt(fig.get('total_min'))} min. AP in percent, the rest in [0, 1]; "
              "rates at the default operating point (argmax state, score >= 0.5) unless marked "
@@ -694,19 +700,20 @@ def render_state_recipes(records, include_smoke=False):
         if is_smoke(r) and not include_smoke:
             continue
         fig = r["figures"]
-        groups.setdefault((machine_label(r), fig.get("budget")), {})[
-            (fig.get("recipe"), fig.get("seed"))] = r  # records come sorted by date
+        # Runs on different pictures are not seeds of one experiment: one table per version.
+        groups.setdefault((machine_label(r), fig.get("budget"), fig.get("synth_version", 1)),
+                          {})[(fig.get("recipe"), fig.get("seed"))] = r  # sorted by date
     out = []
-    for (machine, budget), runs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    for (machine, budget, version), runs in sorted(groups.items(), key=lambda kv: str(kv[0])):
         some = next(iter(runs.values()))
         fig0 = some["figures"]
         out += [f"### {machine}, {fig0.get('iterations')} iterations ({budget}x the demo's "
-                f"budget)", "",
+                f"budget, SynthBikes generator version {version})", "",
                 f"Machine: {machine_details(some)}. "
                 + " and ".join(f"`{c}`" for c in sorted(
                     {str(r["figures"].get("config")) for r in runs.values()}))
                 + f" with `bench_state_recipe.py`'s recipes, trained from scratch on "
-                f"{fig0.get('train_images')} SynthBikes {fig0.get('synth_style')} images at "
+                f"{fig0.get('train_images')} {synth_label(fig0)} images at "
                 f"{fig0.get('image_size')}, scored on {fig0.get('val_images')} validation "
                 "images. AP in percent, the rest in [0, 1]; `cal.`: the operating point chosen "
                 "on val after training (scored on val itself: optimistic); `train s`: wall clock of "

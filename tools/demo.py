@@ -79,9 +79,12 @@ def main():
         opts += ["MODEL.DEVICE", device]
 
     out = os.path.abspath(args.output)
-    # One folder per style: a rerun with the other style never reuses these pictures.
-    data = os.path.join(out, "synthbikes" if args.synth_style == "v1"
-                        else f"synthbikes_{args.synth_style}")
+    # One folder per style and generator version: a rerun with another style, or after the
+    # generator changed its pictures, never reuses these.
+    from bikestate.synth import SYNTH_VERSIONS
+
+    synth_version = SYNTH_VERSIONS[args.synth_style]
+    data = os.path.join(out, f"synthbikes_{args.synth_style}_gen{synth_version}")
     train_dir = os.path.join(out, "train")
     predict_dir = os.path.join(out, "predictions")
     py = sys.executable
@@ -165,7 +168,7 @@ def main():
             "config": os.path.relpath(args.config_file, REPO),
             "opts": list(args.opts), "train_images": args.num_train,
             "val_images": args.num_val, "image_size": args.image_size,
-            "synth_style": args.synth_style,
+            "synth_style": args.synth_style, "synth_version": synth_version,
             "metrics": {k: v for k, v in results.items() if k.startswith(RECORDED_PREFIXES)},
             "calibrated": calibrated, "timings_s": timings, "total_min": total / 60})
         print("Recorded in benchmarks/results/demo.jsonl; run benchmarks/make_results.py")

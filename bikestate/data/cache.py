@@ -152,7 +152,7 @@ class SynthSource:
         from .. import synth
 
         # A new generator version must not reuse images drawn by an older one.
-        version = getattr(synth, "SYNTH_VERSION", None)
+        version = synth.SYNTH_VERSIONS.get(style)
         w, h = image_size
         self.name = f"{split}_n{num_images}_seed{seed}_{w}x{h}" + (
             f"_v{version}" if version is not None else ""

@@ -33,9 +33,9 @@ colours), :mod:`.parts` (layout and one builder per part), :mod:`.scene` (backgr
 :mod:`.occlusion` (occluders), :mod:`.render` (one picture), :mod:`.generate` (a dataset on disk).
 OpenCV is imported with this package; ``bikestate.data`` imports it only where SynthBikes is used.
 """
-from .generate import SYNTH_VERSION, generate_synthbikes
+from .generate import SYNTH_VERSIONS, generate_synthbikes
 from .occlusion import MIN_OCCLUDED_COVERAGE
 from .render import DEFAULT_STATE_PROBS, SYNTH_STYLES, check_state_probs, render_bike
 
-__all__ = ["DEFAULT_STATE_PROBS", "MIN_OCCLUDED_COVERAGE", "SYNTH_STYLES", "SYNTH_VERSION",
+__all__ = ["DEFAULT_STATE_PROBS", "MIN_OCCLUDED_COVERAGE", "SYNTH_STYLES", "SYNTH_VERSIONS",
            "check_state_probs", "generate_synthbikes", "render_bike"]

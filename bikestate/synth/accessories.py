@@ -1,6 +1,7 @@
-"""Accessories of SynthBikes v2 city bikes: a crate or a basket on the front carrier, a child
-seat or a bag on the rack. They are not parts (DelftBikes has no box for them), but they cover
-what lies behind them like occluders do, so the renderer counts their pixels as occlusion."""
+"""Accessories of SynthBikes v2 bikes: a crate or a basket on the front carrier, a child seat or
+a bag on the rack (city bikes), a plastic bag pulled over the saddle against rain (any bike).
+They are not parts (DelftBikes has no box for them), but they cover what lies behind them like
+occluders do, so the renderer counts their pixels as occlusion."""
 import numpy as np
 
 from .drawing import circle, jitter, mix, polygon, polyline, segments
@@ -9,6 +10,11 @@ __all__ = ["build_accessories"]
 
 _PLASTIC = [(25, 25, 28), (30, 60, 140), (150, 30, 30), (40, 110, 60), (120, 120, 125)]
 _WICKER = (150, 110, 60)
+# Bin bag, supermarket blue, white, yellow, red.
+_BAG = [(25, 25, 28), (30, 70, 160), (225, 225, 218), (220, 190, 40), (170, 30, 30)]
+
+# Share of bikes whose saddle (when it is there) wears a plastic bag.
+SADDLE_COVER_SHARE = 0.08
 
 
 def _front_carrier(L, rng):
@@ -58,9 +64,29 @@ def _rack_bag(L, rng):
                                           mix(color, (255, 255, 255), 0.35))]
 
 
-def build_accessories(L, rng):
-    """Accessory primitives of layout ``L`` (city bikes only), drawn over the bike."""
+def _saddle_cover(L, rng):
+    """A plastic bag pulled over the saddle and knotted under it, with creases and a sheen."""
+    c = L.saddle_at + np.array([0.0, -0.04])
+    scale = np.array([L.saddle_len, L.saddle_h]) * rng.uniform(1.0, 1.15, 2)
+    outline = np.array([(-0.55, -0.3), (-0.45, -1.25), (-0.1, -1.3), (0.3, -0.85),
+                        (0.68, -0.65), (0.7, -0.1), (0.35, 0.4), (0.08, 0.75), (-0.2, 0.45),
+                        (-0.52, 0.25)]) * scale + c
+    outline += rng.normal(0.0, 0.012, outline.shape)  # no two bags sit alike
+    knot = np.array([0.06, 0.8]) * scale + c
+    color = jitter(rng, _BAG[rng.integers(len(_BAG))], 12)
+    creases = [[knot, outline[k] * 0.8 + knot * 0.2] for k in (1, 3, 5)]
+    return [polygon(outline, color),
+            segments(creases, 0.015, mix(color, (0, 0, 0), 0.35)),
+            polyline(outline[1:4] + [0.0, 0.03], 0.02, mix(color, (255, 255, 255), 0.45)),
+            circle(knot, 0.035, mix(color, (0, 0, 0), 0.2))]
+
+
+def build_accessories(L, rng, saddle_there=True):
+    """Accessory primitives of layout ``L``, drawn over the bike; ``saddle_there``: the saddle
+    is not absent (only then can a bag cover it)."""
     prims = []
+    if saddle_there and rng.random() < SADDLE_COVER_SHARE:
+        prims += _saddle_cover(L, rng)
     if L.kind != "city":
         return prims
     if rng.random() < 0.35:

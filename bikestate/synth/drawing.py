@@ -65,15 +65,26 @@ def segments(segments, thick, color):
 
 
 class Placement:
-    """Canonical -> pixel mapping: x' = tx + s * flip * x, y' = ty + s * y."""
+    """Canonical -> pixel mapping: the bike mirrored by ``flip`` (1 or -1), turned by ``angle``
+    degrees (clockwise on the screen: y points down), scaled by ``scale`` and moved by
+    ``(tx, ty)``. Without a turn: x' = tx + s * flip * x, y' = ty + s * y.
 
-    def __init__(self, scale, flip, tx, ty):
-        self.scale, self.flip, self.tx, self.ty = scale, flip, tx, ty
-        self._mul = np.array([scale * flip, scale])
+    A turn keeps lengths, so circles stay circles and stroke widths stay ``t * scale``.
+    """
+
+    def __init__(self, scale, flip, tx, ty, angle=0.0):
+        self.scale, self.flip, self.tx, self.ty, self.angle = scale, flip, tx, ty, angle
         self._add = np.array([tx, ty])
+        if angle == 0.0:  # the common upright bike: one multiply-add
+            self._mul, self._linear = np.array([scale * flip, scale]), None
+        else:
+            c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+            self._linear = scale * np.array([[c, -s], [s, c]]) @ np.diag([flip, 1.0])
 
     def points(self, pts):
-        return pts * self._mul + self._add
+        if self._linear is None:
+            return pts * self._mul + self._add
+        return pts @ self._linear.T + self._add
 
     def px(self, length):
         return length * self.scale

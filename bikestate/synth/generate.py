@@ -9,11 +9,12 @@ from ..utils.errors import ConfigError
 from ..utils.io import atomic_write_bytes, atomic_write_json
 from .render import DEFAULT_STATE_PROBS, SYNTH_STYLES, check_state_probs, render_bike
 
-__all__ = ["SYNTH_VERSION", "generate_synthbikes"]
+__all__ = ["SYNTH_VERSIONS", "generate_synthbikes"]
 
-# Version of the pictures: bump it whenever a change makes the same seed draw different images,
-# so that cached SynthBikes datasets (bikestate.data.datasets) are regenerated.
-SYNTH_VERSION = 1
+# Version of each style's pictures: bump a style's number whenever a change makes the same seed
+# draw different images of it, so that cached SynthBikes datasets (bikestate.data.cache) are
+# regenerated. v2 version 2: lying and upside-down bikes, bags over saddles.
+SYNTH_VERSIONS = {"v1": 1, "v2": 2}
 
 # JPEG quality range per style: v2 includes the heavy compression of phone uploads.
 _JPEG_QUALITY = {"v1": (60, 96), "v2": (35, 93)}

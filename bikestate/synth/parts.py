@@ -603,7 +603,7 @@ class Bike:
             for name in ("steer", "front_mudguard", "back_mudguard", "kickstand"):
                 prims, z = self.parts[name]
                 self.parts[name] = (shade(prims, L.shade), z)
-            self.accessories = build_accessories(L, rng)
+            self.accessories = build_accessories(L, rng, states["saddle"] != STATE_ABSENT)
             self.mounts = build_mounts(L, {"front_pedal": front_p, "back_pedal": back_p,
                                            "front_light": front_light_at,
                                            "back_light": back_light_at,

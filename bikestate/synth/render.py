@@ -21,7 +21,7 @@ from .scene import background_palette, draw_background, photometric
 from .surfaces import draw_floor, draw_wall
 from .viewpoint import Outline, canvas_size, sample_view, warp_image, warp_points
 
-__all__ = ["DEFAULT_STATE_PROBS", "SYNTH_STYLES", "check_state_probs", "render_bike"]
+__all__ = ["DEFAULT_STATE_PROBS", "POSE_SHARES", "SYNTH_STYLES", "check_state_probs", "render_bike"]
 
 # Picture styles; v1 images never change for a given seed.
 SYNTH_STYLES = ("v1", "v2")
@@ -44,6 +44,11 @@ MIN_INSIDE_ANY = 0.25
 
 # v2 walls and floors are computed at 1/3 of the canvas resolution and resized.
 _SURFACE_SCALE = 3
+
+# Poses of a v2 bike and their shares: standing on its wheels (leaning or on the kickstand),
+# upside down on saddle and bar (as for a repair), lying on its side on the ground and
+# photographed from above.
+POSE_SHARES = {"standing": 0.91, "upside_down": 0.04, "lying": 0.05}
 
 
 def check_state_probs(state_probs):
@@ -92,7 +97,8 @@ def render_bike(rng, width, height, state_probs=DEFAULT_STATE_PROBS, return_occl
             tests and debugging): "occlusion" (the mask), "background" (the picture without
             the bike and its occluders, before camera effects), "inside" (22 fractions of each
             part's box inside the picture) and, v2 only, "mounts" (part name -> pixel box
-            (x0, y0, x1, y1) of the mount drawn for each absent part).
+            (x0, y0, x1, y1) of the mount drawn for each absent part) and "pose" (one of
+            POSE_SHARES and the angle in degrees by which the bike is turned).
 
     Returns:
         image (np.ndarray): H x W x 3 uint8, RGB.
@@ -161,28 +167,36 @@ def _render_v1(rng, width, height, states, want_details):
 def _render_v2(rng, width, height, states, want_details):
     """Photo-like picture; same returns as :func:`_render_v1`."""
     bike = Bike(rng, states, background=(128.0, 128.0, 128.0), style="v2")  # colours: restyle
-    H = sample_view(rng, width, height)
-    place, visible, inside, (bx0, bx1) = _place_bike_v2(rng, bike, H, width, height)
+    pose, angle = _sample_pose(rng)
+    lying = pose == "lying"
+    H = sample_view(rng, width, height, from_above=lying)
+    place, visible, inside, (bx0, bx1, ground_y) = _place_bike_v2(rng, bike, H, width, height,
+                                                                  angle)
     visible = np.round(visible, 1)  # as written: cover is measured on the boxes of the file
 
     cw, ch = canvas_size(width, height)
-    ground_y = place.ty + place.scale * 1.0
-    wall_rows = int(np.clip(ground_y - rng.uniform(0.05, 1.2) * place.scale, 0.05 * ch, ch))
+    # Seen from above, a lying bike has the ground all around it: no wall, props or shadow.
+    wall_rows = 0 if lying else \
+        int(np.clip(ground_y - rng.uniform(0.05, 1.2) * place.scale, 0.05 * ch, ch))
     # Wall and floor at low resolution: photos of them are soft anyway, and full resolution
     # would cost more than the bike.
     f = _SURFACE_SCALE
     sw, sh, split = -(-cw // f), -(-ch // f), -(-wall_rows // f)
     small = np.empty((sh, sw, 3), np.float32)
-    small[:split] = draw_wall(rng, split, sw)
+    if split > 0:
+        small[:split] = draw_wall(rng, split, sw)
     if split < sh:
         small[split:] = draw_floor(rng, sh - split, sw)
-        small[max(split - 2, 0):split] *= rng.uniform(0.6, 0.9)  # shadow along the skirting
+        if split > 0:
+            small[max(split - 2, 0):split] *= rng.uniform(0.6, 0.9)  # shadow along the skirting
     canvas = cv2.resize(np.clip(small, 0, 255).astype(np.uint8), (cw, ch),
                         interpolation=cv2.INTER_LINEAR)
-    draw_props(rng, canvas, ground_y, place.scale)
-    draw_ground_shadow(rng, canvas, bx0, bx1, ground_y, place.scale)
+    if not lying:
+        draw_props(rng, canvas, ground_y, place.scale)
+        draw_ground_shadow(rng, canvas, bx0, bx1, ground_y, place.scale)
     details = {}
     if want_details:
+        details["pose"] = (pose, angle)
         details["background"] = warp_image(canvas, H, width, height)
         details["mounts"] = {}
         for name, (prims, _) in bike.mounts.items():
@@ -246,11 +260,22 @@ def _place_bike(rng, bike, width, height):
     return place, visible, vis_area / np.maximum(area, 1e-9)
 
 
-def _place_bike_v2(rng, bike, H, width, height):
-    """Scale, mirror and position the bike on the canvas so that, warped by ``H``, it has the
-    sampled size and position in the picture. Returns (placement, (22, 4) clipped part boxes in
-    the picture, fraction of each part's box inside the picture, (x0, x1) of the whole bike on
-    the canvas).
+def _sample_pose(rng):
+    """Draw a pose of POSE_SHARES; return (pose, angle in degrees by which the bike is turned)."""
+    u = rng.random()
+    if u < POSE_SHARES["upside_down"]:
+        return "upside_down", 180.0 + rng.normal(0.0, 3.0)
+    if u < POSE_SHARES["upside_down"] + POSE_SHARES["lying"]:
+        # People frame a lying bike lengthwise, from either side of it.
+        return "lying", rng.uniform(-35.0, 35.0) + (180.0 if rng.random() < 0.3 else 0.0)
+    return "standing", 0.0
+
+
+def _place_bike_v2(rng, bike, H, width, height, angle=0.0):
+    """Scale, mirror, turn by ``angle`` degrees and position the bike on the canvas so that,
+    warped by ``H``, it has the sampled size and position in the picture. Returns (placement,
+    (22, 4) clipped part boxes in the picture, fraction of each part's box inside the picture,
+    (x0, x1, ground y) of the whole bike on the canvas: its span and the row it stands on).
 
     One bike in five is placed partly outside the picture; every part keeps at least
     MIN_INSIDE_ANY of its box inside it.
@@ -259,10 +284,12 @@ def _place_bike_v2(rng, bike, H, width, height):
     ref = 100.0
     whole = Outline([p for prims, _ in bike.context for p in prims] +
                     [p for n in PART_NAMES for p in bike.parts[n][0]])
-    bx0, by0, bx1, by1 = (v / ref for v in whole.bounds(Placement(ref, 1, 0.0, 0.0), np.eye(3)))
+    flip = 1 if rng.random() < 0.5 else -1
+    # Bounds of the mirrored and turned bike, in canonical units.
+    bx0, by0, bx1, by1 = (v / ref for v in whole.bounds(Placement(ref, flip, 0.0, 0.0, angle),
+                                                        np.eye(3)))
     bw, bh = bx1 - bx0, by1 - by0
     centre = np.array([(bx0 + bx1) / 2, (by0 + by1) / 2])
-    flip = 1 if rng.random() < 0.5 else -1
     Hinv = np.linalg.inv(H)
     probe = warp_points(Hinv, [[width / 2, height / 2], [width / 2 + 1, height / 2],
                                [width / 2, height / 2 + 1]])
@@ -283,8 +310,8 @@ def _place_bike_v2(rng, bike, H, width, height):
             else:
                 cy = height - ph / 2 + over * ph
         at = warp_points(Hinv, [[cx, cy]])[0]
-        place = Placement(scale, flip, at[0] - scale * flip * centre[0],
-                          at[1] - scale * centre[1])
+        place = Placement(scale, flip, at[0] - scale * centre[0], at[1] - scale * centre[1],
+                          angle)
         raw = outlines.group_bounds(place, H)
         visible = _clip_boxes(raw, width, height)
         area = (raw[:, 2] - raw[:, 0]) * (raw[:, 3] - raw[:, 1])
@@ -296,8 +323,9 @@ def _place_bike_v2(rng, bike, H, width, height):
         if attempt >= 1:  # perspective made the bike larger than planned: shrink, keep inside
             scale *= 0.85
             cut = False
-    span = sorted(place.tx + scale * flip * np.array([bx0, bx1]))
-    return place, visible, inside, span
+    # A standing bike stands on its tyres (canonical y = 1); any other on its lowest point.
+    ground_y = place.ty + scale * (1.0 if angle == 0.0 else by1)
+    return place, visible, inside, (place.tx + scale * bx0, place.tx + scale * bx1, ground_y)
 
 
 def _clip_boxes(boxes, width, height):

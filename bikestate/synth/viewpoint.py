@@ -18,11 +18,13 @@ __all__ = ["CANVAS_MARGIN", "Outline", "canvas_size", "sample_view", "warp_point
 CANVAS_MARGIN = 0.12
 
 
-def sample_view(rng, width, height):
+def sample_view(rng, width, height, from_above=False):
     """Draw a viewpoint; return the 3 x 3 homography from canvas to picture pixels.
 
     Args:
         width, height (int): picture size; the canvas is ``canvas_size(width, height)``.
+        from_above (bool): the canvas is the ground (a lying bike) seen by a camera pointing
+            down at 35-80 degrees: the canvas's height is foreshortened by the sine of that.
 
     Yaw is mostly small (people photograph bikes side-on) with a tail up to 40 degrees; roll
     is a phone held slightly askew. The picture is zoomed until it lies wholly inside the canvas.
@@ -32,10 +34,11 @@ def sample_view(rng, width, height):
     yaw = float(np.clip(yaw, -40.0, 40.0))
     roll = float(np.clip(rng.normal(0.0, 3.0), -9.0, 9.0))
     focal = rng.uniform(0.9, 1.6) * width  # phone wide angle to short tele
+    foreshorten = math.sin(math.radians(rng.uniform(35.0, 80.0))) if from_above else 1.0
     sy, cy = math.sin(math.radians(yaw)), math.cos(math.radians(yaw))
     # The canvas plane rotated by ``yaw`` about its vertical centre line, at distance ``focal``:
     # x' = x cos / (1 + x sin / f), y' = y / (1 + x sin / f) in centred coordinates.
-    project = np.array([[cy, 0.0, 0.0], [0.0, 1.0, 0.0], [sy / focal, 0.0, 1.0]])
+    project = np.array([[cy, 0.0, 0.0], [0.0, foreshorten, 0.0], [sy / focal, 0.0, 1.0]])
     cr, sr = math.cos(math.radians(roll)), math.sin(math.radians(roll))
     rotate = np.array([[cr, -sr, 0.0], [sr, cr, 0.0], [0.0, 0.0, 1.0]])
     centre_canvas = np.array([[1.0, 0.0, -cw / 2], [0.0, 1.0, -ch / 2], [0.0, 0.0, 1.0]])

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+import bikestate.synth.accessories
 import bikestate.synth.parts
 from bikestate.constants import PART_NAMES, STATE_IDS
 from bikestate.data.delftbikes import load_delftbikes
@@ -16,6 +17,7 @@ from bikestate.synth import (
     generate_synthbikes,
     render_bike,
 )
+from bikestate.synth import render
 from bikestate.synth.render import MIN_INSIDE_ANY, MIN_INSIDE_VISIBLE
 
 SIZE = (192, 144)
@@ -177,3 +179,59 @@ def test_cli_style_v2_writes_v2_pictures_and_rejects_bad_gallery(tool, tmp_path,
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "error" in err[0], err
     assert sorted(os.listdir(tmp_path)) == ["ds"]
+
+
+def test_v2_pose_shares_as_configured():
+    rng = np.random.default_rng(0)
+    poses = [render._sample_pose(rng)[0] for _ in range(4000)]
+    for pose, share in render.POSE_SHARES.items():
+        assert abs(poses.count(pose) / len(poses) - share) < 0.012, (pose, poses.count(pose))
+
+
+def _centre(box):
+    left, top, w, h = box
+    return np.array([left + w / 2, top + h / 2])
+
+
+@pytest.mark.parametrize("pose,angle", [("upside_down", 180.0), ("lying", 60.0)])
+def test_v2_turned_bikes_keep_valid_boxes(monkeypatch, pose, angle):
+    """Upside-down bikes have the saddle and bar below the wheels; a lying bike turned by 60
+    degrees shows its wheels along a slanted line (foreshortened by the downward camera)."""
+    monkeypatch.setattr(render, "_sample_pose", lambda rng: (pose, angle))
+    for i in range(6):
+        img, parts, details = render_bike(np.random.default_rng([8, i]), 320, 240, (1, 0, 0, 0),
+                                          style="v2", return_details=True)
+        assert details["pose"] == (pose, angle)
+        assert np.all(details["inside"] >= MIN_INSIDE_ANY - 1e-6)
+        for name, p in parts.items():
+            left, top, w, h = p["box"]
+            assert w > 0 and h > 0 and left >= 0 and top >= 0, (i, name, p["box"])
+            assert left + w <= 320 + 1e-6 and top + h <= 240 + 1e-6, (i, name, p["box"])
+        wheels = _centre(parts["back_wheel"]["box"]) - _centre(parts["front_wheel"]["box"])
+        slant = np.degrees(np.arctan2(abs(wheels[1]), abs(wheels[0])))
+        if pose == "upside_down":
+            assert slant < 20, (i, slant)
+            for top_part in ("saddle", "steer"):
+                below = _centre(parts[top_part]["box"])[1]
+                assert below > _centre(parts["front_wheel"]["box"])[1], (i, top_part)
+                assert below > _centre(parts["back_wheel"]["box"])[1], (i, top_part)
+        else:
+            assert 25 < slant < 75, (i, slant)
+
+
+def test_v2_bag_over_the_saddle_occludes_it(monkeypatch):
+    """A bag pulled over a saddle covers it as an occluder does: the saddle counts as occluded
+    (cover measured on the accessory's own pixels); without bags the same saddles are intact."""
+    def saddles(share):
+        monkeypatch.setattr(bikestate.synth.accessories, "SADDLE_COVER_SHARE", share)
+        out = []
+        for i in range(8):
+            _, parts, details = render_bike(np.random.default_rng([6, i]), 320, 240,
+                                            (1, 0, 0, 0), style="v2", return_details=True)
+            k = list(PART_NAMES).index("saddle")
+            out.append((parts["saddle"]["state"], details["inside"][k] >= MIN_INSIDE_VISIBLE))
+        return out
+
+    covered, bare = saddles(1.0), saddles(0.0)
+    assert all(state == OCCLUDED for state, _ in covered), covered
+    assert all(state == STATE_IDS["intact"] for state, inside in bare if inside), bare
