@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import append_record  # noqa: E402
-from bikestate.synth import generate_synthbikes, render_bike  # noqa: E402
+from bikestate.synth import SYNTH_VERSIONS, generate_synthbikes, render_bike  # noqa: E402
 
 
 def images_per_second(fn, batch, batches):
@@ -68,7 +68,8 @@ def main():
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
     styles = [v.strip() for v in args.styles.split(",") if v.strip()]
-    rows = [measure_style(style, width, height, args.batch, args.batches) for style in styles]
+    rows = [dict(measure_style(style, width, height, args.batch, args.batches),
+                 generator_version=SYNTH_VERSIONS[style]) for style in styles]
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(f"load average during the run: {load[0]:.2f}")
     figures = {"image_size": [width, height], "batch": args.batch, "batches": args.batches,

@@ -618,8 +618,10 @@ def render_synth(record):
              f"{fmt(fig.get('image_size'))}, one core, {fig.get('threads')} OpenCV thread; "
              f"median images/s, wall clock and per CPU-second of this process (the figure a "
              f"dedicated core reaches); 1-min load average {fmt(fig.get('load_average_1min'))}.",
-             table(["style", "render + JPEG img/s", "per CPU-s", "generate img/s", "per CPU-s"],
-                   [[r["style"], fmt(r["render_jpeg_img_per_s"]),
+             table(["style", "generator version", "render + JPEG img/s", "per CPU-s",
+                    "generate img/s", "per CPU-s"],
+                   [[r["style"], str(r.get("generator_version", 1)),
+                     fmt(r["render_jpeg_img_per_s"]),
                      fmt(r["render_jpeg_img_per_cpu_s"]), fmt(r["generate_img_per_s"]),
                      fmt(r["generate_img_per_cpu_s"])] for r in fig["styles"]])]
     ratio = fig.get("v2_over_v1_cpu_time")
