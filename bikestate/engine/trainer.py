@@ -213,6 +213,7 @@ class BikeStateTrainer(DefaultTrainer):
         self.stop_reason = None
         self.wandb_writer = None
         self._last_eval_results = None
+        self._last_eval_pairs = None  # (iteration, verdict pairs) of the last evaluation
         self._val_loss_loader = None
         self.register_hooks(self.build_hooks())
 
@@ -321,9 +322,7 @@ class BikeStateTrainer(DefaultTrainer):
             (OperatingPoint, dict) on the main process (the point and its figures on the
             dataset); None on the others.
         """
-        from ..evaluation import BikeStateEvaluator, choose_operating_point
-        from ..evaluation.calibration import apply_operating_point
-        from ..evaluation.plots import plot_verification_curves
+        from ..evaluation import BikeStateEvaluator
         from ..verdict import OperatingPoint
 
         dataset_name = dataset_name or cfg.DATASETS.TEST[0]
@@ -336,16 +335,29 @@ class BikeStateTrainer(DefaultTrainer):
             inference_on_dataset(model, cls.build_test_loader(cfg, dataset_name), evaluator)
         if not comm.is_main_process():
             return None
+        return cls.calibrate_on_pairs(cfg, evaluator.pairs, output_file, dataset_name)
+
+    @classmethod
+    def calibrate_on_pairs(cls, cfg, pairs, output_file, dataset_name):
+        """The second half of :meth:`calibrate`: choose and save the operating point from the
+        verdict pairs (:func:`bikestate.evaluation.verdict_pairs`) of ``dataset_name``; the
+        same return value."""
+        from ..evaluation import choose_operating_point
+        from ..evaluation.calibration import apply_operating_point
+        from ..evaluation.plots import plot_verification_curves
+        from ..verdict import OperatingPoint
+
+        settings = cfg.TEST.BIKESTATE
         state_names = list(MetadataCatalog.get(dataset_name).get("state_classes", STATE_NAMES))
         point, figures = choose_operating_point(
-            evaluator.pairs, state_names, present_recall=settings.CALIBRATION.PRESENT_RECALL,
+            pairs, state_names, present_recall=settings.CALIBRATION.PRESENT_RECALL,
             objective=settings.CALIBRATION.OBJECTIVE, score_thresh=settings.VERIFY_SCORE_THRESH)
         point.chosen_on["dataset"] = dataset_name
         point.save(output_file, state_names)
         point = OperatingPoint.load(output_file, state_names)
         with atomic_open(os.path.join(os.path.dirname(os.path.abspath(output_file)),
                                       "calibration_curves.png"), "wb") as f:
-            plot_verification_curves(apply_operating_point(evaluator.pairs, point, state_names),
+            plot_verification_curves(apply_operating_point(pairs, point, state_names),
                                      state_names, point, f)
         logger.info("Operating point chosen on %s, saved to %s: %s", dataset_name, output_file,
                     point.describe(state_names))
@@ -358,7 +370,15 @@ class BikeStateTrainer(DefaultTrainer):
         return compute_validation_loss(self.model, self._val_loss_loader, seed=max(self.cfg.SEED, 0))
 
     def _test_and_save_results(self):
-        self._last_eval_results = self.test(self.cfg, self.model)
+        evaluators = [self.build_evaluator(self.cfg, name, model=self.model)
+                      for name in self.cfg.DATASETS.TEST]
+        self._last_eval_results = self.test(self.cfg, self.model, evaluators)
+        # The verdict pairs of DATASETS.TEST[0] at this iteration, for calibrate_best_model. In
+        # one process only: elsewhere the pairs live on the main process alone, and every
+        # process must take the same route through the collective inference.
+        pairs = getattr(evaluators[0], "pairs", None) if evaluators else None
+        self._last_eval_pairs = (self.iter, pairs) \
+            if pairs is not None and comm.get_world_size() == 1 else None
         if self.wandb_writer is not None and comm.is_main_process():
             from ..evaluation.evaluator import FIGURES
 
@@ -505,10 +525,26 @@ class BikeStateTrainer(DefaultTrainer):
             logger.warning("No %s in %s: not calibrated", " or ".join(TRAINING_FOLDER_WEIGHTS),
                            self.cfg.OUTPUT_DIR)
             return None
+        output_file = os.path.join(self.cfg.OUTPUT_DIR, THRESHOLDS_FILE)
+        iteration = self._iteration_of(weights)
+        if self._last_eval_pairs is not None and self._last_eval_pairs[0] == iteration:
+            # The last evaluation ran these very weights over the validation set: reuse it.
+            logger.info("Calibrating %s on the evaluation of iteration %d", weights, iteration)
+            return self.calibrate_on_pairs(self.cfg, self._last_eval_pairs[1], output_file,
+                                           self.cfg.DATASETS.TEST[0])
         model = self.build_model(self.cfg)
         BikeStateCheckpointer(model).load(weights)
-        return self.calibrate(self.cfg, model, os.path.join(self.cfg.OUTPUT_DIR,
-                                                            THRESHOLDS_FILE))
+        return self.calibrate(self.cfg, model, output_file)
+
+    def _iteration_of(self, weights):
+        """The iteration whose weights ``weights`` (of this run's folder) holds, if known."""
+        name = os.path.basename(weights)
+        if name == "model_best.pth":
+            best = [h for h in self._hooks if isinstance(h, BestCheckpointHook)]
+            return best[0].best_iter if best else None
+        if name == "model_final.pth" and not self.stop_reason:
+            return self.iter - 1  # the loop leaves self.iter one past the last iteration
+        return None
 
     def _run_loop(self, start_iter, max_iter):
         """``TrainerBase.train`` plus early stopping and a clean, single-message failure.

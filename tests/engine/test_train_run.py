@@ -32,7 +32,7 @@ def adamw_plateau_run(tmp_path_factory, train_net, synth_dir):
         "SOLVER.MAX_TO_KEEP", "1",
     ])
     results = train_net.main(args)
-    return {"dir": str(out), "results": results}
+    return {"dir": str(out), "results": results, "args": args}
 
 
 def test_run_writes_checkpoints_and_metrics(adamw_plateau_run):
@@ -134,6 +134,34 @@ def test_training_ends_with_a_calibrated_operating_point(adamw_plateau_run):
     assert point.chosen_on["present_recall_target"] == 0.95
     assert isinstance(point, OperatingPoint)
     assert os.path.isfile(os.path.join(out, "calibration_curves.png"))
+
+
+def test_calibration_after_training_reuses_the_last_evaluation(adamw_plateau_run, tmp_path):
+    """When model_best.pth holds the weights of the last evaluation, the calibration after
+    training takes that evaluation's verdict pairs instead of running the model again, and
+    chooses exactly what a fresh calibration of the same weights chooses."""
+    from bikestate.checkpoint import BikeStateCheckpointer
+    from bikestate.config import get_user_config
+    from bikestate.data.datasets import register_bike_datasets
+    from bikestate.engine import BikeStateTrainer, prepare_training_config
+    from bikestate.verdict import OperatingPoint
+
+    out = adamw_plateau_run["dir"]
+    best = torch.load(os.path.join(out, "model_best.pth"), weights_only=True)["iteration"]
+    with open(os.path.join(out, "log.txt")) as f:
+        reused = "on the evaluation of iteration 7" in f.read()
+    assert reused == (best == 7), best  # evaluations at iterations 3 and 7
+
+    args = adamw_plateau_run["args"]
+    cfg = get_user_config(args.config_file, args.opts)
+    register_bike_datasets(cfg)
+    prepare_training_config(cfg)
+    model = BikeStateTrainer.build_model(cfg)
+    BikeStateCheckpointer(model).load(os.path.join(out, "model_best.pth"))
+    fresh = tmp_path / "thresholds.json"
+    BikeStateTrainer.calibrate(cfg, model, str(fresh))
+    assert OperatingPoint.load(str(fresh)) == \
+        OperatingPoint.load(os.path.join(out, "thresholds.json"))
 
 
 def test_train_result_is_the_evaluation(adamw_plateau_run):
