@@ -55,7 +55,8 @@ REFERENCE = {
 # The crop classifier on the input pixels (each box with context, part embedding).
 CONV_IMAGE = {"NAME": "ConvStateHead", "IN_FEATURES": '["image"]', "POOLER_RESOLUTION": "32",
               "BOX_CONTEXT": "1.3", "CLASS_CONDITIONED": "True"}
-# name -> (config file, changes to REFERENCE, what it tests)
+# name -> (config file, changes to REFERENCE, what it tests); a change whose key has a dot is a
+# full config key (e.g. SOLVER.BASE_LR), the others are keys of MODEL.ROI_STATE_HEAD.
 RECIPES = {
     "reference": (SMALL_CONFIG, {}, "MLP on the box head's features, proposals, CE, weight 0.5"),
     "plain_detector": (PLAIN_CONFIG, None, "no state branch, trained without absent boxes"),
@@ -79,6 +80,11 @@ RECIPES = {
     "conv_image_context_2": (SMALL_CONFIG, dict(CONV_IMAGE, TRAIN_ON="both", LOSS_WEIGHT="1.0",
                                                 LOGIT_ADJUST_TAU="1.0", BOX_CONTEXT="2.0"),
                              "conv_image with twice the box as context (1.3 in conv_image)"),
+    # Every figure improves steeply with the budget (3x: AP50 +12, damage AP x2): a recipe that
+    # learns faster within 1,200 iterations is a lever too.
+    "conv_image_lr2": (SMALL_CONFIG, dict(CONV_IMAGE, TRAIN_ON="both", LOSS_WEIGHT="1.0",
+                                          LOGIT_ADJUST_TAU="1.0", **{"SOLVER.BASE_LR": "0.002"}),
+                       "conv_image at twice the learning rate (AdamW 0.002; 0.001 in conv_image)"),
 }
 
 # Evaluator figures kept in a record (flattened keys of bikestate_metrics.json).
@@ -96,7 +102,7 @@ def recipe_command(name, seed, iters, data, out_dir):
     opts = []
     if changes is not None:
         for key, value in dict(REFERENCE, **changes).items():
-            opts += [KEY + key, value]
+            opts += [key if "." in key else KEY + key, value]
     opts += ["SEED", str(seed), "SOLVER.MAX_ITER", str(iters), "TEST.EVAL_PERIOD", str(iters),
              "SOLVER.CHECKPOINT_PERIOD", str(iters), "WANDB.MODE", "disabled",
              "MODEL.DEVICE", "cpu",
