@@ -85,6 +85,11 @@ RECIPES = {
     "conv_image_lr2": (SMALL_CONFIG, dict(CONV_IMAGE, TRAIN_ON="both", LOSS_WEIGHT="1.0",
                                           LOGIT_ADJUST_TAU="1.0", **{"SOLVER.BASE_LR": "0.002"}),
                        "conv_image at twice the learning rate (AdamW 0.002; 0.001 in conv_image)"),
+    # conv_image_lr2 helped the state head and cost the detector: the crop CNN alone faster.
+    "conv_image_state_lr2": (SMALL_CONFIG, dict(CONV_IMAGE, TRAIN_ON="both", LOSS_WEIGHT="1.0",
+                                                LOGIT_ADJUST_TAU="1.0",
+                                                **{"SOLVER.STATE_HEAD_LR_FACTOR": "2.0"}),
+                             "conv_image with the state head at twice the learning rate"),
 }
 
 # Evaluator figures kept in a record (flattened keys of bikestate_metrics.json).

@@ -148,6 +148,9 @@ def add_bikestate_config(cfg):
     _C.SOLVER.OPTIMIZER = "SGD"
     # Betas of AdamW.
     _C.SOLVER.BETAS = (0.9, 0.999)
+    # Learning rate of the state head's parameters (roi_heads.state_head) as a multiple of
+    # BASE_LR: a state head with its own crop CNN can learn faster than the detector may.
+    _C.SOLVER.STATE_HEAD_LR_FACTOR = 1.0
     # When > 0: train this many epochs; MAX_ITER and, if 0, TEST.EVAL_PERIOD are derived from it.
     _C.SOLVER.MAX_EPOCHS = 0
     # Evaluations per epoch when TEST.EVAL_PERIOD is derived from MAX_EPOCHS.

@@ -2,7 +2,8 @@
 
 * ``SOLVER.OPTIMIZER``: ``"SGD"`` (detectron2's :func:`build_optimizer`) or ``"AdamW"`` (e.g.
   lr 1e-4, weight decay 1e-4), both with detectron2's per-parameter weight decay
-  (``WEIGHT_DECAY_NORM``, ``WEIGHT_DECAY_BIAS``, ``BIAS_LR_FACTOR``) and gradient clipping
+  (``WEIGHT_DECAY_NORM``, ``WEIGHT_DECAY_BIAS``, ``BIAS_LR_FACTOR``), the state head's own
+  learning-rate factor (``STATE_HEAD_LR_FACTOR``) and gradient clipping
   (``SOLVER.CLIP_GRADIENTS``).
 * ``SOLVER.LR_SCHEDULER_NAME``: detectron2's ``WarmupMultiStepLR`` / ``WarmupCosineLR`` /
   ``WarmupStepWithFixedGammaLR``, or ``"ReduceLROnPlateau"`` (by default factor 0.5, patience 3
@@ -26,21 +27,47 @@ logger = logging.getLogger(__name__)
 PLATEAU_NAME = "ReduceLROnPlateau"
 _OPTIMIZERS = ("SGD", "AdamW")
 _D2_SCHEDULERS = ("WarmupMultiStepLR", "WarmupCosineLR", "WarmupStepWithFixedGammaLR")
+# Parameter names of the state head (StateROIHeads.state_head), for STATE_HEAD_LR_FACTOR.
+STATE_HEAD_PREFIX = "roi_heads.state_head."
+
+
+def _param_groups(cfg, model):
+    """detectron2's per-parameter groups, the state head's LR scaled by STATE_HEAD_LR_FACTOR."""
+    factor, bias_factor = cfg.SOLVER.STATE_HEAD_LR_FACTOR, cfg.SOLVER.BIAS_LR_FACTOR
+    lr_factor_func = None
+    if factor != 1.0:
+        # detectron2 applies BIAS_LR_FACTOR as an override that replaces the LR, which would
+        # drop the state head's factor from its biases: both factors go through one function.
+        def lr_factor_func(name):
+            return (factor if name.startswith(STATE_HEAD_PREFIX) else 1.0) * \
+                (bias_factor if name.endswith(".bias") else 1.0)
+
+    return get_default_optimizer_params(
+        model,
+        base_lr=cfg.SOLVER.BASE_LR,
+        weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        bias_lr_factor=bias_factor if lr_factor_func is None else 1.0,
+        weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        lr_factor_func=lr_factor_func,
+    )
 
 
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Build the optimizer named by ``cfg.SOLVER.OPTIMIZER`` for the trainable parameters."""
     name = cfg.SOLVER.OPTIMIZER
+    if cfg.SOLVER.STATE_HEAD_LR_FACTOR <= 0:
+        raise ConfigError(f"SOLVER.STATE_HEAD_LR_FACTOR must be > 0, got "
+                          f"{cfg.SOLVER.STATE_HEAD_LR_FACTOR}")
     if name == "SGD":
-        return d2_build_optimizer(cfg, model)
+        if cfg.SOLVER.STATE_HEAD_LR_FACTOR == 1.0:
+            return d2_build_optimizer(cfg, model)
+        # detectron2's SGD, with the groups detectron2's builder cannot scale per module.
+        optimizer = torch.optim.SGD(
+            _param_groups(cfg, model), lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
+            nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY, foreach=True)
+        return maybe_add_gradient_clipping(cfg, optimizer)
     if name == "AdamW":
-        params = get_default_optimizer_params(
-            model,
-            base_lr=cfg.SOLVER.BASE_LR,
-            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
-            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
-            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
-        )
+        params = _param_groups(cfg, model)
         optimizer = torch.optim.AdamW(
             params,
             lr=cfg.SOLVER.BASE_LR,

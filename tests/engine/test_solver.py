@@ -132,3 +132,38 @@ def test_sgd_warmup_multistep_trains(tmp_path, train_net, make_args):
     assert "avg_val_loss" not in final and "bbox/AP" in final
     state = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)
     assert "momentum_buffer" in str(state["trainer"]["_trainer"]["optimizer"]["state"])
+
+
+@pytest.mark.parametrize("optimizer", ["AdamW", "SGD"])
+def test_state_head_lr_factor_scales_only_the_state_head(optimizer):
+    """On the real small model: the state head's groups get STATE_HEAD_LR_FACTOR x the LR they
+    would have (bias factor included), every other group keeps it, and the schedule keeps the
+    ratio."""
+    from bikestate import model_zoo
+    from bikestate.engine import BikeStateTrainer
+
+    cfg = model_zoo.get_config("bike_small_cpu.yaml")
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.SOLVER.OPTIMIZER, cfg.SOLVER.BIAS_LR_FACTOR = optimizer, 2.0
+    model = BikeStateTrainer.build_model(cfg)
+    names = {id(p): n for n, p in model.named_parameters()}
+
+    def lrs(factor):
+        cfg.SOLVER.STATE_HEAD_LR_FACTOR = factor
+        opt = build_optimizer(cfg, model)
+        scheduler = build_lr_scheduler(cfg, opt)
+        for _ in range(3):
+            opt.step()
+            scheduler.step()
+        # detectron2 merges groups of equal settings: one LR per parameter.
+        return {names[id(p)]: g["lr"] for g in opt.param_groups for p in g["params"]}
+
+    plain, scaled = lrs(1.0), lrs(3.0)
+    state = [n for n in plain if n.startswith("roi_heads.state_head.")]
+    assert state and len(state) < len(plain) / 2
+    for name, lr in plain.items():
+        assert lr > 0
+        expected = 3.0 * lr if name in state else lr
+        assert scaled[name] == pytest.approx(expected, rel=1e-9), name
+    with pytest.raises(ConfigError, match="STATE_HEAD_LR_FACTOR"):
+        lrs(0.0)
