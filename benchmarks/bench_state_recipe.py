@@ -41,7 +41,7 @@ SMALL_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu.yaml")
 PLAIN_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu_plain_detector.yaml")
 DEMO_ITERS = 1200  # the demo's budget (configs/bike_small_cpu.yaml SOLVER.MAX_ITER)
 # The recipe that the config defaults equal (tests check), whose mean is held to the targets.
-DEFAULT_RECIPE = "conv_image"
+DEFAULT_RECIPE = "conv_image_state_lr2"
 KEY = "MODEL.ROI_STATE_HEAD."
 
 # The box-feature MLP head trained on the sampled proposals: the recipe every other one is

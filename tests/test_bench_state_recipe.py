@@ -90,9 +90,13 @@ def test_shipped_configs_use_the_default_recipe():
     _, changes, _ = bench_state_recipe.RECIPES[bench_state_recipe.DEFAULT_RECIPE]
     recipe = dict(bench_state_recipe.REFERENCE, **changes)
     for name in ("Base-BikeState-RCNN-FPN.yaml", "bike_small_cpu.yaml", "bike_r50_fpn.yaml"):
-        head = load_config(os.path.join(REPO, "configs", name)).MODEL.ROI_STATE_HEAD
+        cfg = load_config(os.path.join(REPO, "configs", name))
         for key, value in recipe.items():
+            # A key with a dot is a full config key, the others are under ROI_STATE_HEAD.
+            node = cfg
+            for part in (key if "." in key else "MODEL.ROI_STATE_HEAD." + key).split("."):
+                node = node[part]
             # The recipe's values are command-line text, parsed as YAML like a config file.
             expected = yaml.safe_load(value)
-            assert list(head[key]) == expected if isinstance(expected, list) \
-                else head[key] == expected, (name, key, head[key], value)
+            assert list(node) == expected if isinstance(expected, list) \
+                else node == expected, (name, key, node, value)
