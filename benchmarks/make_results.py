@@ -751,33 +751,37 @@ def render_state_recipes(records, include_smoke=False):
                 table(["recipe", "seeds", "what", "AP50"] + [h for h, _, _ in SUMMARY_COLUMNS]
                       + [f"spread {h}" for h, _, _ in SUMMARY_COLUMNS], summary), ""]
         default = by_recipe.get(DEFAULT_RECIPE)
-        if default:
-            # The demo's targets hold at its budget; the plain detector is compared at each.
-            targets = []
-            for label, key, src, bound, higher in RECIPE_TARGETS if budget == 1 else ():
-                value = _mean([_recipe_value(f, src, key) for f in default])
-                if value is None:
-                    targets.append(f"{label}: n/a")
-                    continue
-                ok = value >= bound if higher else value <= bound
-                how = f"{fmt(value)}" + ("" if ok else f", by {fmt(abs(value - bound))}")
-                targets.append(f"{label}: {verdict(ok, how)}")
-            plain = by_recipe.get("plain_detector")
+        # The demo's targets hold the default recipe at its budget; the plain detector is
+        # compared at every budget, with the default or else each state recipe that ran.
+        targets, compared = [], {DEFAULT_RECIPE: default} if default else {
+            r: figs for r, figs in by_recipe.items() if r != "plain_detector"}
+        for label, key, src, bound, higher in RECIPE_TARGETS if default and budget == 1 else ():
+            value = _mean([_recipe_value(f, src, key) for f in default])
+            if value is None:
+                targets.append(f"{label}: n/a")
+                continue
+            ok = value >= bound if higher else value <= bound
+            how = f"{fmt(value)}" + ("" if ok else f", by {fmt(abs(value - bound))}")
+            targets.append(f"{label}: {verdict(ok, how)}")
+        plain = by_recipe.get("plain_detector")
+        for recipe, figs in sorted(compared.items()):
             for src, key, how in (("metrics", "verify/halluc_at_95r", "default rule"),
                                   ("calibrated", "hallucination_rate", "calibrated rules")):
-                ours = _mean([_recipe_value(f, src, key) for f in default])
+                ours = _mean([_recipe_value(f, src, key) for f in figs])
                 theirs = _mean([_recipe_value(f, src, key) for f in plain or []])
                 if ours is None or theirs is None:
                     continue
                 ratio = theirs / ours if ours > 0 else math.inf
+                against = "" if recipe == DEFAULT_RECIPE else f" as `{recipe}`"
                 targets.append(
-                    f"plain detector hallucinates >= {PLAIN_DETECTOR_MIN_RATIO:g}x as often at 95 % "
-                    f"present recall ({how}): "
+                    f"plain detector hallucinates >= {PLAIN_DETECTOR_MIN_RATIO:g}x as often"
+                    f"{against} at 95 % present recall ({how}): "
                     + verdict(ratio >= PLAIN_DETECTOR_MIN_RATIO,
                               f"{fmt(theirs)} vs {fmt(ours)}: {fmt(ratio)}x"))
-            if targets:
-                out += [f"Targets, mean of the default recipe `{DEFAULT_RECIPE}`:", "",
-                        "\n".join(f"- {t}" for t in targets), ""]
+        if targets:
+            out += [f"Targets, mean of the default recipe `{DEFAULT_RECIPE}`"
+                    + ("" if default else " (not run at this budget)") + ":", "",
+                    "\n".join(f"- {t}" for t in targets), ""]
     return "\n".join(out).rstrip()
 
 
