@@ -55,6 +55,9 @@ REFERENCE = {
 # The crop classifier on the input pixels (each box with context, part embedding).
 CONV_IMAGE = {"NAME": "ConvStateHead", "IN_FEATURES": '["image"]', "POOLER_RESOLUTION": "32",
               "BOX_CONTEXT": "1.3", "CLASS_CONDITIONED": "True"}
+# CONV_IMAGE trained as recipe conv_image: ground-truth boxes beside the proposals, logit
+# adjustment, state loss weight 1; its variants change one thing.
+CONV_IMAGE_TRAINED = dict(CONV_IMAGE, TRAIN_ON="both", LOSS_WEIGHT="1.0", LOGIT_ADJUST_TAU="1.0")
 # name -> (config file, changes to REFERENCE, what it tests); a change whose key has a dot is a
 # full config key (e.g. SOLVER.BASE_LR), the others are keys of MODEL.ROI_STATE_HEAD.
 RECIPES = {
@@ -66,28 +69,22 @@ RECIPES = {
     "mlp_logit_adjust": (SMALL_CONFIG, {"LOGIT_ADJUST_TAU": "1.0"}, "+ logit adjustment"),
     "mlp_focal": (SMALL_CONFIG, {"FOCAL_GAMMA": "2.0"}, "+ focal loss, gamma 2"),
     "mlp_loss_weight_2": (SMALL_CONFIG, {"LOSS_WEIGHT": "2.0"}, "state loss weight 2"),
-    "conv_image": (SMALL_CONFIG, dict(CONV_IMAGE, TRAIN_ON="both", LOSS_WEIGHT="1.0",
-                                      LOGIT_ADJUST_TAU="1.0"),
+    "conv_image": (SMALL_CONFIG, CONV_IMAGE_TRAINED,
                    "crop CNN on the pixels, context 1.3, part embedding, both, logit adj., 1.0"),
     "conv_image_ce": (SMALL_CONFIG, dict(CONV_IMAGE, TRAIN_ON="both", LOSS_WEIGHT="1.0"),
                       "conv_image without logit adjustment"),
-    "conv_image_gt": (SMALL_CONFIG, dict(CONV_IMAGE, TRAIN_ON="gt_boxes", LOSS_WEIGHT="1.0",
-                                         LOGIT_ADJUST_TAU="1.0"),
+    "conv_image_gt": (SMALL_CONFIG, dict(CONV_IMAGE_TRAINED, TRAIN_ON="gt_boxes"),
                       "conv_image trained on ground-truth boxes only"),
-    "conv_image_jitter": (SMALL_CONFIG, dict(CONV_IMAGE, TRAIN_ON="both", LOSS_WEIGHT="1.0",
-                                             LOGIT_ADJUST_TAU="1.0", TRAIN_BOX_JITTER="0.1"),
+    "conv_image_jitter": (SMALL_CONFIG, dict(CONV_IMAGE_TRAINED, TRAIN_BOX_JITTER="0.1"),
                           "conv_image on boxes moved by 0.1 x their size in training"),
-    "conv_image_context_2": (SMALL_CONFIG, dict(CONV_IMAGE, TRAIN_ON="both", LOSS_WEIGHT="1.0",
-                                                LOGIT_ADJUST_TAU="1.0", BOX_CONTEXT="2.0"),
+    "conv_image_context_2": (SMALL_CONFIG, dict(CONV_IMAGE_TRAINED, BOX_CONTEXT="2.0"),
                              "conv_image with twice the box as context (1.3 in conv_image)"),
     # Every figure improves steeply with the budget (3x: AP50 +12, damage AP x2): a recipe that
     # learns faster within 1,200 iterations is a lever too.
-    "conv_image_lr2": (SMALL_CONFIG, dict(CONV_IMAGE, TRAIN_ON="both", LOSS_WEIGHT="1.0",
-                                          LOGIT_ADJUST_TAU="1.0", **{"SOLVER.BASE_LR": "0.002"}),
+    "conv_image_lr2": (SMALL_CONFIG, dict(CONV_IMAGE_TRAINED, **{"SOLVER.BASE_LR": "0.002"}),
                        "conv_image at twice the learning rate (AdamW 0.002; 0.001 in conv_image)"),
     # conv_image_lr2 helped the state head and cost the detector: the crop CNN alone faster.
-    "conv_image_state_lr2": (SMALL_CONFIG, dict(CONV_IMAGE, TRAIN_ON="both", LOSS_WEIGHT="1.0",
-                                                LOGIT_ADJUST_TAU="1.0",
+    "conv_image_state_lr2": (SMALL_CONFIG, dict(CONV_IMAGE_TRAINED,
                                                 **{"SOLVER.STATE_HEAD_LR_FACTOR": "2.0"}),
                              "conv_image with the state head at twice the learning rate"),
 }
@@ -101,13 +98,18 @@ KEPT = ("bbox/AP", "bbox/AP50", "bbox_present/AP", "verify/auroc_present", "veri
         "state_gt/macro_f1", "state_gt/auroc-damaged", "state_gt/auroc-absent")
 
 
+def config_key(key):
+    """The full config key of a recipe change (see RECIPES)."""
+    return key if "." in key else KEY + key
+
+
 def recipe_command(name, seed, iters, data, out_dir):
     """(config file, opts) of one run of ``iters`` iterations."""
     config, changes, _ = RECIPES[name]
     opts = []
     if changes is not None:
         for key, value in dict(REFERENCE, **changes).items():
-            opts += [key if "." in key else KEY + key, value]
+            opts += [config_key(key), value]
     opts += ["SEED", str(seed), "SOLVER.MAX_ITER", str(iters), "TEST.EVAL_PERIOD", str(iters),
              "SOLVER.CHECKPOINT_PERIOD", str(iters), "WANDB.MODE", "disabled",
              "MODEL.DEVICE", "cpu",

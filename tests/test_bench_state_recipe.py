@@ -92,9 +92,8 @@ def test_shipped_configs_use_the_default_recipe():
     for name in ("Base-BikeState-RCNN-FPN.yaml", "bike_small_cpu.yaml", "bike_r50_fpn.yaml"):
         cfg = load_config(os.path.join(REPO, "configs", name))
         for key, value in recipe.items():
-            # A key with a dot is a full config key, the others are under ROI_STATE_HEAD.
             node = cfg
-            for part in (key if "." in key else "MODEL.ROI_STATE_HEAD." + key).split("."):
+            for part in bench_state_recipe.config_key(key).split("."):
                 node = node[part]
             # The recipe's values are command-line text, parsed as YAML like a config file.
             expected = yaml.safe_load(value)

@@ -300,11 +300,16 @@ class BikeStateTrainer(DefaultTrainer):
                                   f"(evaluator_type {evaluator_type!r})")
 
     @classmethod
+    def default_evaluators(cls, cfg, model):
+        """One evaluator per ``DATASETS.TEST`` dataset, each also given the model
+        (``state_gt``)."""
+        return [cls.build_evaluator(cfg, name, model=model) for name in cfg.DATASETS.TEST]
+
+    @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """``DefaultTrainer.test`` whose default evaluators also get the model (``state_gt``)."""
+        """``DefaultTrainer.test`` with :meth:`default_evaluators` by default."""
         if evaluators is None:
-            evaluators = [cls.build_evaluator(cfg, name, model=model)
-                          for name in cfg.DATASETS.TEST]
+            evaluators = cls.default_evaluators(cfg, model)
         return super().test(cfg, model, evaluators)
 
     @classmethod
@@ -370,8 +375,7 @@ class BikeStateTrainer(DefaultTrainer):
         return compute_validation_loss(self.model, self._val_loss_loader, seed=max(self.cfg.SEED, 0))
 
     def _test_and_save_results(self):
-        evaluators = [self.build_evaluator(self.cfg, name, model=self.model)
-                      for name in self.cfg.DATASETS.TEST]
+        evaluators = self.default_evaluators(self.cfg, self.model)
         self._last_eval_results = self.test(self.cfg, self.model, evaluators)
         # The verdict pairs of DATASETS.TEST[0] at this iteration, for calibrate_best_model. In
         # one process only: elsewhere the pairs live on the main process alone, and every
