@@ -5,7 +5,10 @@ test sizes) the model (``--small-weights`` / ``--r50-weights``, else a seeded ra
 initialisation) is exported with ``tools/export_model.py``'s code to ONNX and TorchScript, and
 each runtime predicts the same ``--images`` SynthBikes photos (640x480) with 1 and with 2
 threads: ms per image (median of ``--repeats`` passes over the photos after one warm-up pass,
-the whole predictor call: resize, graph, boxes back to the original pixels), the peak resident
+the whole predictor call: resize, graph, boxes back to the original pixels; the median of
+``--rounds`` such workers, the runtimes taking turns in a rotating order, and the speed-up over
+PyTorch eager the median of the rounds' paired ratios, so that the machine's slow and fast
+phases fall on every runtime alike), the peak resident
 memory of a process running only that runtime (the onnxruntime one cannot import torch or
 detectron2, as in a deployment), the export's file size and how far its detections are from
 PyTorch eager's at the same threads (photos whose detections differ in number, largest box and
@@ -37,7 +40,8 @@ sys.path.insert(0, REPO)
 
 from benchmarks.common import RESULTS_DIR, at_least, report  # noqa: E402
 
-CONFIGS = {"small": "configs/bike_small_cpu.yaml", "r50": "configs/bike_r50_fpn.yaml"}
+CONFIGS = {"small": os.path.join(REPO, "configs", "bike_small_cpu.yaml"),
+           "r50": os.path.join(REPO, "configs", "bike_r50_fpn.yaml")}
 RUNTIMES = ("pytorch", "torchscript", "onnxruntime")
 # Smoke-run sizes: photos and test resize small enough for seconds per runtime.
 QUICK_OPTS = ["INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192"]
@@ -179,19 +183,23 @@ def measure(args):
     with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
         images = os.path.join(tmp, "images.npz")
         make_images(images, args.images, args.image_size)
-        jobs = [(name, runtime, threads) for name in args.configs for runtime in RUNTIMES
-                for threads in args.threads]
-        bar = tqdm(total=len(jobs), desc="bench_export", unit="run", file=sys.stderr)
+        jobs = [(runtime, threads) for runtime in RUNTIMES for threads in args.threads]
+        bar = tqdm(total=len(args.configs) * len(jobs) * args.rounds, desc="bench_export",
+                   unit="run", file=sys.stderr)
         for name in args.configs:
             folder = os.path.join(tmp, name)
             exports, opts = export_both(CONFIGS[name], config_opts(args, name), folder)
-            for runtime in RUNTIMES:
-                for threads in args.threads:
-                    outputs = os.path.join(folder, f"{runtime}_{threads}.npz")
+            timed = {job: [] for job in jobs}  # (runtime, threads) -> one worker's figures a round
+            for round_index in range(args.rounds):
+                # Each round starts with another runtime, so that a slow phase of the machine
+                # does not always fall on the same one.
+                shift = round_index % len(jobs)
+                for runtime, threads in jobs[shift:] + jobs[:shift]:
                     fmt = {"torchscript": "torchscript", "onnxruntime": "onnx"}.get(runtime)
                     spec = {"runtime": runtime, "threads": threads, "images": images,
                             "config": CONFIGS[name], "opts": opts, "repeats": args.repeats,
-                            "export": exports[fmt][0] if fmt else None, "outputs": outputs}
+                            "export": exports[fmt][0] if fmt else None,
+                            "outputs": os.path.join(folder, f"{runtime}_{threads}.npz")}
                     result = subprocess.run(
                         [sys.executable, __file__, "--worker", json.dumps(spec)],
                         capture_output=True, text=True, cwd=REPO,
@@ -199,21 +207,26 @@ def measure(args):
                     if result.returncode != 0:
                         raise SystemExit(f"{name} {runtime} {threads} threads failed:\n"
                                          f"{result.stderr[-3000:]}")
-                    row = {"config": name, "runtime": runtime, "threads": threads,
-                           **json.loads(result.stdout.strip().splitlines()[-1])}
-                    if fmt:
-                        row["export_mib"], row["export_s"] = exports[fmt][1], exports[fmt][2]
-                    # Compared with PyTorch eager at the same threads (their number changes
-                    # the order of floating-point sums).
-                    row.update(compare(os.path.join(folder, f"pytorch_{threads}.npz"), outputs,
-                                       args.images))
-                    rows.append(row)
+                    timed[(runtime, threads)].append(
+                        json.loads(result.stdout.strip().splitlines()[-1]))
                     bar.update(1)
+            for runtime, threads in jobs:
+                rounds = [r["ms_per_image"] for r in timed[(runtime, threads)]]
+                eager = [r["ms_per_image"] for r in timed[("pytorch", threads)]]
+                row = {"config": name, "runtime": runtime, "threads": threads,
+                       "ms_per_image": statistics.median(rounds), "ms_per_image_rounds": rounds,
+                       # Paired: each round's eager time over this runtime's in the same round.
+                       "speedup_vs_eager": statistics.median(e / r for e, r in zip(eager, rounds)),
+                       "peak_rss_mib": max(r["peak_rss_mib"] for r in timed[(runtime, threads)])}
+                fmt = {"torchscript": "torchscript", "onnxruntime": "onnx"}.get(runtime)
+                if fmt:
+                    row["export_mib"], row["export_s"] = exports[fmt][1], exports[fmt][2]
+                # Compared with PyTorch eager at the same threads (their number changes the
+                # order of floating-point sums); the outputs are those of the last round.
+                row.update(compare(os.path.join(folder, f"pytorch_{threads}.npz"),
+                                   os.path.join(folder, f"{runtime}_{threads}.npz"), args.images))
+                rows.append(row)
         bar.close()
-    for row in rows:  # speed-up over PyTorch eager at the same threads
-        eager = next(r for r in rows if r["config"] == row["config"]
-                     and r["runtime"] == "pytorch" and r["threads"] == row["threads"])
-        row["speedup_vs_eager"] = eager["ms_per_image"] / row["ms_per_image"]
     return rows
 
 
@@ -241,6 +254,9 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=at_least(1), default=5,
                         help="timed passes over the photos")
     parser.add_argument("--threads", type=at_least(1), nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=at_least(1), default=None,
+                        help="times every runtime is run, in a rotating order (each round's "
+                             "worker process times --repeats passes; default 3, --quick 1)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 photos of 160x120, test size 128-192, 1 repeat")
     parser.add_argument("--results-dir", default=RESULTS_DIR)
@@ -250,6 +266,8 @@ def parse_args(argv=None):
     args.image_size = (640, 480)
     if args.quick:
         args.images, args.repeats, args.image_size = 2, 1, (160, 120)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
     return args
 
 
@@ -264,6 +282,9 @@ def main(argv=None):
         "images": args.images,
         "image_size": list(args.image_size),
         "repeats": args.repeats,
+        "rounds": args.rounds,
+        "weights": {name: (args.small_weights if name == "small" else args.r50_weights)
+                    or "random" for name in args.configs},
         "threads": args.threads,
         "quick": bool(args.quick),
         "opts": QUICK_OPTS if args.quick else [],

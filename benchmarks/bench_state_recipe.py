@@ -87,6 +87,11 @@ RECIPES = {
     "conv_image_state_lr2": (SMALL_CONFIG, dict(CONV_IMAGE_TRAINED,
                                                 **{"SOLVER.STATE_HEAD_LR_FACTOR": "2.0"}),
                              "conv_image with the state head at twice the learning rate"),
+    # conv_image_state_lr2 against conv_image: every state figure a little better, the detector
+    # the same; a faster state head still, to find where the gain stops.
+    "conv_image_state_lr4": (SMALL_CONFIG, dict(CONV_IMAGE_TRAINED,
+                                                **{"SOLVER.STATE_HEAD_LR_FACTOR": "4.0"}),
+                             "conv_image with the state head at four times the learning rate"),
 }
 
 # Evaluator figures kept in a record (flattened keys of bikestate_metrics.json).

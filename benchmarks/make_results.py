@@ -386,14 +386,21 @@ def render_export(record):
     lines = [f"{fig.get('images')} SynthBikes photos of {fmt(fig.get('image_size'))} (WxH), "
              f"each config at its own test size{options}; "
              f"ms per image: median of {fig.get('repeats')} passes after one warm-up pass, the "
-             "whole predictor call (resize, graph, boxes back to original pixels). Each runtime "
-             "in its own process; peak RSS of that process (the onnxruntime one without torch "
-             "and detectron2). Differences: against PyTorch eager at the same threads. 1-min "
-             f"load average at start {fmt(fig.get('load_average_1min'))}.",
-             table(["config", "runtime", "threads", "ms/image", "vs eager", "peak RSS MiB",
-                    "export MiB", "photos with other detections", "max box diff px",
-                    "max score/prob diff"],
+             "whole predictor call (resize, graph, boxes back to original pixels)"
+             + (f"; median of {fig['rounds']} rounds in which the runtimes take turns, speed-up "
+                "the median of the rounds' paired ratios" if fig.get("rounds", 1) > 1 else "")
+             + ". Each runtime in its own process; peak RSS of that process (the onnxruntime "
+             "one without torch and detectron2). Differences: against PyTorch eager at the same "
+             "threads. Weights: "
+             + (", ".join(f"{name} {'seeded random init' if w == 'random' else f'`{w}`'}"
+                          for name, w in fig["weights"].items()) if fig.get("weights")
+                else "not recorded")
+             + f". 1-min load average at start {fmt(fig.get('load_average_1min'))}.",
+             table(["config", "runtime", "threads", "ms/image", "each round", "vs eager",
+                    "peak RSS MiB", "export MiB", "photos with other detections",
+                    "max box diff px", "max score/prob diff"],
                    [[r["config"], r["runtime"], r["threads"], r["ms_per_image"],
+                     " / ".join(f"{v:.0f}" for v in r.get("ms_per_image_rounds", [])) or "n/a",
                      f"{r['speedup_vs_eager']:.2f}x", r["peak_rss_mib"], r.get("export_mib"),
                      r["photos_with_other_detections"], r["max_box_diff_px"],
                      r["max_prob_diff"]] for r in rows])]

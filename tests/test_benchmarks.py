@@ -483,3 +483,28 @@ def test_synth_benchmark_times_both_styles(results_dir, tmp_path):
         v1["render_jpeg_img_per_cpu_s"] / v2["render_jpeg_img_per_cpu_s"], rel=0.01)
     text = make_results.render([record], include_smoke=True)
     assert "| v2 |" in text and "v2 within 2x the CPU time of v1 per image" in text
+
+
+def test_export_benchmark_rounds_and_paired_speedups(results_dir, tmp_path):
+    """Every runtime runs once a round; ms/image is the median of the rounds, the speed-up the
+    median of each round's ratio to PyTorch eager, and the exports give eager's detections."""
+    _run([os.path.join(BENCH, "bench_export.py"), "--quick", "--configs", "small", "--threads",
+          "1", "--rounds", "2", "--results-dir", results_dir], tmp_path, timeout=600)
+    record = _single_record(results_dir, "export")
+    fig = record["figures"]
+    assert fig["quick"] is True and fig["rounds"] == 2 and fig["weights"] == {"small": "random"}
+    rows = {row["runtime"]: row for row in fig["rows"]}
+    assert set(rows) == {"pytorch", "torchscript", "onnxruntime"}
+    eager = rows["pytorch"]["ms_per_image_rounds"]
+    for runtime, row in rows.items():
+        assert len(row["ms_per_image_rounds"]) == 2
+        assert all(_finite_number(v) and v > 0 for v in row["ms_per_image_rounds"])
+        assert row["ms_per_image"] == pytest.approx(statistics.median(row["ms_per_image_rounds"]))
+        assert row["speedup_vs_eager"] == pytest.approx(statistics.median(
+            e / r for e, r in zip(eager, row["ms_per_image_rounds"])))
+        assert row["photos_with_other_detections"] == 0 and row["max_box_diff_px"] <= 0.5
+        assert row["max_prob_diff"] <= 1e-4
+        assert (runtime == "pytorch") == ("export_mib" not in row)
+    text = make_results.render([record], include_smoke=True)
+    assert "median of 2 rounds" in text and "small seeded random init" in text
+    assert "Target: onnxruntime at least" in text
