@@ -43,6 +43,8 @@ from benchmarks.common import RESULTS_DIR, at_least, report  # noqa: E402
 CONFIGS = {"small": os.path.join(REPO, "configs", "bike_small_cpu.yaml"),
            "r50": os.path.join(REPO, "configs", "bike_r50_fpn.yaml")}
 RUNTIMES = ("pytorch", "torchscript", "onnxruntime")
+# The export format each runtime other than PyTorch eager runs.
+EXPORT_FORMAT = {"torchscript": "torchscript", "onnxruntime": "onnx"}
 # Smoke-run sizes: photos and test resize small enough for seconds per runtime.
 QUICK_OPTS = ["INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192"]
 
@@ -195,7 +197,7 @@ def measure(args):
                 # does not always fall on the same one.
                 shift = round_index % len(jobs)
                 for runtime, threads in jobs[shift:] + jobs[:shift]:
-                    fmt = {"torchscript": "torchscript", "onnxruntime": "onnx"}.get(runtime)
+                    fmt = EXPORT_FORMAT.get(runtime)
                     spec = {"runtime": runtime, "threads": threads, "images": images,
                             "config": CONFIGS[name], "opts": opts, "repeats": args.repeats,
                             "export": exports[fmt][0] if fmt else None,
@@ -218,7 +220,7 @@ def measure(args):
                        # Paired: each round's eager time over this runtime's in the same round.
                        "speedup_vs_eager": statistics.median(e / r for e, r in zip(eager, rounds)),
                        "peak_rss_mib": max(r["peak_rss_mib"] for r in timed[(runtime, threads)])}
-                fmt = {"torchscript": "torchscript", "onnxruntime": "onnx"}.get(runtime)
+                fmt = EXPORT_FORMAT.get(runtime)
                 if fmt:
                     row["export_mib"], row["export_s"] = exports[fmt][1], exports[fmt][2]
                 # Compared with PyTorch eager at the same threads (their number changes the
