@@ -1,5 +1,6 @@
 """Accessories of SynthBikes v2 bikes: a crate or a basket on the front carrier, a child seat or
-a bag on the rack (city bikes), a plastic bag pulled over the saddle against rain (any bike).
+a bag on the rack (city bikes), running boards, side bags, a bench or a child seat on the deck
+(longtail cargo bikes), a plastic bag pulled over the saddle against rain (any bike).
 They are not parts (DelftBikes has no box for them), but they cover what lies behind them like
 occluders do, so the renderer counts their pixels as occlusion."""
 import numpy as np
@@ -46,14 +47,51 @@ def _front_carrier(L, rng):
                       polyline(shape[:2], 0.05, mix(color, (0, 0, 0), 0.2))]
 
 
-def _child_seat(L, rng):
-    """Rear child seat on the rack: a moulded shell with a high back."""
+def _child_seat(L, rng, dx=0.0):
+    """Rear child seat on the rack, its back ``dx`` forward of the rack's end: a moulded shell
+    with a high back."""
     color = jitter(rng, _PLASTIC[rng.integers(len(_PLASTIC))], 10)
     y = L.rack_y
     shell = np.array([[-0.98, y - 0.85], [-0.82, y - 0.9], [-0.72, y - 0.35], [-0.3, y - 0.3],
-                      [-0.25, y - 0.05], [-0.95, y - 0.02]])
+                      [-0.25, y - 0.05], [-0.95, y - 0.02]]) + np.array([dx, 0.0])
     return [polygon(shell, color), polyline(shell[1:4], 0.03, mix(color, (255, 255, 255), 0.3)),
-            circle(np.array([-0.55, y - 0.2]), 0.05, mix(color, (0, 0, 0), 0.4))]
+            circle(np.array([-0.55 + dx, y - 0.2]), 0.05, mix(color, (0, 0, 0), 0.4))]
+
+
+def _longtail_load(L, rng):
+    """What a longtail carries on and beside its deck (which runs from behind the back axle to
+    the seat tube): running boards for passengers' feet, big side bags hanging over the back
+    wheel, a padded bench or a child seat."""
+    deck_end = L.seat_top[0] - 0.15
+    prims = []
+    if rng.random() < 0.7:  # running board: a plank beside the back wheel, braced to the deck
+        y = rng.uniform(-0.5, -0.35)
+        x0, x1 = rng.uniform(-0.8, -0.6), min(deck_end, L.bb[0] - 0.45)
+        color = jitter(rng, [(30, 30, 32), (120, 85, 50)][rng.integers(2)], 10)
+        prims += [segments([[[x, L.rack_y], [x, y]] for x in (x0 + 0.1, x1 - 0.1)], 0.035,
+                           L.rack),
+                  polygon(np.array([[x0, y - 0.04], [x1, y - 0.04], [x1 + 0.04, y + 0.04],
+                                    [x0 - 0.04, y + 0.04]]), color)]
+    if rng.random() < 0.35:  # side bag: a deep pannier hanging from the deck
+        color = jitter(rng, _PLASTIC[rng.integers(len(_PLASTIC))], 12)
+        x0, x1 = rng.uniform(-0.95, -0.75), rng.uniform(0.1, 0.45)
+        depth = rng.uniform(0.6, 0.85)
+        bag = np.array([[x0, L.rack_y], [x1, L.rack_y], [x1 - 0.05, L.rack_y + depth],
+                        [x0 + 0.08, L.rack_y + depth]])
+        prims += [polygon(bag, color),
+                  polyline(bag[:2] + [0.0, 0.08], 0.03, mix(color, (0, 0, 0), 0.4)),
+                  polyline(bag[2:] + [0.0, -0.05], 0.025, mix(color, (255, 255, 255), 0.3))]
+    load = rng.random()
+    if load < 0.35:  # a padded bench along the deck
+        color = jitter(rng, [(25, 25, 28), (90, 60, 40), (40, 60, 110)][rng.integers(3)], 10)
+        y = L.rack_y - 0.07
+        bench = np.array([[-0.7, y], [deck_end - 0.35, y], [deck_end - 0.4, y - 0.14],
+                          [-0.65, y - 0.14]])
+        prims += [polygon(bench, color),
+                  polyline(bench[2:], 0.03, mix(color, (255, 255, 255), 0.3))]
+    elif load < 0.6:
+        prims += _child_seat(L, rng, dx=rng.uniform(0.4, deck_end - 0.4))
+    return prims
 
 
 def _rack_bag(L, rng):
@@ -87,6 +125,8 @@ def build_accessories(L, rng, saddle_there=True):
     prims = []
     if saddle_there and rng.random() < SADDLE_COVER_SHARE:
         prims += _saddle_cover(L, rng)
+    if L.kind == "longtail":
+        return prims + _longtail_load(L, rng)
     if L.kind != "city":
         return prims
     if rng.random() < 0.35:

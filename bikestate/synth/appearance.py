@@ -14,9 +14,9 @@ from .geometry import unit
 __all__ = ["BIKE_TYPES", "restyle", "shade"]
 
 # Bike types and their shares: Dutch city bikes dominate parked bikes, then mountain bikes,
-# folding bikes and BMX.
-BIKE_TYPES = ("city", "mountain", "folding", "bmx")
-_TYPE_SHARES = (0.6, 0.2, 0.12, 0.08)
+# folding bikes, BMX and longtail cargo bikes (a long loading deck over the back wheel).
+BIKE_TYPES = ("city", "mountain", "folding", "bmx", "longtail")
+_TYPE_SHARES = (0.56, 0.2, 0.12, 0.07, 0.05)
 
 # Frame colours of real bikes with their shares: black and grey/silver are the most common.
 _FRAME_COLORS = [((22, 22, 24), 0.3), ((150, 152, 158), 0.08), ((195, 196, 200), 0.06),
@@ -67,6 +67,17 @@ def restyle(L, rng):
         lift = L.head_dir * u(0.6, 0.9)  # long stem of a folding bike
         L.stem_top, L.grip_front, L.grip_back = L.stem_top + lift, L.grip_front + lift, \
             L.grip_back + lift
+    elif L.kind == "longtail":
+        # The back wheel sits far behind the seat tube, under a deck that reaches past it:
+        # everything in front of the back axle moves forward, the wheels keep their size.
+        extra = u(0.8, 1.1)
+        move_front(L.wheelbase + extra)
+        for key in ("bb", "seat_top", "saddle_at"):
+            setattr(L, key, getattr(L, key) + np.array([extra, 0.0]))
+        L.tyre = u(0.11, 0.16)
+        L.frame_style = str(rng.choice(["step", "sloping"]))
+        L.has_rack = True  # the deck
+        L.rack_y = -u(1.18, 1.28)
     L.lock_angle = math.degrees(math.atan2(L.seat_top[1], L.seat_top[0])) + u(-4, 4)
 
     colors, shares = zip(*_FRAME_COLORS)

@@ -13,8 +13,9 @@ __all__ = ["SYNTH_VERSIONS", "generate_synthbikes"]
 
 # Version of each style's pictures: bump a style's number whenever a change makes the same seed
 # draw different images of it, so that cached SynthBikes datasets (bikestate.data.cache) are
-# regenerated. v2 version 2: lying and upside-down bikes, bags over saddles.
-SYNTH_VERSIONS = {"v1": 1, "v2": 2}
+# regenerated. v2 version 2: lying and upside-down bikes, bags over saddles; version 3: longtail
+# cargo bikes.
+SYNTH_VERSIONS = {"v1": 1, "v2": 3}
 
 # JPEG quality range per style: v2 includes the heavy compression of phone uploads.
 _JPEG_QUALITY = {"v1": (60, 96), "v2": (35, 93)}

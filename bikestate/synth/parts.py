@@ -42,8 +42,8 @@ _FOAM = (235, 205, 120)  # inside of a torn saddle / grip
 class _Layout:
     """Key points of one bike in the canonical frame and its colours (all sampled).
 
-    ``style`` "v2" then gives the bike a type (city, mountain, folding, BMX) and realistic
-    colours (:func:`.appearance.restyle`).
+    ``style`` "v2" then gives the bike a type (city, mountain, folding, BMX, longtail) and
+    realistic colours (:func:`.appearance.restyle`); v1 bikes are all city bikes.
     """
 
     def __init__(self, rng, background, style="v1"):
@@ -116,6 +116,7 @@ class _Layout:
         self.front_lamp = jitter(rng, [_BLACK, (200, 200, 205), self.frame][rng.integers(3)], 5)
         self.light_on_crown = rng.random() < 0.6
         self.style = style
+        self.kind = "city"
         if style == "v2":
             restyle(self, rng)
 
@@ -523,6 +524,13 @@ def _frame(L):
                            L.rack),
                   polyline(np.array([[-0.85, L.rack_y], A]), 0.035, L.rack),
                   polyline(np.array([[-0.35, L.rack_y], A]), 0.035, L.rack)]
+        if L.kind == "longtail":
+            # The deck: a plank on the long rack, its tube braced down to the chain stay.
+            deck = np.array([[-1.05, L.rack_y - 0.07], [front_end[0], L.rack_y - 0.07]])
+            stay = A + 0.55 * (B - A)
+            prims += [polyline(deck, 0.07, mix(L.rack, (0, 0, 0), 0.35)),
+                      polyline(np.array([[stay[0], L.rack_y], stay]), 0.05, L.frame),
+                      polyline(np.array([[0.35, L.rack_y], A]), 0.035, L.rack)]
     return prims
 
 

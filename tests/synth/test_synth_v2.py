@@ -235,3 +235,35 @@ def test_v2_bag_over_the_saddle_occludes_it(monkeypatch):
     covered, bare = saddles(1.0), saddles(0.0)
     assert all(state == OCCLUDED for state, _ in covered), covered
     assert all(state == STATE_IDS["intact"] for state, inside in bare if inside), bare
+
+
+def _wheel_spacing(shares, monkeypatch):
+    """Median over 16 pictures of the distance between the wheels' box centres over the wheels'
+    mean box size (sqrt of width x height): the wheelbase in wheel diameters, whatever the
+    scale, yaw or pose."""
+    import bikestate.synth.appearance as appearance
+
+    monkeypatch.setattr(appearance, "_TYPE_SHARES", shares)
+    spacing = []
+    for i in range(16):
+        _, parts = render_bike(np.random.default_rng([8, i]), 320, 240, (1, 0, 0, 0),
+                               style="v2")
+        front, back = parts["front_wheel"]["box"], parts["back_wheel"]["box"]
+        size = (np.sqrt(front[2] * front[3]) + np.sqrt(back[2] * back[3])) / 2
+        spacing.append(np.linalg.norm(_centre(front) - _centre(back)) / size)
+    return float(np.median(spacing))
+
+
+def test_v2_longtail_bikes_are_long_and_carry_their_load(monkeypatch):
+    """Longtail cargo bikes (same seeds, only the type changed) put their wheels about 1.3x as
+    far apart as city bikes; their deck's load (running boards, side bags, benches, child seats)
+    is drawn over the bike, so it counts as occlusion like any accessory."""
+    city = _wheel_spacing((1.0, 0.0, 0.0, 0.0, 0.0), monkeypatch)
+    longtail = _wheel_spacing((0.0, 0.0, 0.0, 0.0, 1.0), monkeypatch)
+    assert 1.3 < city < 1.75 and longtail > 1.18 * city, (city, longtail)
+    intact = {name: STATE_IDS["intact"] for name in PART_NAMES}
+    bikes = [bikestate.synth.parts.Bike(np.random.default_rng([9, i]), dict(intact),
+                                        (128, 128, 128), style="v2") for i in range(12)]
+    assert all(bike.layout.kind == "longtail" and bike.layout.has_rack for bike in bikes)
+    assert sum(len(bike.accessories) > 0 for bike in bikes) >= 9, \
+        [len(bike.accessories) for bike in bikes]
