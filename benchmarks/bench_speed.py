@@ -39,7 +39,8 @@ each figure is the cost of the same step at the same weights.
    activations); on CPU the peak resident set (``VmHWM``) of a fresh process (``spawn``) that
    builds only that model and runs two training steps (the second with the optimizer state
    allocated) or one inference: weights, optimizer state, activations and the framework the
-   pipeline imports (torch + detectron2 for bikestate, torch + torchvision for the seed).
+   pipeline imports (torch + detectron2 for bikestate, torch + torchvision for the seed);
+   these processes run two at a time after every timing is done.
    Measuring inside the benchmark's own process cannot work on CPU: the allocator keeps freed
    memory, so a step's growth over the resident set of earlier steps is often zero.
    Target (CUDA, AMP, batch 8): bikestate >= 1.3x the seed's training images/s.
@@ -401,13 +402,19 @@ def _process_peak_rss_child(who, cfg_args, samples, train, threads):
     return float("nan") if peak is None else peak / 1024
 
 
-def process_peak_rss_mib(who, cfg_args, samples, train, threads):
-    """Peak resident set of a fresh process running only ``who``'s model (module docstring)."""
+def process_peak_rss_mib(tasks):
+    """Peak resident set (MiB) of a fresh process per task ``(who, cfg_args, samples, train,
+    threads)``, each running only ``who``'s model (module docstring).
+
+    Two processes run at a time: a process's peak resident set does not depend on what else
+    runs, and nothing is timed meanwhile (the caller measures memory after all timings).
+    """
     import multiprocessing
 
-    # spawn, not fork: a forked child would inherit this process's memory and OpenMP threads.
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_process_peak_rss_child, (who, cfg_args, samples, train, threads))
+    # spawn, not fork: a forked child would inherit this process's memory and OpenMP threads;
+    # one task per child: every measurement starts from a fresh interpreter.
+    with multiprocessing.get_context("spawn").Pool(min(2, len(tasks)), maxtasksperchild=1) as pool:
+        return pool.starmap(_process_peak_rss_child, tasks, chunksize=1)
 
 
 # ------------------------------------------------------------------------------ parts
@@ -478,6 +485,7 @@ def bench_vs_seed(samples, args):
     initial = {runner: copy.deepcopy(runner.model.state_dict()) for runner in (ours, seed)}
     precisions = ["fp32"] + (["amp"] if cuda else [])
     rows = []
+    rss_tasks = []  # CPU: (row, key, task) measured in fresh processes after every timing
     setup = {"bikestate": ours.restore, "bikestate_batched": batched.restore,
              "seed": seed.restore}
     for batch_size in args.batch_sizes:
@@ -513,14 +521,14 @@ def bench_vs_seed(samples, args):
                 for kind, step in kinds:
                     if cuda:
                         runner.restore()
-                        mib = cuda_peak_memory_mib(lambda: step(b, amp))
+                        row[f"{who}_{kind}_peak_mem_mib"] = cuda_peak_memory_mib(
+                            lambda: step(b, amp))
                     else:
                         opts = args.opts + (BATCHED_OPTS if who == "bikestate_batched" else [])
-                        mib = process_peak_rss_mib(
+                        rss_tasks.append((row, f"{who}_{kind}_peak_mem_mib", (
                             "seed" if who == "seed" else "bikestate",
                             (args.config, "cpu", args.image_size, opts),
-                            samples[:batch_size], kind == "train", torch.get_num_threads())
-                    row[f"{who}_{kind}_peak_mem_mib"] = mib
+                            samples[:batch_size], kind == "train", torch.get_num_threads())))
                 # Where the step waits: GPU busy time and host synchronizations (CUDA only);
                 # with --profile-dir, the profiled step's table.
                 train_once = lambda: runner.train_step(b, amp)  # noqa: E731
@@ -544,6 +552,10 @@ def bench_vs_seed(samples, args):
             rows.append(row)
     del ours, batched, seed
     gc.collect()
+    if rss_tasks:
+        peaks = process_peak_rss_mib([task for _, _, task in rss_tasks])
+        for (row, key, _), mib in zip(rss_tasks, peaks):
+            row[key] = mib
     return rows
 
 
