@@ -44,14 +44,15 @@ ACCURACY_COLUMNS = ACCURACY_HIGHER + ACCURACY_LOWER + (
     "verify/damage_recall", "verify/macro_f1_majority", "bbox_state/AP50")
 # onnxruntime vs PyTorch eager, small config, both cores.
 EXPORT_MIN_SPEEDUP = 1.5
-ORDER = ("demo", "state_recipe", "state_boxes", "speed", "assignment", "export", "accuracy", "serve", "state_branch", "eval",
-         "synth", "imports")
+ORDER = ("demo", "state_recipe", "state_boxes", "speed", "assignment", "roi_align", "export",
+         "accuracy", "serve", "state_branch", "eval", "synth", "imports")
 TITLES = {
     "demo": "`make demo`: the demo model on SynthBikes val",
     "state_recipe": "State-branch recipes at the demo's budget (ablation, SynthBikes v2 val)",
     "state_boxes": "The state head on annotated, moved and detected boxes (SynthBikes v2 val)",
     "speed": "Speed: state branch overhead, bikestate vs the seed pipeline, data loading",
     "assignment": "Training-target assignment alone: detectron2's per-image loops vs batched",
+    "roi_align": "ROIAlign's CPU backward: torchvision's per-element loop vs matrix products",
     "export": "Exported models: PyTorch eager vs TorchScript vs onnxruntime (CPU inference)",
     "accuracy": "Accuracy at equal training budget: bikestate vs the seed pipeline",
     "serve": "Inspection service under load (tools/serve.py, clients on loopback)",
@@ -373,6 +374,30 @@ def render_assignment(record):
                     "per-image host syncs", "batched host syncs"],
                    [[r["stage"], r["per_image_ms"], r["batched_ms"], f"{r['speedup']:.2f}x",
                      r.get("per_image_syncs"), r.get("batched_syncs")] for r in fig["rows"]])]
+    return "\n\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ roi_align
+
+
+def render_roi_align(record):
+    fig = record["figures"]
+    pooled = ", ".join(f"{c['rois']} ROIs on {fmt(c['level_shape'])}" for c in fig["pooled"])
+    lines = [f"`configs/{fig.get('config')}` at {fmt(fig.get('image_size'))} (HxW), "
+             f"{fig.get('images')} SynthBikes v2 pictures, weights settled by "
+             f"{fig.get('settle_steps')} training steps; pooled with gradients in one step: "
+             f"{pooled}. `backward`: the ROIAlign backward alone on those captured inputs; "
+             "`train_step`: the whole training step with either backward "
+             "(`MODEL.ROI_BOX_HEAD.POOLER_CPU_BACKWARD`), weights and optimizer restored and the "
+             f"same proposals before each run. Median of {fig.get('repeats')} alternating runs "
+             f"after {fig.get('warmup')} warm-up, {fig.get('threads')} CPU threads, 1-min load "
+             f"average at start {fmt(fig.get('load_average_1min'))}; paired: median of the "
+             "per-round ratios. Largest difference between the two gradients of the feature "
+             f"maps: {fig['max_grad_diff']:.1e} (largest gradient {fig['max_grad']:.1f}).",
+             table(["stage", "torchvision ms", "matmul ms (bikestate)", "speed-up",
+                    "paired speed-up"],
+                   [[r["stage"], r["torchvision_ms"], r["matmul_ms"], f"{r['speedup']:.2f}x",
+                     f"{r['speedup_paired']:.2f}x"] for r in fig["rows"]])]
     return "\n\n".join(lines)
 
 
@@ -793,7 +818,8 @@ def render_state_recipes(records, include_smoke=False):
 
 
 RENDERERS = {"speed": render_speed, "accuracy": render_accuracy, "demo": render_demo,
-             "assignment": render_assignment, "export": render_export,
+             "assignment": render_assignment, "roi_align": render_roi_align,
+             "export": render_export,
              "serve": render_serve, "synth": render_synth}
 
 

@@ -84,6 +84,11 @@ def add_bikestate_config(cfg):
     # when AUTO_LOSS_WEIGHTS or LOGIT_ADJUST_TAU needs them.
     _C.MODEL.ROI_STATE_HEAD.STATE_PRIOR = []
 
+    # Backward of the ROI poolers' ROIAlign on CPU (box head and state head): "matmul" (the
+    # same gradient as matrix products, bikestate.modeling.roi_align) or "torchvision" (its
+    # per-element loop). Other devices always use torchvision's kernel.
+    _C.MODEL.ROI_BOX_HEAD.POOLER_CPU_BACKWARD = "matmul"
+
     # ---------------------------------------------------------------- optional timm backbone
     _C.MODEL.TIMM = CN()
     # timm model name for the "build_timm_fpn_backbone" backbone (needs the `timm` extra).

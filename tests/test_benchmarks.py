@@ -97,6 +97,13 @@ def assignment_record(results_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def roi_align_record(results_dir, tmp_path_factory):
+    _run([os.path.join(BENCH, "bench_roi_align.py"), "--quick", "--results-dir", results_dir],
+         tmp_path_factory.mktemp("roi_align_cwd"))
+    return _single_record(results_dir, "roi_align")
+
+
+@pytest.fixture(scope="module")
 def accuracy_record(results_dir, cache_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("accuracy_work")
     _run([os.path.join(BENCH, "bench_accuracy.py"), "--setting", "tiny", "--threads", "1",
@@ -169,6 +176,25 @@ def test_assignment_record(assignment_record):
             assert r[f"{who}_ms"] == pytest.approx(statistics.median(r[f"{who}_runs_ms"]))
             assert r[f"{who}_syncs"] is None  # a CUDA figure
         assert r["speedup"] == pytest.approx(r["per_image_ms"] / r["batched_ms"])
+
+
+def test_roi_align_record(roi_align_record):
+    """Both backwards timed alone and inside the small config's training step; the gradients
+    they give agree."""
+    fig = roi_align_record["figures"]
+    assert fig["quick"] is True and fig["config"] == "bike_small_cpu.yaml"
+    assert [r["stage"] for r in fig["rows"]] == ["backward", "train_step"]
+    for r in fig["rows"]:
+        for who in ("torchvision", "matmul"):
+            assert len(r[f"{who}_runs_ms"]) == 2  # --quick: 2 repeats
+            assert r[f"{who}_ms"] == pytest.approx(statistics.median(r[f"{who}_runs_ms"]))
+            assert r[f"{who}_ms"] > 0
+        assert r["speedup"] == pytest.approx(r["torchvision_ms"] / r["matmul_ms"])
+        assert r["speedup_paired"] == pytest.approx(statistics.median(
+            a / b for a, b in zip(r["torchvision_runs_ms"], r["matmul_runs_ms"])))
+    # The box head pools every FPN level it reads, with the gradient of a training step.
+    assert len(fig["pooled"]) == 3 and sum(c["rois"] for c in fig["pooled"]) > 0
+    assert 0 <= fig["max_grad_diff"] <= 1e-5 * max(fig["max_grad"], 1.0) and fig["max_grad"] > 0
 
 
 def test_speed_profiles(speed_record, profile_dir):
@@ -342,10 +368,10 @@ def test_make_results_keeps_accuracy_recipes_apart(accuracy_record):
 
 
 def test_make_results_renders_the_records(speed_record, accuracy_record, assignment_record,
-                                          serve_record, results_dir, tmp_path):
+                                          serve_record, roi_align_record, results_dir, tmp_path):
     records_dir = tmp_path / "results"
     shutil.copytree(os.path.join(BENCH, "results"), records_dir)
-    for name in ("speed", "accuracy", "assignment", "serve"):
+    for name in ("speed", "accuracy", "assignment", "serve", "roi_align"):
         shutil.copy(os.path.join(results_dir, f"{name}.jsonl"), records_dir / f"{name}.jsonl")
     out = tmp_path / "RESULTS.md"
     args = ["--results-dir", str(records_dir), "--output", str(out), "--readme", ""]
@@ -354,7 +380,8 @@ def test_make_results_renders_the_records(speed_record, accuracy_record, assignm
     assert make_results.main(args) == 0
     text = out.read_text()
     assert "Only smoke-test records so far." in text
-    for record in (speed_record, accuracy_record, assignment_record, serve_record):
+    for record in (speed_record, accuracy_record, assignment_record, serve_record,
+                   roi_align_record):
         assert record["date"] in text
     assert make_results.main(args + ["--check"]) == 0
     out.write_text(text + "edited by hand\n")
@@ -367,6 +394,7 @@ def test_make_results_renders_the_records(speed_record, accuracy_record, assignm
     assert "| 2 | fp32 |" in text
     assert "| 2 | fp32 | bikestate_batched |" in text  # the training step per model
     assert "| rpn |" in text and "| roi_heads |" in text
+    assert "| backward |" in text and "| train_step |" in text  # ROIAlign's CPU backward
     assert "| bikestate_r50 |" in text and "| seed_r50 |" in text
     assert "**State head alone**" in text
     assert "| latency p50 / p95 / p99, ms |" in text  # the service under load

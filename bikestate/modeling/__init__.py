@@ -4,6 +4,8 @@
   ``BatchedStateROIHeads``, the same with the proposals of all images sampled at once;
 * ``PlainDetectorROIHeads``: detectron2's ROI heads with no state branch, every detection
   "present" (the plain detector baseline);
+* :mod:`.roi_align`: detectron2's ROIAlign with a CPU backward made of matrix products, given to
+  the ROI heads' poolers (``MODEL.ROI_BOX_HEAD.POOLER_CPU_BACKWARD``);
 * ``BatchedRPN`` in ``PROPOSAL_GENERATOR_REGISTRY`` (``MODEL.PROPOSAL_GENERATOR.NAME``):
   detectron2's RPN with the anchors of all images labelled and sampled at once;
 * state heads in :data:`STATE_HEAD_REGISTRY` (``MODEL.ROI_STATE_HEAD.NAME``);

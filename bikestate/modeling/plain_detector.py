@@ -15,6 +15,7 @@ from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import ImageList, Instances
 
 from ..constants import STATE_NAMES
+from .roi_align import set_pooler_cpu_backward
 
 __all__ = ["PlainDetectorROIHeads"]
 
@@ -29,6 +30,12 @@ class PlainDetectorROIHeads(StandardROIHeads):
     = intact and ``state_scores`` (Ri, S) = one-hot intact, the fields a bikestate model
     gives, so the presence score of a detection is its detection score.
     """
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        set_pooler_cpu_backward(ret["box_pooler"], cfg.MODEL.ROI_BOX_HEAD.POOLER_CPU_BACKWARD)
+        return ret
 
     def forward(
         self,

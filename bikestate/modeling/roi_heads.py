@@ -39,6 +39,7 @@ from detectron2.utils.events import get_event_storage
 
 from ..utils.errors import ConfigError
 from .assignment import batched_match, batched_pairwise_iou, batched_subsample_labels, pad_boxes
+from .roi_align import set_pooler_cpu_backward
 from .state_head import build_state_head, state_loss
 
 __all__ = ["StateROIHeads", "BatchedStateROIHeads", "TRAIN_ON_CHOICES", "jitter_boxes",
@@ -167,6 +168,9 @@ class StateROIHeads(StandardROIHeads):
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
         ret.update(cls._init_state_head(cfg, input_shape, ret["box_head"].output_shape))
+        for key in ("box_pooler", "state_pooler"):
+            if ret.get(key) is not None:
+                set_pooler_cpu_backward(ret[key], cfg.MODEL.ROI_BOX_HEAD.POOLER_CPU_BACKWARD)
         return ret
 
     @classmethod
