@@ -74,7 +74,7 @@ def roi_align_backward(grad_output, rois, input_shape, spatial_scale, sampling_r
         (N, C, H, W) gradient of the feature map, equal to torchvision's up to the order of
         the float additions.
     """
-    num_images, channels, height, width = input_shape
+    _, channels, height, width = input_shape
     num, _, pooled_h, pooled_w = grad_output.shape
     grad_input = grad_output.new_zeros(input_shape)
     if num == 0:
