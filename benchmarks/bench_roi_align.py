@@ -91,9 +91,9 @@ def backward_fns(calls):
         return [roi_align_backward(grad, rois, x.shape, scale, ratio, aligned)
                 for x, _, grad, rois, scale, ratio, aligned in prepared]
 
-    diff = max((a - b).abs().max().item()
-               for a, b in zip(torchvision_backward(), matmul_backward()))
-    scale = max(g.abs().max().item() for g in torchvision_backward())
+    reference = torchvision_backward()
+    diff = max((a - b).abs().max().item() for a, b in zip(reference, matmul_backward()))
+    scale = max(g.abs().max().item() for g in reference)
     return {"torchvision": torchvision_backward, "matmul": matmul_backward}, diff, scale
 
 

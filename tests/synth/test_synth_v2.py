@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import bikestate.synth.accessories
+import bikestate.synth.appearance
 import bikestate.synth.parts
 from bikestate.constants import PART_NAMES, STATE_IDS
 from bikestate.data.delftbikes import load_delftbikes
@@ -241,9 +242,7 @@ def _wheel_spacing(shares, monkeypatch):
     """Median over 16 pictures of the distance between the wheels' box centres over the wheels'
     mean box size (sqrt of width x height): the wheelbase in wheel diameters, whatever the
     scale, yaw or pose."""
-    import bikestate.synth.appearance as appearance
-
-    monkeypatch.setattr(appearance, "_TYPE_SHARES", shares)
+    monkeypatch.setattr(bikestate.synth.appearance, "_TYPE_SHARES", shares)
     spacing = []
     for i in range(16):
         _, parts = render_bike(np.random.default_rng([8, i]), 320, 240, (1, 0, 0, 0),
