@@ -176,6 +176,50 @@ def test_crop_filters_emptied_boxes_and_keeps_states_aligned(synth_dataset):
     assert filtered > 0, "the crop should have emptied some boxes"
 
 
+def test_boxes_are_detectron2s_per_annotation_boxes_bit_for_bit(synth_dataset):
+    """transform_boxes does at once what detectron2's transform_instance_annotations and
+    annotations_to_instances do box by box: the same float32 boxes, exactly, for boxes in
+    either mode, on whole pixels or not, through crop, resize and flip.
+
+    One difference, on purpose: a box of four Python ints is scaled in floating point, where
+    detectron2 scales it in integer arithmetic and drops the fractions."""
+    from detectron2.data import detection_utils as utils
+    from detectron2.structures import BoxMode
+
+    from bikestate.data.mapper import transform_boxes
+
+    dicts, _ = synth_dataset
+    rng = np.random.default_rng(0)
+    compared = 0
+    for k, d in enumerate(dicts[:6]):
+        annos = [dict(a) for a in d["annotations"]]
+        for i, a in enumerate(annos):
+            if i % 3 == 1:  # some boxes in XYXY, some with whole-pixel coordinates
+                a["bbox"] = BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+                a["bbox_mode"] = BoxMode.XYXY_ABS
+            elif i % 3 == 2:
+                a["bbox"] = [float(round(v)) for v in a["bbox"]]
+        h, w = d["height"], d["width"]
+        transforms = T.TransformList([
+            T.CropTransform(int(rng.integers(0, w // 4)), int(rng.integers(0, h // 4)),
+                            w // 2 + k * 7, h // 2 + k * 5),
+            T.ResizeTransform(h // 2 + k * 5, w // 2 + k * 7, 301 + k, 403 - k),
+            T.HFlipTransform(403 - k) if k % 2 else T.NoOpTransform()])
+        image_shape = (301 + k, 403 - k)
+        reference = utils.annotations_to_instances(
+            [utils.transform_instance_annotations(dict(a), transforms, image_shape)
+             for a in annos], image_shape).gt_boxes.tensor
+        ours = torch.as_tensor(transform_boxes(annos, transforms, image_shape), dtype=torch.float32)
+        assert torch.equal(ours, reference)
+        compared += len(annos)
+        as_ints = [dict(a, bbox=[int(v) for v in a["bbox"]]) if i % 3 == 2 else a
+                   for i, a in enumerate(annos)]
+        assert np.array_equal(transform_boxes(as_ints, transforms, image_shape),
+                              transform_boxes(annos, transforms, image_shape))
+    assert compared > 100
+    assert transform_boxes([], transforms, image_shape).shape == (0, 4)
+
+
 def test_test_time_mapper_drops_annotations(synth_dataset):
     dicts, _ = synth_dataset
     cfg = small_cfg()
