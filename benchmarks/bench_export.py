@@ -12,9 +12,11 @@ phases fall on every runtime alike), the peak resident
 memory of a process running only that runtime (the onnxruntime one cannot import torch or
 detectron2, as in a deployment), the export's file size and how far its detections are from
 PyTorch eager's at the same threads (photos whose detections differ in number, largest box and
-score or state-probability differences). Each runtime runs in its own process, one after the
-other, on the same photos. A trained model (``make demo``'s ``output/demo/train/model_best.pth``
-for the small config) gives the real number of detections; a random one keeps 100 per photo.
+score or state-probability differences, each detection paired with its twin). Each runtime runs
+in its own process, one after the other, on the same photos. A trained model (``make demo``'s
+``output/demo/train/model_best.pth`` for the small config) gives the real number of detections;
+a random one keeps 100 per photo. A random R50's frozen BatchNorm statistics are first settled on
+16 SynthBikes pictures (:func:`settle_frozen_batchnorm`), as a pre-trained backbone's would be.
 
     python benchmarks/bench_export.py                   # both configs, 1 and 2 threads
     python benchmarks/bench_export.py --small-weights output/demo/train/model_best.pth
@@ -132,6 +134,45 @@ def make_images(path, count, size, seed=0):
                       for i in range(count)})
 
 
+def settle_frozen_batchnorm(model, images_chw):
+    """Give a randomly initialised model's frozen BatchNorm layers the statistics of their inputs
+    on ``images_chw`` (float32 (3, H, W), 0-255, batched as the model pads them), as the
+    pre-training of a real backbone would have; returns how many layers.
+
+    With the initial statistics (mean 0, variance 1) the activations of a random R50 grow by
+    orders of magnitude from stage to stage, its scores saturate at exactly 1.0 (NMS then keeps
+    whichever of equal boxes float32 rounding puts first) and its state probabilities at 1e-30.
+    Statistics of a single picture are not enough: a channel nearly constant on it amplifies
+    every other picture (FPN outputs of ~40 on other photos). Training steps would not help:
+    frozen BatchNorm layers do not learn.
+    """
+    import torch
+    from detectron2.layers import FrozenBatchNorm2d
+
+    def set_statistics(layer, inputs):
+        layer.running_mean.copy_(inputs[0].mean(dim=(0, 2, 3)))
+        layer.running_var.copy_(inputs[0].var(dim=(0, 2, 3)))
+
+    handles = [m.register_forward_pre_hook(set_statistics) for m in model.modules()
+               if isinstance(m, FrozenBatchNorm2d)]
+    try:
+        with torch.no_grad():
+            model.backbone(model.preprocess_image([{"image": x} for x in images_chw]).tensor)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return len(handles)
+
+
+def settling_pictures(cfg, count=16):
+    """``count`` SynthBikes pictures at the config's test size (every fourth portrait), as the
+    model's input: float32 (3, H, W)."""
+    from bikestate.deploy.exporter import graph_input, sample_image
+
+    return [graph_input(cfg, sample_image(cfg, seed=seed, portrait=seed % 4 == 3))
+            for seed in range(count)]
+
+
 def export_both(config, opts, folder):
     """ONNX and TorchScript exports of the config's model: {format: (folder, MiB, seconds)}."""
     import torch
@@ -145,6 +186,7 @@ def export_both(config, opts, folder):
     torch.manual_seed(0)
     model = build_export_model(cfg)
     if not cfg.MODEL.WEIGHTS:  # the workers build the same random model from this file
+        settle_frozen_batchnorm(model, settling_pictures(cfg))
         weights = os.path.join(folder, "random_init.pth")
         torch.save({"model": model.state_dict()}, weights)
         opts = opts + ["MODEL.WEIGHTS", weights]
@@ -161,17 +203,31 @@ def export_both(config, opts, folder):
 
 
 def compare(reference, other, count):
-    """How far ``other``'s detections are from ``reference``'s (two .npz files)."""
+    """How far ``other``'s detections are from ``reference``'s (two .npz files): each detection
+    of ``reference`` is paired with the detection of ``other`` of the same part nearest in box,
+    score and state probabilities (two of nearly equal score may come in either order); a photo
+    whose detections differ in number or do not pair one to one counts as differing."""
     a, b = np.load(reference), np.load(other)
     differ, box, prob = 0, 0.0, 0.0
     for i in range(count):
-        if a[f"{i}_scores"].shape != b[f"{i}_scores"].shape:
+        x, y = ({k: f[f"{i}_{k}"] for k in ("boxes", "scores", "classes", "state_scores")}
+                for f in (a, b))
+        if x["scores"].shape != y["scores"].shape:
             differ += 1
             continue
-        if a[f"{i}_scores"].size:
-            box = max(box, float(np.abs(a[f"{i}_boxes"] - b[f"{i}_boxes"]).max()))
-            prob = max(prob, float(np.abs(a[f"{i}_scores"] - b[f"{i}_scores"]).max()),
-                       float(np.abs(a[f"{i}_state_scores"] - b[f"{i}_state_scores"]).max()))
+        if not x["scores"].size:
+            continue
+        distance = (np.abs(x["boxes"][:, None] - y["boxes"][None]).max(axis=2)
+                    + np.abs(x["scores"][:, None] - y["scores"][None])
+                    + np.abs(x["state_scores"][:, None] - y["state_scores"][None]).max(axis=2))
+        distance[x["classes"][:, None] != y["classes"][None]] = np.inf
+        pairs = distance.argmin(axis=1)
+        if len(set(pairs.tolist())) != len(pairs) or np.isinf(distance.min(axis=1)).any():
+            differ += 1
+            continue
+        box = max(box, float(np.abs(x["boxes"] - y["boxes"][pairs]).max()))
+        prob = max(prob, float(np.abs(x["scores"] - y["scores"][pairs]).max()),
+                   float(np.abs(x["state_scores"] - y["state_scores"][pairs]).max()))
     return {"photos_with_other_detections": differ, "max_box_diff_px": box,
             "max_prob_diff": prob}
 

@@ -5,13 +5,15 @@ import subprocess
 import sys
 
 import numpy as np
-import torch
 from detectron2.config import get_cfg
-from detectron2.layers import FrozenBatchNorm2d
 
 from bikestate import add_bikestate_config
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, REPO)
+# The random R50 of the parity tests is settled as bench_export.py settles its own.
+from benchmarks.bench_export import settle_frozen_batchnorm, settling_pictures  # noqa: E402,F401
+
 SMALL_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu.yaml")
 R50_CONFIG = os.path.join(REPO, "configs", "bike_r50_fpn.yaml")
 # The seeded random model scores its detections between about 0.054 and 0.068: above 0.058 a
@@ -66,29 +68,3 @@ def assert_same_detections(exported, eager, box_tol=0.5, prob_tol=1e-4):
     np.testing.assert_allclose(exported.boxes, eager.boxes, rtol=0, atol=box_tol)
     np.testing.assert_allclose(exported.scores, eager.scores, rtol=0, atol=prob_tol)
     np.testing.assert_allclose(exported.state_scores, eager.state_scores, rtol=0, atol=prob_tol)
-
-
-@torch.no_grad()
-def settle_frozen_batchnorm(model, images_chw):
-    """Give a randomly initialised model's frozen BatchNorm layers the statistics of their inputs
-    on ``images_chw`` (float32 (3, H, W), 0-255, batched as the model pads them), as the
-    pre-training of a real backbone would have; returns how many layers.
-
-    With the initial statistics (mean 0, variance 1) the activations of a random R50 grow by
-    orders of magnitude from stage to stage and its state probabilities saturate at 1e-30.
-    Statistics of a single picture are not enough: a channel nearly constant on it amplifies
-    every other picture, and the FPN outputs of other photos reach ~40 (scores of exactly 1.0).
-    Training steps would not help: frozen BatchNorm layers do not learn.
-    """
-    def set_statistics(layer, inputs):
-        layer.running_mean.copy_(inputs[0].mean(dim=(0, 2, 3)))
-        layer.running_var.copy_(inputs[0].var(dim=(0, 2, 3)))
-
-    handles = [m.register_forward_pre_hook(set_statistics) for m in model.modules()
-               if isinstance(m, FrozenBatchNorm2d)]
-    try:
-        model.backbone(model.preprocess_image([{"image": x} for x in images_chw]).tensor)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return len(handles)

@@ -15,6 +15,7 @@ from deploy_helpers import (
     make_cfg,
     run_tool,
     settle_frozen_batchnorm,
+    settling_pictures,
 )
 from detectron2.export import TracingAdapter
 
@@ -113,9 +114,7 @@ def r50_export(tmp_path_factory):
     torch.manual_seed(0)
     cfg = make_cfg(R50_CONFIG, R50_OPTS + ["MODEL.WEIGHTS", ""])
     pytorch_predictor = BikeStatePredictor(cfg)
-    pictures = [graph_input(cfg, sample_image(cfg, seed=seed, portrait=seed % 4 == 3))
-                for seed in range(16)]
-    assert settle_frozen_batchnorm(pytorch_predictor.model, pictures) == 53
+    assert settle_frozen_batchnorm(pytorch_predictor.model, settling_pictures(cfg)) == 53
     weights = str(folder / "model.pth")
     torch.save({"model": pytorch_predictor.model.state_dict()}, weights)
     export_model(cfg, str(folder / "onnx"), "onnx", example_bgr=sample_image(cfg),
