@@ -47,6 +47,8 @@ CONFIGS = {"small": os.path.join(REPO, "configs", "bike_small_cpu.yaml"),
 RUNTIMES = ("pytorch", "torchscript", "onnxruntime")
 # The export format each runtime other than PyTorch eager runs.
 EXPORT_FORMAT = {"torchscript": "torchscript", "onnxruntime": "onnx"}
+# How a model without weights is made (the records say it).
+RANDOM_INIT = "frozen BatchNorm statistics settled on 16 SynthBikes pictures"
 # Smoke-run sizes: photos and test resize small enough for seconds per runtime.
 QUICK_OPTS = ["INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192"]
 
@@ -343,6 +345,7 @@ def main(argv=None):
         "rounds": args.rounds,
         "weights": {name: (args.small_weights if name == "small" else args.r50_weights)
                     or "random" for name in args.configs},
+        "random_init": RANDOM_INIT,
         "threads": args.threads,
         "quick": bool(args.quick),
         "opts": QUICK_OPTS if args.quick else [],

@@ -408,6 +408,8 @@ def render_export(record):
     fig = record["figures"]
     rows = fig["rows"]
     options = f"; options {options_text(fig['opts'])}" if fig.get("opts") else ""
+    random_init = ("seeded random init"
+                   + (f" ({fig['random_init']})" if fig.get("random_init") else ""))
     lines = [f"{fig.get('images')} SynthBikes photos of {fmt(fig.get('image_size'))} (WxH), "
              f"each config at its own test size{options}; "
              f"ms per image: median of {fig.get('repeats')} passes after one warm-up pass, the "
@@ -417,7 +419,7 @@ def render_export(record):
              + ". Each runtime in its own process; peak RSS of that process (the onnxruntime "
              "one without torch and detectron2). Differences: against PyTorch eager at the same "
              "threads. Weights: "
-             + (", ".join(f"{name} {'seeded random init' if w == 'random' else f'`{w}`'}"
+             + (", ".join(f"{name} {random_init if w == 'random' else f'`{w}`'}"
                           for name, w in fig["weights"].items()) if fig.get("weights")
                 else "not recorded")
              + f". 1-min load average at start {fmt(fig.get('load_average_1min'))}.",
