@@ -48,7 +48,7 @@ RUNTIMES = ("pytorch", "torchscript", "onnxruntime")
 # The export format each runtime other than PyTorch eager runs.
 EXPORT_FORMAT = {"torchscript": "torchscript", "onnxruntime": "onnx"}
 # How a model without weights is made (the records say it).
-RANDOM_INIT = "frozen BatchNorm layers, if any (R50), settled on 16 SynthBikes pictures"
+RANDOM_INIT = "frozen BatchNorm layers, if any, settled on 16 SynthBikes pictures"
 # Smoke-run sizes: photos and test resize small enough for seconds per runtime.
 QUICK_OPTS = ["INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192"]
 
