@@ -7,9 +7,10 @@ the demo's seeds 1 and 2), ``SEED`` set, W&B off, one evaluation at the end and 
 point chosen on val after training, exactly as ``make demo`` trains. ``--budget K`` trains K
 times the demo's 1,200 iterations (cosine schedule over the whole run).
 
-A recipe is a set of ``MODEL.ROI_STATE_HEAD`` keys; every recipe spells out all the keys it
-depends on (over :data:`REFERENCE`, the box-feature MLP head), so a record keeps its meaning
-when the config defaults change. ``plain_detector`` is the VIPriors DelftBikes baseline:
+A recipe is a set of config keys, mostly ``MODEL.ROI_STATE_HEAD``'s; every recipe spells out all
+the keys it depends on (over :data:`DETECTOR` and, with a state branch, :data:`REFERENCE`, the
+box-feature MLP head), so a record keeps its meaning when the config defaults change.
+``plain_detector`` is the VIPriors DelftBikes baseline:
 ``configs/bike_small_cpu_plain_detector.yaml`` (no state branch, trained without the absent
 boxes, every detection "present").
 
@@ -44,13 +45,16 @@ DEMO_ITERS = 1200  # the demo's budget (configs/bike_small_cpu.yaml SOLVER.MAX_I
 DEFAULT_RECIPE = "conv_image_state_lr2"
 KEY = "MODEL.ROI_STATE_HEAD."
 
-# The box-feature MLP head trained on the sampled proposals: the recipe every other one is
-# written against.
+# Detector keys every recipe depends on, as the configs had them before recipes changed them.
+DETECTOR = {"MODEL.ROI_HEADS.POSITIVE_FRACTION": "0.25"}
+# The box-feature MLP head trained on the sampled proposals: the recipe every other one with a
+# state branch is written against.
 REFERENCE = {
     "NAME": "MLPStateHead", "IN_FEATURES": "[]", "POOLER_RESOLUTION": "24",
     "BOX_CONTEXT": "1.0", "CLASS_CONDITIONED": "False", "TRAIN_ON": "proposals",
     "LOSS_WEIGHT": "0.5", "STATE_LOSS_WEIGHTS": "[]", "AUTO_LOSS_WEIGHTS": "False",
     "LOGIT_ADJUST_TAU": "0.0", "FOCAL_GAMMA": "0.0", "TRAIN_BOX_JITTER": "0.0",
+    "SOLVER.STATE_HEAD_LR_FACTOR": "1.0",
 }
 # The crop classifier on the input pixels (each box with context, part embedding).
 CONV_IMAGE = {"NAME": "ConvStateHead", "IN_FEATURES": '["image"]', "POOLER_RESOLUTION": "32",
@@ -58,11 +62,14 @@ CONV_IMAGE = {"NAME": "ConvStateHead", "IN_FEATURES": '["image"]', "POOLER_RESOL
 # CONV_IMAGE trained as recipe conv_image: ground-truth boxes beside the proposals, logit
 # adjustment, state loss weight 1; its variants change one thing.
 CONV_IMAGE_TRAINED = dict(CONV_IMAGE, TRAIN_ON="both", LOSS_WEIGHT="1.0", LOGIT_ADJUST_TAU="1.0")
-# name -> (config file, changes to REFERENCE, what it tests); a change whose key has a dot is a
-# full config key (e.g. SOLVER.BASE_LR), the others are keys of MODEL.ROI_STATE_HEAD.
+# name -> (config file, changes to DETECTOR and, for SMALL_CONFIG, REFERENCE, what it tests); a
+# change whose key has a dot is a full config key (e.g. SOLVER.BASE_LR), the others are keys of
+# MODEL.ROI_STATE_HEAD.
 RECIPES = {
     "reference": (SMALL_CONFIG, {}, "MLP on the box head's features, proposals, CE, weight 0.5"),
-    "plain_detector": (PLAIN_CONFIG, None, "no state branch, trained without absent boxes"),
+    "plain_detector": (PLAIN_CONFIG, {}, "no state branch, trained without absent boxes"),
+    "plain_detector_fg50": (PLAIN_CONFIG, {"MODEL.ROI_HEADS.POSITIVE_FRACTION": "0.5"},
+                            "plain_detector with half of the sampled ROIs foreground"),
     "mlp_both": (SMALL_CONFIG, {"TRAIN_ON": "both"}, "+ ground-truth boxes in the state loss"),
     "mlp_auto_weights": (SMALL_CONFIG, {"AUTO_LOSS_WEIGHTS": "True"},
                          "+ class-balanced weights"),
@@ -92,6 +99,12 @@ RECIPES = {
     "conv_image_state_lr4": (SMALL_CONFIG, dict(CONV_IMAGE_TRAINED,
                                                 **{"SOLVER.STATE_HEAD_LR_FACTOR": "4.0"}),
                              "conv_image with the state head at four times the learning rate"),
+    # With 22 parts per image, 128 sampled ROIs at a quarter foreground give each part about
+    # 1.5 foreground samples per step, and the detector puts a third of the absent parts' boxes
+    # off the part (bench_state_boxes.py): half foreground, same ROIs.
+    "conv_image_state_lr2_fg50": (SMALL_CONFIG, dict(CONV_IMAGE_TRAINED, **{
+        "SOLVER.STATE_HEAD_LR_FACTOR": "2.0", "MODEL.ROI_HEADS.POSITIVE_FRACTION": "0.5"}),
+        "conv_image_state_lr2 with half of the sampled ROIs foreground (a quarter before)"),
 }
 
 # Evaluator figures kept in a record (flattened keys of bikestate_metrics.json).
@@ -103,6 +116,16 @@ KEPT = ("bbox/AP", "bbox/AP50", "bbox_present/AP", "verify/auroc_present", "veri
         "state_gt/macro_f1", "state_gt/auroc-damaged", "state_gt/auroc-absent")
 
 
+def plain_detector_for(recipe):
+    """The plain-detector recipe with the detector keys (:data:`DETECTOR`) of ``recipe``: the
+    baseline it is compared with, everything but the state branch equal."""
+    def detector_keys(name):
+        return {k: RECIPES[name][1].get(k, v) for k, v in DETECTOR.items()}
+
+    return next(name for name, (config, _, _) in RECIPES.items()
+                if config == PLAIN_CONFIG and detector_keys(name) == detector_keys(recipe))
+
+
 def config_key(key):
     """The full config key of a recipe change (see RECIPES)."""
     return key if "." in key else KEY + key
@@ -111,10 +134,10 @@ def config_key(key):
 def recipe_command(name, seed, iters, data, out_dir):
     """(config file, opts) of one run of ``iters`` iterations."""
     config, changes, _ = RECIPES[name]
+    settings = {**DETECTOR, **(REFERENCE if config == SMALL_CONFIG else {}), **changes}
     opts = []
-    if changes is not None:
-        for key, value in dict(REFERENCE, **changes).items():
-            opts += [config_key(key), value]
+    for key, value in settings.items():
+        opts += [config_key(key), value]
     opts += ["SEED", str(seed), "SOLVER.MAX_ITER", str(iters), "TEST.EVAL_PERIOD", str(iters),
              "SOLVER.CHECKPOINT_PERIOD", str(iters), "WANDB.MODE", "disabled",
              "MODEL.DEVICE", "cpu",

@@ -729,7 +729,8 @@ def render_state_recipes(records, include_smoke=False):
     default recipe's mean, next to the plain detector."""
     if os.path.dirname(HERE) not in sys.path:  # run as a script: benchmarks/ is on the path
         sys.path.insert(0, os.path.dirname(HERE))
-    from benchmarks.bench_state_recipe import DEFAULT_RECIPE
+    from benchmarks.bench_state_recipe import DEFAULT_RECIPE, PLAIN_CONFIG, RECIPES, \
+        plain_detector_for
 
     groups = {}
     for r in records:
@@ -787,8 +788,9 @@ def render_state_recipes(records, include_smoke=False):
         default = by_recipe.get(DEFAULT_RECIPE)
         # The demo's targets hold the default recipe at its budget; the plain detector is
         # compared at every budget, with the default or else each state recipe that ran.
+        plains = {name for name, (config, _, _) in RECIPES.items() if config == PLAIN_CONFIG}
         targets, compared = [], {DEFAULT_RECIPE: default} if default else {
-            r: figs for r, figs in by_recipe.items() if r != "plain_detector"}
+            r: figs for r, figs in by_recipe.items() if r not in plains and r in RECIPES}
         for label, key, src, bound, higher in RECIPE_TARGETS if default and budget == 1 else ():
             value = _mean([_recipe_value(f, src, key) for f in default])
             if value is None:
@@ -797,8 +799,10 @@ def render_state_recipes(records, include_smoke=False):
             ok = value >= bound if higher else value <= bound
             how = f"{fmt(value)}" + ("" if ok else f", by {fmt(abs(value - bound))}")
             targets.append(f"{label}: {verdict(ok, how)}")
-        plain = by_recipe.get("plain_detector")
         for recipe, figs in sorted(compared.items()):
+            # The plain detector with the recipe's detector settings.
+            plain_name = plain_detector_for(recipe)
+            plain = by_recipe.get(plain_name)
             for src, key, how in (("metrics", "verify/halluc_at_95r", "default rule"),
                                   ("calibrated", "hallucination_rate", "calibrated rules")):
                 ours = _mean([_recipe_value(f, src, key) for f in figs])
@@ -808,8 +812,9 @@ def render_state_recipes(records, include_smoke=False):
                 ratio = theirs / ours if ours > 0 else math.inf
                 against = "" if recipe == DEFAULT_RECIPE else f" as `{recipe}`"
                 targets.append(
-                    f"plain detector hallucinates >= {PLAIN_DETECTOR_MIN_RATIO:g}x as often"
-                    f"{against} at 95 % present recall ({how}): "
+                    f"plain detector (`{plain_name}`) hallucinates >= "
+                    f"{PLAIN_DETECTOR_MIN_RATIO:g}x as often{against} at 95 % present recall "
+                    f"({how}): "
                     + verdict(ratio >= PLAIN_DETECTOR_MIN_RATIO,
                               f"{fmt(theirs)} vs {fmt(ours)}: {fmt(ratio)}x"))
         if targets:

@@ -68,11 +68,14 @@ def test_rerun_with_resume_scores_the_finished_folder(plain_detector_run, tmp_pa
 
 def test_recipes_spell_out_every_state_head_key():
     data = {"train": ("t.json", "t"), "val": ("v.json", "v")}
-    for name, (_, changes, _) in bench_state_recipe.RECIPES.items():
+    for name, (config, _, _) in bench_state_recipe.RECIPES.items():
         _, opts = bench_state_recipe.recipe_command(name, 1, 10, data, "out")
         keys = opts[::2]
-        if changes is not None:
-            assert {bench_state_recipe.KEY + k for k in bench_state_recipe.REFERENCE} <= set(keys)
+        assert len(keys) == len(set(keys)), name
+        spelled = dict(bench_state_recipe.DETECTOR)
+        if config == bench_state_recipe.SMALL_CONFIG:
+            spelled.update(bench_state_recipe.REFERENCE)
+        assert {bench_state_recipe.config_key(k) for k in spelled} <= set(keys), name
         assert opts[opts.index("SOLVER.MAX_ITER") + 1] == "10"
 
 
@@ -88,7 +91,7 @@ def test_shipped_configs_use_the_default_recipe():
     from benchmarks.common import load_config
 
     _, changes, _ = bench_state_recipe.RECIPES[bench_state_recipe.DEFAULT_RECIPE]
-    recipe = dict(bench_state_recipe.REFERENCE, **changes)
+    recipe = {**bench_state_recipe.DETECTOR, **bench_state_recipe.REFERENCE, **changes}
     for name in ("Base-BikeState-RCNN-FPN.yaml", "bike_small_cpu.yaml", "bike_r50_fpn.yaml"):
         cfg = load_config(os.path.join(REPO, "configs", name))
         for key, value in recipe.items():
