@@ -35,7 +35,7 @@ _EXPORTS = {
     "datasets": ("register_bike_datasets", "register_dataset_to_evaluate"),
     "mapper": ("BikeStateDatasetMapper", "build_bike_augmentation", "RandomSaturationWithFormat",
                "UnreadableImageError", "ImageSizeMismatchError", "SkipUnreadableImages",
-               "SKIPPED_KEY"),
+               "SKIPPED_KEY", "transform_boxes"),
     "samplers": ("ResumableTrainingSampler",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
