@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -157,6 +158,8 @@ def settle_frozen_batchnorm(model, images_chw):
 
     handles = [m.register_forward_pre_hook(set_statistics) for m in model.modules()
                if isinstance(m, FrozenBatchNorm2d)]
+    if not handles:  # e.g. a GroupNorm model: nothing to settle
+        return 0
     try:
         with torch.no_grad():
             model.backbone(model.preprocess_image([{"image": x} for x in images_chw]).tensor)
@@ -204,32 +207,50 @@ def export_both(config, opts, folder):
     return exports, opts
 
 
+def pair_detections(a, b, box_unit=1.0, prob_unit=1.0):
+    """Pair each detection of ``a`` with the detection of ``b`` of the same part nearest in box
+    (in ``box_unit`` pixels), score and state probabilities (in ``prob_unit``): two detections
+    of nearly equal score may come in either order from two runtimes.
+
+    Args:
+        a, b: detections of one photo with ``boxes`` (N, 4), ``scores`` (N,), ``classes`` (N,)
+            and ``state_scores`` (N, S) (e.g. :class:`bikestate.inference.Detections`).
+    Returns:
+        ndarray or None: (N,) index into ``b`` of each detection of ``a``; None when they do not
+        pair one to one.
+    """
+    distance = (np.abs(a.boxes[:, None] - b.boxes[None]).max(axis=2) / box_unit
+                + np.abs(a.scores[:, None] - b.scores[None]) / prob_unit
+                + np.abs(a.state_scores[:, None] - b.state_scores[None]).max(axis=2) / prob_unit)
+    distance[a.classes[:, None] != b.classes[None]] = np.inf
+    pairs = distance.argmin(axis=1)
+    if len(set(pairs.tolist())) != len(pairs) or np.isinf(distance.min(axis=1)).any():
+        return None
+    return pairs
+
+
 def compare(reference, other, count):
-    """How far ``other``'s detections are from ``reference``'s (two .npz files): each detection
-    of ``reference`` is paired with the detection of ``other`` of the same part nearest in box,
-    score and state probabilities (two of nearly equal score may come in either order); a photo
-    whose detections differ in number or do not pair one to one counts as differing."""
+    """How far ``other``'s detections are from ``reference``'s (two .npz files), each detection
+    paired with its twin (:func:`pair_detections`); a photo whose detections differ in number or
+    do not pair one to one counts as differing."""
     a, b = np.load(reference), np.load(other)
     differ, box, prob = 0, 0.0, 0.0
     for i in range(count):
-        x, y = ({k: f[f"{i}_{k}"] for k in ("boxes", "scores", "classes", "state_scores")}
+        x, y = (SimpleNamespace(**{k: f[f"{i}_{k}"] for k in ("boxes", "scores", "classes",
+                                                               "state_scores")})
                 for f in (a, b))
-        if x["scores"].shape != y["scores"].shape:
+        if x.scores.shape != y.scores.shape:
             differ += 1
             continue
-        if not x["scores"].size:
+        if not x.scores.size:
             continue
-        distance = (np.abs(x["boxes"][:, None] - y["boxes"][None]).max(axis=2)
-                    + np.abs(x["scores"][:, None] - y["scores"][None])
-                    + np.abs(x["state_scores"][:, None] - y["state_scores"][None]).max(axis=2))
-        distance[x["classes"][:, None] != y["classes"][None]] = np.inf
-        pairs = distance.argmin(axis=1)
-        if len(set(pairs.tolist())) != len(pairs) or np.isinf(distance.min(axis=1)).any():
+        pairs = pair_detections(x, y)
+        if pairs is None:
             differ += 1
             continue
-        box = max(box, float(np.abs(x["boxes"] - y["boxes"][pairs]).max()))
-        prob = max(prob, float(np.abs(x["scores"] - y["scores"][pairs]).max()),
-                   float(np.abs(x["state_scores"] - y["state_scores"][pairs]).max()))
+        box = max(box, float(np.abs(x.boxes - y.boxes[pairs]).max()))
+        prob = max(prob, float(np.abs(x.scores - y.scores[pairs]).max()),
+                   float(np.abs(x.state_scores - y.state_scores[pairs]).max()))
     return {"photos_with_other_detections": differ, "max_box_diff_px": box,
             "max_prob_diff": prob}
 

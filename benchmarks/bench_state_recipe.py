@@ -118,12 +118,13 @@ KEPT = ("bbox/AP", "bbox/AP50", "bbox_present/AP", "verify/auroc_present", "veri
 
 def plain_detector_for(recipe):
     """The plain-detector recipe with the detector keys (:data:`DETECTOR`) of ``recipe``: the
-    baseline it is compared with, everything but the state branch equal."""
+    baseline it is compared with, everything but the state branch equal (None if there is no
+    such recipe)."""
     def detector_keys(name):
         return {k: RECIPES[name][1].get(k, v) for k, v in DETECTOR.items()}
 
-    return next(name for name, (config, _, _) in RECIPES.items()
-                if config == PLAIN_CONFIG and detector_keys(name) == detector_keys(recipe))
+    return next((name for name, (config, _, _) in RECIPES.items()
+                 if config == PLAIN_CONFIG and detector_keys(name) == detector_keys(recipe)), None)
 
 
 def config_key(key):

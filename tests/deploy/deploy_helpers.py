@@ -11,8 +11,13 @@ from bikestate import add_bikestate_config
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, REPO)
-# The random R50 of the parity tests is settled as bench_export.py settles its own.
-from benchmarks.bench_export import settle_frozen_batchnorm, settling_pictures  # noqa: E402,F401
+# The random R50 of the parity tests is settled, and detections are paired, as
+# bench_export.py does.
+from benchmarks.bench_export import (  # noqa: E402,F401
+    pair_detections,
+    settle_frozen_batchnorm,
+    settling_pictures,
+)
 
 SMALL_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu.yaml")
 R50_CONFIG = os.path.join(REPO, "configs", "bike_r50_fpn.yaml")
@@ -55,13 +60,8 @@ def assert_same_detections(exported, eager, box_tol=0.5, prob_tol=1e-4):
     assert len(exported) == len(eager)
     if not len(eager):
         return
-    distance = (np.abs(eager.boxes[:, None] - exported.boxes[None]).max(axis=2) / box_tol
-                + np.abs(eager.scores[:, None] - exported.scores[None]) / prob_tol
-                + np.abs(eager.state_scores[:, None] - exported.state_scores[None]).max(axis=2)
-                / prob_tol)
-    distance[eager.classes[:, None] != exported.classes[None, :]] = np.inf
-    pairs = distance.argmin(axis=1)
-    assert len(set(pairs.tolist())) == len(pairs), "detections do not pair one to one"
+    pairs = pair_detections(eager, exported, box_tol, prob_tol)
+    assert pairs is not None, "detections do not pair one to one"
     exported = exported[pairs]
     np.testing.assert_array_equal(exported.classes, eager.classes)
     np.testing.assert_array_equal(exported.states, eager.states)

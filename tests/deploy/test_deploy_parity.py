@@ -101,8 +101,9 @@ def test_roi_heads_trace_without_python_branches(small_cfg, pytorch_predictor):
     assert any(issubclass(w.category, torch.jit.TracerWarning) for w in caught)
 
 
+R50_SCORE_THRESH = "0.15"
 R50_OPTS = ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192",
-            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.15"]
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", R50_SCORE_THRESH]
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +159,7 @@ def test_r50_fpn_predict_backends_give_the_same_report(tmp_path, r50_export, pho
     for backend, args in runs.items():
         out = tmp_path / backend
         result = run_tool("predict.py", "--input", str(photos), "--output", str(out),
-                          "--no-vis", "--confidence-threshold", "0.15", *args)
+                          "--no-vis", "--confidence-threshold", R50_SCORE_THRESH, *args)
         assert result.returncode == 0, result.stderr
         with open(out / "report.csv", newline="") as f:
             rows[backend] = list(csv.DictReader(f))
