@@ -37,7 +37,10 @@ class InferenceWorker:
 
     Jobs are plain callables; :meth:`submit` returns a :class:`concurrent.futures.Future` of
     the job's return value (or exception), which ``asyncio.wrap_future`` turns into an
-    awaitable. A job that is running does not count against ``queue_size``.
+    awaitable. A job that is running does not count against ``queue_size``: one job runs and
+    ``queue_size`` wait, whether or not the thread has yet taken the next job off the queue
+    (admission counts the jobs held, not the queue's length, so it does not depend on when the
+    thread is scheduled).
 
     Args:
         queue_size (int): jobs that may wait, >= 1.
@@ -48,7 +51,9 @@ class InferenceWorker:
         if queue_size < 1:
             raise ValueError(f"queue_size must be at least 1, got {queue_size}")
         self.queue_size = queue_size
-        self._queue = queue.Queue(maxsize=queue_size)
+        self._queue = queue.Queue()  # unbounded: admission is decided by _held
+        self._held = 0  # jobs admitted and not finished (running + waiting)
+        self._held_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._mean_seconds = None  # running mean of job durations, None before the first job
         self._accepting = True
@@ -63,16 +68,21 @@ class InferenceWorker:
         and ``RuntimeError`` after :meth:`stop`."""
         if not self._accepting:
             raise RuntimeError("the inference worker is stopping")
+        with self._held_lock:
+            if self._held >= self.queue_size + 1:
+                raise QueueFullError(self.queue_size, self.retry_after())
+            self._held += 1
         future = concurrent.futures.Future()
-        try:
-            self._queue.put_nowait((future, fn, args, kwargs, time.perf_counter()))
-        except queue.Full:
-            raise QueueFullError(self.queue_size, self.retry_after()) from None
+        self._queue.put_nowait((future, fn, args, kwargs, time.perf_counter()))
         return future
 
     def waiting(self):
-        """Jobs waiting now (approximate, as any queue length read by another thread)."""
-        return self._queue.qsize()
+        """Jobs waiting now (a snapshot: another thread may change it at once)."""
+        return max(0, self._held - int(self._running))
+
+    def _release(self):
+        with self._held_lock:
+            self._held -= 1
 
     def running(self):
         """Whether a job is running now."""
@@ -81,7 +91,7 @@ class InferenceWorker:
     def retry_after(self):
         """Whole seconds until the queue has probably drained by one job (at least 1)."""
         mean = self._mean_seconds or 1.0
-        return max(1, math.ceil(mean * (self._queue.qsize() + 1)))
+        return max(1, math.ceil(mean * (self.waiting() + 1)))
 
     def stop(self, timeout=None):
         """Refuse new jobs, let the queued ones finish, end the thread (wait ``timeout`` s)."""
@@ -96,6 +106,7 @@ class InferenceWorker:
             if future is None:
                 return
             if not future.set_running_or_notify_cancel():
+                self._release()
                 continue  # the request went away while waiting
             started = time.perf_counter()
             value = error = None
@@ -105,6 +116,9 @@ class InferenceWorker:
             except BaseException as e:  # noqa: BLE001  the request answers for it
                 error = e
             self._running = False
+            # Room for the next job before this one's answer is out, so that a client that
+            # sends again as soon as it has its answer is admitted.
+            self._release()
             elapsed = time.perf_counter() - started
             self._mean_seconds = elapsed if self._mean_seconds is None else (
                 _DURATION_SMOOTHING * elapsed + (1 - _DURATION_SMOOTHING) * self._mean_seconds)
