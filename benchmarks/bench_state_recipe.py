@@ -54,7 +54,7 @@ REFERENCE = {
     "BOX_CONTEXT": "1.0", "CLASS_CONDITIONED": "False", "TRAIN_ON": "proposals",
     "LOSS_WEIGHT": "0.5", "STATE_LOSS_WEIGHTS": "[]", "AUTO_LOSS_WEIGHTS": "False",
     "LOGIT_ADJUST_TAU": "0.0", "FOCAL_GAMMA": "0.0", "TRAIN_BOX_JITTER": "0.0",
-    "SOLVER.STATE_HEAD_LR_FACTOR": "1.0",
+    "PROPOSALS_PER_IMAGE": "0", "SOLVER.STATE_HEAD_LR_FACTOR": "1.0",
 }
 # The crop classifier on the input pixels (each box with context, part embedding).
 CONV_IMAGE = {"NAME": "ConvStateHead", "IN_FEATURES": '["image"]', "POOLER_RESOLUTION": "32",
@@ -105,6 +105,13 @@ RECIPES = {
     "conv_image_state_lr2_fg50": (SMALL_CONFIG, dict(CONV_IMAGE_TRAINED, **{
         "SOLVER.STATE_HEAD_LR_FACTOR": "2.0", "MODEL.ROI_HEADS.POSITIVE_FRACTION": "0.5"}),
         "conv_image_state_lr2 with half of the sampled ROIs foreground (a quarter before)"),
+    # fg50 doubles the state head's rows (~64 foreground proposals per image instead of ~32)
+    # and its step cost with them: the same detector sampling, the state head's rows capped
+    # at what a quarter foreground gives it.
+    "conv_image_state_lr2_fg50_cap32": (SMALL_CONFIG, dict(CONV_IMAGE_TRAINED, **{
+        "SOLVER.STATE_HEAD_LR_FACTOR": "2.0", "MODEL.ROI_HEADS.POSITIVE_FRACTION": "0.5",
+        "PROPOSALS_PER_IMAGE": "32"}),
+        "fg50 with loss_state on at most 32 foreground proposals per image"),
 }
 
 # Evaluator figures kept in a record (flattened keys of bikestate_metrics.json).

@@ -73,6 +73,10 @@ def add_bikestate_config(cfg):
     # std x the box's width or height; exact annotated boxes let the head learn from how
     # tightly a box fits, which detections do not; 0 = unmoved.
     _C.MODEL.ROI_STATE_HEAD.TRAIN_BOX_JITTER = 0.0
+    # In training, loss_state takes at most this many foreground proposals per image, drawn at
+    # random, so that a larger ROI_HEADS.POSITIVE_FRACTION does not multiply the state head's
+    # cost; 0 = all of them.
+    _C.MODEL.ROI_STATE_HEAD.PROPOSALS_PER_IMAGE = 0
     # Class-balanced loss weights from STATE_PRIOR (inverse square root of the shares).
     _C.MODEL.ROI_STATE_HEAD.AUTO_LOSS_WEIGHTS = False
     # Logit adjustment (Menon et al., ICLR 2021): tau x log(prior) added to the logits in

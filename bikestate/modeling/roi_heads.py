@@ -122,6 +122,7 @@ class StateROIHeads(StandardROIHeads):
         state_focal_gamma: float = 0.0,
         state_logit_adjustment: Tuple[float, ...] = (),
         state_train_box_jitter: float = 0.0,
+        state_proposals_per_image: int = 0,
         **kwargs,
     ):
         """
@@ -143,6 +144,9 @@ class StateROIHeads(StandardROIHeads):
             state_train_box_jitter: in training, each side of a box that ``loss_state`` pools
                 moves by a normal shift of this standard deviation times the box's width
                 (x) or height (y) (:func:`jitter_boxes`); 0 pools the boxes as they are.
+            state_proposals_per_image: in training, ``loss_state`` takes at most this many of
+                an image's foreground proposals, drawn at random (the state head's cost grows
+                with them while the box head's does not); 0 takes all of them.
             kwargs: everything :class:`StandardROIHeads` takes.
         """
         super().__init__(**kwargs)
@@ -163,6 +167,10 @@ class StateROIHeads(StandardROIHeads):
             raise ConfigError("MODEL.ROI_STATE_HEAD.TRAIN_BOX_JITTER must be >= 0, got "
                               f"{state_train_box_jitter}")
         self.state_train_box_jitter = float(state_train_box_jitter)
+        if state_proposals_per_image < 0:
+            raise ConfigError("MODEL.ROI_STATE_HEAD.PROPOSALS_PER_IMAGE must be >= 0 (0 = all "
+                              f"foreground proposals), got {state_proposals_per_image}")
+        self.state_proposals_per_image = int(state_proposals_per_image)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -252,6 +260,7 @@ class StateROIHeads(StandardROIHeads):
             "state_focal_gamma": head_cfg.FOCAL_GAMMA,
             "state_logit_adjustment": adjustment,
             "state_train_box_jitter": head_cfg.TRAIN_BOX_JITTER,
+            "state_proposals_per_image": head_cfg.PROPOSALS_PER_IMAGE,
         }
 
     # ------------------------------------------------------------------------------- forward
@@ -403,7 +412,7 @@ class StateROIHeads(StandardROIHeads):
         if self.state_train_on in ("proposals", "both"):
             gt_classes = cat([p.gt_classes for p in proposals], dim=0)
             gt_states = cat([self._proposal_states(p) for p in proposals], dim=0)
-            fg = (gt_classes >= 0) & (gt_classes < self.num_classes)
+            fg = self._state_foreground(proposals, gt_classes)
             fg_inds = fg.nonzero().squeeze(1)
             if self.state_pooler is not None:
                 fg_per_image = fg.split([len(p) for p in proposals])
@@ -433,6 +442,29 @@ class StateROIHeads(StandardROIHeads):
             # no rows the head's first layers are not in the graph at all, so add them.
             loss = loss + sum(p.sum() for p in self.state_head.parameters()) * 0.0
         return {"loss_state": loss * self.state_loss_weight}
+
+    def _state_foreground(self, proposals: List[Instances], gt_classes: torch.Tensor
+                          ) -> torch.Tensor:
+        """(R,) bool: the sampled proposals ``loss_state`` trains on, the foreground ones of
+        each image, at most ``state_proposals_per_image`` of them drawn at random.
+
+        Args:
+            proposals: N Instances, the sampled proposals of each image.
+            gt_classes: (R,) their classes concatenated (background = num_classes).
+        """
+        fg = (gt_classes >= 0) & (gt_classes < self.num_classes)
+        cap = self.state_proposals_per_image
+        if cap == 0:
+            return fg
+        kept = torch.zeros_like(fg)
+        start = 0
+        for p in proposals:
+            rows = fg[start:start + len(p)].nonzero().squeeze(1) + start
+            if len(rows) > cap:
+                rows = rows[torch.randperm(len(rows), device=rows.device)[:cap]]
+            kept[rows] = True
+            start += len(p)
+        return kept
 
     def _proposal_states(self, instances: Instances) -> torch.Tensor:
         """``gt_states`` of proposals or targets; zeros for an image without annotations (its

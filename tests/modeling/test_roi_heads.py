@@ -215,6 +215,36 @@ def test_state_loss_weights_config_is_used_and_checked():
         build(["MODEL.ROI_STATE_HEAD.STATE_LOSS_WEIGHTS", [1.0, -1.0, 1.0, 1.0]])
 
 
+def test_proposals_per_image_caps_the_state_rows_of_each_image():
+    batch = random_batch(num_boxes=(8, 5))  # the ground truth among the proposals: >= 5 fg each
+    rows = {}
+    for cap in (0, 3):
+        model = build(["MODEL.ROI_STATE_HEAD.PROPOSALS_PER_IMAGE", cap], seed=3)
+        hook = model.roi_heads.state_head.register_forward_hook(
+            lambda module, args, out, cap=cap: rows.__setitem__(cap, len(args[0])))
+        with EventStorage() as storage:
+            model.train()
+            torch.manual_seed(0)
+            losses = model(batch)
+            fg_per_image = storage.latest()["roi_head/num_fg_samples"][0]
+        hook.remove()
+        assert torch.isfinite(losses["loss_state"]) and losses["loss_state"].item() > 0
+    assert rows[0] == 2 * fg_per_image > 6  # every foreground proposal of both images
+    assert rows[3] == 6
+    # Which rows: foreground ones only, at most 3 per image, all of an image with fewer.
+    heads = model.roi_heads
+    background = heads.num_classes
+    classes = [torch.tensor([0, 4, background, 7, 7, background, 2]),
+               torch.tensor([background, 5, background, 1])]
+    proposals = [Instances((10, 10), gt_classes=c) for c in classes]
+    kept = heads._state_foreground(proposals, torch.cat(classes))
+    first, second = kept.split([7, 4])
+    assert int(first.sum()) == 3 and not first[[2, 5]].any()
+    assert second.tolist() == [False, True, False, True]
+    with pytest.raises(ConfigError, match="PROPOSALS_PER_IMAGE"):
+        build(["MODEL.ROI_STATE_HEAD.PROPOSALS_PER_IMAGE", -1])
+
+
 def test_random_instances_helper_keeps_boxes_inside():
     inst = random_instances(50, 70, 30, generator=torch.Generator().manual_seed(1))
     boxes = inst.gt_boxes.tensor
