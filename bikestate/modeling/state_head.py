@@ -11,6 +11,7 @@ A head maps per-box inputs and optionally the boxes' part classes to state logit
   the input pixels, C = 3, at P = 24), which keeps the small details that tell a bent rim from
   a straight one (:class:`ConvStateHead`).
 """
+import functools
 from typing import Optional, Sequence
 
 import torch
@@ -172,10 +173,13 @@ class ConvStateHead(_StateClassifierMixin, nn.Module):
         super().__init__()
         channels, size = input_shape.channels, input_shape.height
         layers = []
+        # In place: nothing reads a convolution's (or its norm's) output but the ReLU, and the
+        # head's largest maps (R x 32 x 32 x 32 in training) are then written once, not twice.
+        relu = functools.partial(F.relu, inplace=True)
         for k, dim in enumerate(conv_dims):
             stride = 2 if k % 2 == 1 and size > 4 else 1
             layers.append(Conv2d(channels, dim, kernel_size=3, stride=stride, padding=1,
-                                 bias=not norm, norm=get_norm(norm, dim), activation=F.relu))
+                                 bias=not norm, norm=get_norm(norm, dim), activation=relu))
             channels, size = dim, (size + 2 - 3) // stride + 1
         self.convs = nn.Sequential(*layers)
         for layer in self.convs:
