@@ -8,7 +8,8 @@ pass over the ROIs:
   logit-adjusted variant) times ``MODEL.ROI_STATE_HEAD.LOSS_WEIGHT``, on the boxes chosen by
   ``TRAIN_ON``: the *foreground* sampled proposals with the ``gt_states`` they inherit from their
   matched ground truth (:meth:`ROIHeads.label_and_sample_proposals` copies every ``gt_*``
-  field), the ground-truth boxes themselves, or both. It is returned in every iteration, as a
+  field; at most ``PROPOSALS_PER_IMAGE`` of them per image when that is > 0), the ground-truth
+  boxes themselves, or both. It is returned in every iteration, as a
   zero connected to the head's parameters when the batch has nothing to train on.
 * inference: the box predictor's NMS returns, per image, the index of the ROI each kept
   detection came from; those rows of the already computed box features give the detections'
