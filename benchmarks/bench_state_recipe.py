@@ -62,13 +62,17 @@ CONV_IMAGE = {"NAME": "ConvStateHead", "IN_FEATURES": '["image"]', "POOLER_RESOL
 # CONV_IMAGE trained as recipe conv_image: ground-truth boxes beside the proposals, logit
 # adjustment, state loss weight 1; its variants change one thing.
 CONV_IMAGE_TRAINED = dict(CONV_IMAGE, TRAIN_ON="both", LOSS_WEIGHT="1.0", LOGIT_ADJUST_TAU="1.0")
+# CONV_IMAGE_TRAINED with the state head at twice the learning rate (recipe conv_image_state_lr2).
+CONV_IMAGE_STATE_LR2 = dict(CONV_IMAGE_TRAINED, **{"SOLVER.STATE_HEAD_LR_FACTOR": "2.0"})
+# Half of the sampled ROIs foreground (DETECTOR has a quarter).
+FG50 = {"MODEL.ROI_HEADS.POSITIVE_FRACTION": "0.5"}
 # name -> (config file, changes to DETECTOR and, for SMALL_CONFIG, REFERENCE, what it tests); a
 # change whose key has a dot is a full config key (e.g. SOLVER.BASE_LR), the others are keys of
 # MODEL.ROI_STATE_HEAD.
 RECIPES = {
     "reference": (SMALL_CONFIG, {}, "MLP on the box head's features, proposals, CE, weight 0.5"),
     "plain_detector": (PLAIN_CONFIG, {}, "no state branch, trained without absent boxes"),
-    "plain_detector_fg50": (PLAIN_CONFIG, {"MODEL.ROI_HEADS.POSITIVE_FRACTION": "0.5"},
+    "plain_detector_fg50": (PLAIN_CONFIG, FG50,
                             "plain_detector with half of the sampled ROIs foreground"),
     "mlp_both": (SMALL_CONFIG, {"TRAIN_ON": "both"}, "+ ground-truth boxes in the state loss"),
     "mlp_auto_weights": (SMALL_CONFIG, {"AUTO_LOSS_WEIGHTS": "True"},
@@ -91,8 +95,7 @@ RECIPES = {
     "conv_image_lr2": (SMALL_CONFIG, dict(CONV_IMAGE_TRAINED, **{"SOLVER.BASE_LR": "0.002"}),
                        "conv_image at twice the learning rate (AdamW 0.002; 0.001 in conv_image)"),
     # conv_image_lr2 helped the state head and cost the detector: the crop CNN alone faster.
-    "conv_image_state_lr2": (SMALL_CONFIG, dict(CONV_IMAGE_TRAINED,
-                                                **{"SOLVER.STATE_HEAD_LR_FACTOR": "2.0"}),
+    "conv_image_state_lr2": (SMALL_CONFIG, CONV_IMAGE_STATE_LR2,
                              "conv_image with the state head at twice the learning rate"),
     # conv_image_state_lr2 against conv_image: every state figure a little better, the detector
     # the same; a faster state head still, to find where the gain stops.
@@ -102,15 +105,14 @@ RECIPES = {
     # With 22 parts per image, 128 sampled ROIs at a quarter foreground give each part about
     # 1.5 foreground samples per step, and the detector puts a third of the absent parts' boxes
     # off the part (bench_state_boxes.py): half foreground, same ROIs.
-    "conv_image_state_lr2_fg50": (SMALL_CONFIG, dict(CONV_IMAGE_TRAINED, **{
-        "SOLVER.STATE_HEAD_LR_FACTOR": "2.0", "MODEL.ROI_HEADS.POSITIVE_FRACTION": "0.5"}),
+    "conv_image_state_lr2_fg50": (
+        SMALL_CONFIG, dict(CONV_IMAGE_STATE_LR2, **FG50),
         "conv_image_state_lr2 with half of the sampled ROIs foreground (a quarter before)"),
     # fg50 doubles the state head's rows (~64 foreground proposals per image instead of ~32)
     # and its step cost with them: the same detector sampling, the state head's rows capped
     # at what a quarter foreground gives it.
-    "conv_image_state_lr2_fg50_cap32": (SMALL_CONFIG, dict(CONV_IMAGE_TRAINED, **{
-        "SOLVER.STATE_HEAD_LR_FACTOR": "2.0", "MODEL.ROI_HEADS.POSITIVE_FRACTION": "0.5",
-        "PROPOSALS_PER_IMAGE": "32"}),
+    "conv_image_state_lr2_fg50_cap32": (
+        SMALL_CONFIG, dict(CONV_IMAGE_STATE_LR2, **FG50, PROPOSALS_PER_IMAGE="32"),
         "fg50 with loss_state on at most 32 foreground proposals per image"),
 }
 
