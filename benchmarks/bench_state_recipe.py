@@ -23,10 +23,24 @@ macro-F1), the state head on ground-truth boxes, the calibrated operating point'
 val, the training time and the images seen (iterations x batch, from the trainer's log).
 
     python benchmarks/bench_state_recipe.py --recipes reference conv_image --seeds 42 43
+
+``--step-cost`` times recipes instead of scoring them: each recipe in turn trains
+``--cost-iters`` iterations (100) from the final weights of its run of the first ``--seeds``
+(a trained detector's foreground counts; random weights with ``--quick``), no warm-up, no
+evaluation, for ``--cost-rounds`` rounds (2) that alternate the recipes, so that a drift of the
+machine falls on all of them alike. One ``state_recipe_cost`` record: per recipe the seconds
+per step of each round (the median of the trainer's 20-iteration windows after the first), their
+median, the median of the per-round ratios to the first recipe, and the foreground proposals
+and state-head rows per image (``roi_head/num_fg_samples``, ``roi_head/num_state_rows``).
+
+    python benchmarks/bench_state_recipe.py --step-cost --seeds 42 \
+        --recipes conv_image_state_lr2_fg50_cap32 conv_image_state_lr2_fg50_res24
 """
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -240,6 +254,65 @@ def run_one(name, seed, args, data):
     return figures
 
 
+def cost_run(name, seed, round_index, args, data):
+    """One timed run of recipe ``name`` (module docstring, ``--step-cost``).
+
+    Returns:
+        (seconds per step, foreground proposals per image, state-head rows per image)
+    """
+    weights = "" if args.quick else os.path.join(args.work_dir, f"{name}_b1_s{seed}",
+                                                 "model_final.pth")
+    if weights and not os.path.isfile(weights):
+        sys.exit(f"bench_state_recipe: error: {weights} is missing: train the recipe first "
+                 f"(--recipes {name} --seeds {seed})")
+    out_dir = os.path.join(args.work_dir, "step_cost", f"{name}_round{round_index}")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    config, opts = recipe_command(name, seed, args.cost_iters, data, out_dir)
+    # Later options win: the trained weights, full rate from the first step, no evaluation.
+    opts += ["MODEL.WEIGHTS", weights, "SOLVER.WARMUP_ITERS", "0", "DATASETS.TEST", "()",
+             "SOLVER.CHECKPOINT_PERIOD", str(10 * args.cost_iters)]
+    command = [sys.executable, os.path.join(REPO, "tools", "train_net.py"),
+               "--config-file", config, *opts]
+    print(f"\n[{name} round {round_index + 1}/{args.cost_rounds}] {args.cost_iters} iterations "
+          f"from {weights or 'random weights'}", flush=True)
+    if subprocess.run(command, cwd=REPO).returncode != 0:
+        sys.exit(f"bench_state_recipe: error: timing {name} failed "
+                 f"(log: {os.path.join(out_dir, 'log.txt')})")
+    with open(os.path.join(out_dir, "metrics.json"), encoding="utf-8") as f:
+        windows = [row for row in map(json.loads, f) if "time" in row]
+    # The first window holds the start-up steps (first allocations, thread pools).
+    timed = windows[1:] or windows
+    return (statistics.median(w["time"] for w in timed),
+            statistics.mean(w["roi_head/num_fg_samples"] for w in windows),
+            statistics.mean(w.get("roi_head/num_state_rows", 0.0) for w in windows))
+
+
+def step_cost(args, data):
+    """The ``state_recipe_cost`` figures of ``args.recipes`` (module docstring)."""
+    seed = args.seeds[0]
+    runs = {name: [] for name in args.recipes}
+    for round_index in range(args.cost_rounds):
+        for name in args.recipes:
+            runs[name].append(cost_run(name, seed, round_index, args, data))
+    first = [s for s, _, _ in runs[args.recipes[0]]]
+    rows = []
+    for name in args.recipes:
+        seconds = [s for s, _, _ in runs[name]]
+        rows.append({
+            "recipe": name, "rounds_s": seconds, "s_per_step": statistics.median(seconds),
+            "vs_first": statistics.median(s / f for s, f in zip(seconds, first)),
+            "fg_per_image": statistics.mean(fg for _, fg, _ in runs[name]),
+            "state_rows_per_image": statistics.mean(r for _, _, r in runs[name]),
+        })
+        print(f"{name}: {rows[-1]['s_per_step']:.3f} s per step ({rows[-1]['vs_first']:.2f}x "
+              f"{args.recipes[0]}), {rows[-1]['fg_per_image']:.1f} foreground proposals and "
+              f"{rows[-1]['state_rows_per_image']:.1f} state rows per image", flush=True)
+    return {"recipes": list(args.recipes), "weights_seed": None if args.quick else seed,
+            "iterations": args.cost_iters, "rounds": args.cost_rounds, "rows": rows,
+            "load_average_1min": os.getloadavg()[0], "quick": args.quick,
+            "image_size": "640x480", "train_images": args.train_images}
+
+
 def print_row(fig):
     m, c = fig["metrics"], fig["calibrated"]
 
@@ -268,11 +341,20 @@ def main(argv=None):
                         help="score finished runs of the same command instead of retraining")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 8 + 4 images, 1/100 of the budget (recorded as quick)")
+    parser.add_argument("--step-cost", action="store_true",
+                        help="time the recipes' training steps instead (module docstring)")
+    parser.add_argument("--cost-iters", type=at_least(5), default=100,
+                        help="--step-cost: iterations of each timed run (the trainer times "
+                             "those after the third)")
+    parser.add_argument("--cost-rounds", type=at_least(1), default=2,
+                        help="--step-cost: rounds alternating the recipes")
     parser.add_argument("--results-dir", default=RESULTS_DIR)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
         args.train_images, args.val_images = 8, 4
+    if args.step_cost and len(set(args.recipes)) != len(args.recipes):
+        parser.error("--step-cost: each recipe once")
 
     from bikestate.data.cache import prepare_synthbikes
 
@@ -282,6 +364,11 @@ def main(argv=None):
             "val": prepare_synthbikes(args.cache_dir, "val", args.val_images, 2, size,
                                       style="v2")}
     args.iterations = DEMO_ITERS * args.budget // (100 if args.quick else 1)
+    if args.step_cost:
+        figures = step_cost(args, data)
+        if not args.no_record:
+            append_record("state_recipe_cost", figures, results_dir=args.results_dir)
+        return
     for name in args.recipes:
         for seed in args.seeds:
             figures = run_one(name, seed, args, data)

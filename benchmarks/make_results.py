@@ -44,11 +44,12 @@ ACCURACY_COLUMNS = ACCURACY_HIGHER + ACCURACY_LOWER + (
     "verify/damage_recall", "verify/macro_f1_majority", "bbox_state/AP50")
 # onnxruntime vs PyTorch eager, small config, both cores.
 EXPORT_MIN_SPEEDUP = 1.5
-ORDER = ("demo", "state_recipe", "state_boxes", "speed", "assignment", "roi_align", "export",
+ORDER = ("demo", "state_recipe", "state_recipe_cost", "state_boxes", "speed", "assignment", "roi_align", "export",
          "accuracy", "serve", "state_branch", "eval", "synth", "imports")
 TITLES = {
     "demo": "`make demo`: the demo model on SynthBikes val",
     "state_recipe": "State-branch recipes at the demo's budget (ablation, SynthBikes v2 val)",
+    "state_recipe_cost": "State-branch recipes: seconds per training step",
     "state_boxes": "The state head on annotated, moved and detected boxes (SynthBikes v2 val)",
     "speed": "Speed: state branch overhead, bikestate vs the seed pipeline, data loading",
     "assignment": "Training-target assignment alone: detectron2's per-image loops vs batched",
@@ -122,6 +123,8 @@ def scope(record):
         return (f"{fig.get('clients')} clients, {fig.get('threads')} threads"
                 f"{', with pictures' if fig.get('image') else ''}; model {fig.get('model')}"
                 f"{options}")
+    if record.get("benchmark") == "state_recipe_cost":
+        return f"recipes {', '.join(fig.get('recipes', []))}"
     if record.get("benchmark") == "export":
         configs = sorted({row["config"] for row in fig.get("rows", [])})
         return f"configs {', '.join(configs)}{options}"
@@ -374,6 +377,26 @@ def render_assignment(record):
                     "per-image host syncs", "batched host syncs"],
                    [[r["stage"], r["per_image_ms"], r["batched_ms"], f"{r['speedup']:.2f}x",
                      r.get("per_image_syncs"), r.get("batched_syncs")] for r in fig["rows"]])]
+    return "\n\n".join(lines)
+
+
+def render_state_recipe_cost(record):
+    fig = record["figures"]
+    rows = fig["rows"]
+    lines = [f"`tools/train_net.py` with each recipe's command, {fig.get('iterations')} "
+             f"iterations from the final weights of its seed-{fig.get('weights_seed')} run "
+             f"(the demo's data, {fig.get('train_images')} pictures at "
+             f"{fig.get('image_size')}), no warm-up, no evaluation; {fig.get('rounds')} rounds "
+             "alternating the recipes. Seconds per step: the median of the trainer's "
+             "20-iteration windows after the first, per round; the ratio: the median of the "
+             f"per-round ratios to `{rows[0]['recipe']}`. 1-min load average at the end "
+             f"{fmt(fig.get('load_average_1min'))}.",
+             table(["recipe", "s per step", "rounds", f"x `{rows[0]['recipe']}`",
+                    "foreground proposals per image", "state-head rows per image"],
+                   [[f"`{r['recipe']}`", f"{r['s_per_step']:.3f}",
+                     " / ".join(f"{s:.3f}" for s in r["rounds_s"]), f"{r['vs_first']:.2f}x",
+                     f"{r['fg_per_image']:.1f}", f"{r['state_rows_per_image']:.1f}"]
+                    for r in rows])]
     return "\n\n".join(lines)
 
 
@@ -827,7 +850,8 @@ def render_state_recipes(records, include_smoke=False):
 RENDERERS = {"speed": render_speed, "accuracy": render_accuracy, "demo": render_demo,
              "assignment": render_assignment, "roi_align": render_roi_align,
              "export": render_export,
-             "serve": render_serve, "synth": render_synth}
+             "serve": render_serve, "synth": render_synth,
+             "state_recipe_cost": render_state_recipe_cost}
 
 
 # ------------------------------------------------------------------------------ document

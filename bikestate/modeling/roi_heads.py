@@ -435,6 +435,8 @@ class StateROIHeads(StandardROIHeads):
             classes.append(cat([t.gt_classes for t in targets], dim=0))
             states.append(cat([self._proposal_states(t) for t in targets], dim=0))
         inputs, classes, states = cat(inputs, dim=0), cat(classes, dim=0), cat(states, dim=0)
+        # Rows per image the state head trains on: with its crop size, what a step costs it.
+        get_event_storage().put_scalar("roi_head/num_state_rows", len(states) / len(proposals))
         logits = self.state_head(inputs, classes)
         loss = state_loss(logits, states, self.state_class_weights, self.state_focal_gamma,
                           self.state_logit_adjustment)
