@@ -56,7 +56,7 @@ SMALL_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu.yaml")
 PLAIN_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu_plain_detector.yaml")
 DEMO_ITERS = 1200  # the demo's budget (configs/bike_small_cpu.yaml SOLVER.MAX_ITER)
 # The recipe that the config defaults equal (tests check), whose mean is held to the targets.
-DEFAULT_RECIPE = "conv_image_state_lr2_fg50_cap32"
+DEFAULT_RECIPE = "conv_image_state_lr2_fg50_res24"
 KEY = "MODEL.ROI_STATE_HEAD."
 
 # Detector keys every recipe depends on, as the configs had them before recipes changed them.
