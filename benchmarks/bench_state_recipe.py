@@ -254,17 +254,24 @@ def run_one(name, seed, args, data):
     return figures
 
 
+def cost_weights(name, seed, args):
+    """The weights ``--step-cost`` starts recipe ``name`` from ("" with --quick: random)."""
+    if args.quick:
+        return ""
+    weights = os.path.join(args.work_dir, f"{name}_b1_s{seed}", "model_final.pth")
+    if not os.path.isfile(weights):
+        sys.exit(f"bench_state_recipe: error: {weights} is missing: train the recipe first "
+                 f"(--recipes {name} --seeds {seed})")
+    return weights
+
+
 def cost_run(name, seed, round_index, args, data):
     """One timed run of recipe ``name`` (module docstring, ``--step-cost``).
 
     Returns:
         (seconds per step, foreground proposals per image, state-head rows per image)
     """
-    weights = "" if args.quick else os.path.join(args.work_dir, f"{name}_b1_s{seed}",
-                                                 "model_final.pth")
-    if weights and not os.path.isfile(weights):
-        sys.exit(f"bench_state_recipe: error: {weights} is missing: train the recipe first "
-                 f"(--recipes {name} --seeds {seed})")
+    weights = cost_weights(name, seed, args)
     out_dir = os.path.join(args.work_dir, "step_cost", f"{name}_round{round_index}")
     shutil.rmtree(out_dir, ignore_errors=True)
     config, opts = recipe_command(name, seed, args.cost_iters, data, out_dir)
@@ -353,8 +360,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.train_images, args.val_images = 8, 4
-    if args.step_cost and len(set(args.recipes)) != len(args.recipes):
-        parser.error("--step-cost: each recipe once")
+    if args.step_cost:
+        if len(set(args.recipes)) != len(args.recipes):
+            parser.error("--step-cost: each recipe once")
+        for name in args.recipes:  # every recipe's weights before any work
+            cost_weights(name, args.seeds[0], args)
 
     from bikestate.data.cache import prepare_synthbikes
 

@@ -102,3 +102,52 @@ def test_shipped_configs_use_the_default_recipe():
             expected = yaml.safe_load(value)
             assert list(node) == expected if isinstance(expected, list) \
                 else node == expected, (name, key, node, value)
+
+
+def test_step_cost_times_each_recipe_and_counts_its_state_rows(plain_detector_run, tmp_path):
+    """``--step-cost``: one timed run per recipe and round, the ratio to the first recipe, and
+    the rows the state head trains on: the reference head one per foreground proposal, the
+    default (``TRAIN_ON both``) those and the annotated boxes."""
+    _, run_dir, _ = plain_detector_run
+    cache = os.path.join(os.path.dirname(os.path.dirname(run_dir)), "cache")
+    default = bench_state_recipe.DEFAULT_RECIPE
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "bench_state_recipe.py"), "--quick",
+         "--step-cost", "--cost-iters", "5", "--cost-rounds", "1",
+         "--recipes", "reference", default, "--seeds", "7", "--results-dir", str(tmp_path),
+         "--work-dir", str(tmp_path / "work"), "--cache-dir", cache],
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(tmp_path / "state_recipe_cost.jsonl") as f:
+        (record,) = [json.loads(line) for line in f if line.strip()]
+    fig = record["figures"]
+    assert fig["quick"] and fig["weights_seed"] is None
+    assert (fig["iterations"], fig["rounds"], fig["recipes"]) == (5, 1, ["reference", default])
+    rows = {row["recipe"]: row for row in fig["rows"]}
+    for row in rows.values():
+        assert len(row["rounds_s"]) == 1 and row["s_per_step"] == row["rounds_s"][0] > 0
+        assert row["fg_per_image"] > 0
+    reference, chosen = rows["reference"], rows[default]
+    assert reference["vs_first"] == 1.0
+    assert chosen["vs_first"] == pytest.approx(chosen["s_per_step"] / reference["s_per_step"])
+    assert reference["state_rows_per_image"] == pytest.approx(reference["fg_per_image"])
+    assert chosen["state_rows_per_image"] > chosen["fg_per_image"]
+    text = make_results.render([record], include_smoke=True)
+    assert "seconds per training step" in text and f"`{default}`" in text
+
+
+def test_step_cost_refuses_a_recipe_without_trained_weights(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "bench_state_recipe.py"),
+         "--step-cost", "--recipes", "reference", "--seeds", "7", "--results-dir",
+         str(tmp_path), "--work-dir", str(tmp_path / "work"), "--cache-dir",
+         str(tmp_path / "cache")],
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"bench_state_recipe: error: {tmp_path / 'work' / 'reference_b1_s7' / 'model_final.pth'}"
+        " is missing: train the recipe first (--recipes reference --seeds 7)")
+    # Refused before any work: no data drawn, nothing recorded.
+    assert not os.path.exists(tmp_path / "cache")
+    assert not os.path.exists(tmp_path / "state_recipe_cost.jsonl")
