@@ -13,6 +13,10 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.bikestate-setup-$(D2_SOURCE)
 DEMO_DIR ?= output/demo
 PYTEST_ARGS ?=
+# `make test` runs the suite in this many pytest-xdist processes, each test file in one of them
+# (its module fixtures built once); much of the suite waits on subprocesses and start-up, so two
+# processes finish in about two thirds of one's time on 2 cores. 0: one process.
+PYTEST_WORKERS ?= 2
 
 ifeq ($(filter $(D2_SOURCE),pypi-mirror git),)
 $(error unknown D2_SOURCE '$(D2_SOURCE)': use D2_SOURCE=pypi-mirror (default) or D2_SOURCE=git)
@@ -50,7 +54,7 @@ $(STAMP): setup.py Makefile tools/install_detectron2.py
 	@touch $@
 
 test: system-deps setup
-	$(VPY) -m pytest $(PYTEST_ARGS)
+	$(VPY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: setup
 	$(VPY) tools/demo.py --output $(DEMO_DIR)

@@ -39,8 +39,9 @@ setup(
         # hypothesis for the property-based tests (every image a user may have); playwright
         # drives the system's Chromium (make setup installs it) for the page tests; the
         # service's tests need its extra and httpx, their client; the export tests the export
-        # extra.
-        "dev": ["pytest>=7", "pytest-timeout", "timm", "scikit-learn", "hypothesis>=6",
+        # extra; pytest-xdist runs `make test` in two processes.
+        "dev": ["pytest>=7", "pytest-timeout", "pytest-xdist", "timm", "scikit-learn",
+                "hypothesis>=6",
                 "playwright", "fastapi", "uvicorn", "python-multipart>=0.0.13", "httpx",
                 "onnx", "onnxruntime"],
         "timm": ["timm"],
