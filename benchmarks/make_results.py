@@ -44,8 +44,8 @@ ACCURACY_COLUMNS = ACCURACY_HIGHER + ACCURACY_LOWER + (
     "verify/damage_recall", "verify/macro_f1_majority", "bbox_state/AP50")
 # onnxruntime vs PyTorch eager, small config, both cores.
 EXPORT_MIN_SPEEDUP = 1.5
-ORDER = ("demo", "state_recipe", "state_recipe_cost", "state_boxes", "speed", "assignment", "roi_align", "export",
-         "accuracy", "serve", "state_branch", "eval", "synth", "imports")
+ORDER = ("demo", "state_recipe", "state_recipe_cost", "state_boxes", "speed", "assignment",
+         "roi_align", "export", "accuracy", "serve", "state_branch", "eval", "synth", "imports")
 TITLES = {
     "demo": "`make demo`: the demo model on SynthBikes val",
     "state_recipe": "State-branch recipes at the demo's budget (ablation, SynthBikes v2 val)",
@@ -776,8 +776,8 @@ def render_state_recipes(records, include_smoke=False):
                 f"{fig0.get('train_images')} {synth_label(fig0)} images at "
                 f"{fig0.get('image_size')}, scored on {fig0.get('val_images')} validation "
                 "images. AP in percent, the rest in [0, 1]; `cal.`: the operating point chosen "
-                "on val after training (scored on val itself: optimistic); `train s`: wall clock of "
-                "the run, other jobs included (speed is `bench_speed`'s job). Dates "
+                "on val after training (scored on val itself: optimistic); `train s`: wall clock "
+                "of the run, other jobs included (speed is `bench_speed`'s job). Dates "
                 f"{min(r['date'] for r in runs.values())} to "
                 f"{max(r['date'] for r in runs.values())}.", ""]
         rows = []
