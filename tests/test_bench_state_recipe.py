@@ -13,7 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks import bench_state_recipe, make_results  # noqa: E402
-from recipe_runs import quick_recipe_run  # noqa: E402
+from recipe_runs import ONE_THREAD, quick_recipe_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +116,7 @@ def test_step_cost_times_each_recipe_and_counts_its_state_rows(plain_detector_ru
          "--step-cost", "--cost-iters", "5", "--cost-rounds", "1",
          "--recipes", "reference", default, "--seeds", "7", "--results-dir", str(tmp_path),
          "--work-dir", str(tmp_path / "work"), "--cache-dir", cache],
-        cwd=str(tmp_path), capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, OMP_NUM_THREADS="1"))
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=300, env=ONE_THREAD)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(tmp_path / "state_recipe_cost.jsonl") as f:
         (record,) = [json.loads(line) for line in f if line.strip()]
