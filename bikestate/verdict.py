@@ -16,8 +16,12 @@ The rule, for each part of one image:
      ``score_x_state`` (the default) is ``score x (1 - p[absent])``; ``state`` is
      ``1 - p[absent]`` alone, for models whose detector also scores the mount of a missing part
      high (it learned absent boxes as boxes of the part), so that its score says where the
-     part should be rather than whether it is there. The calibration chooses between them on
-     validation data;
+     part should be rather than whether it is there; ``vote`` is the score-weighted mean of
+     ``1 - p[absent]`` over all the part's detections, ``sum_d score_d (1 - p_d[absent]) /
+     sum_d score_d``: each detection says "present" with the weight the detector gives it
+     (``state`` trusts the top detection alone, which for a missing part may sit on another
+     part that looks like it, e.g. the back wheel for a missing front wheel). The
+     calibration chooses between them on validation data;
    * ``P(state s) = score x p[s]`` (e.g. ``P(damaged)``, the figure damage AP ranks by).
 
 2. If that detection scores below the operating point's ``score_thresh`` (or there is none),
@@ -69,7 +73,8 @@ THRESHOLDS_VERSION = 2
 READABLE_THRESHOLDS_VERSIONS = (1, 2)
 # How P(present) is formed from the speaking detection (module docstring, step 1), and the
 # formula of each as the report, the plots and the docs write it.
-PRESENCE_FORMULAS = {"score_x_state": "score x (1 - P(absent))", "state": "1 - P(absent)"}
+PRESENCE_FORMULAS = {"score_x_state": "score x (1 - P(absent))", "state": "1 - P(absent)",
+                     "vote": "score-weighted mean of 1 - P(absent) over the part's detections"}
 PRESENCE_RULES = tuple(PRESENCE_FORMULAS)
 
 
@@ -227,17 +232,24 @@ def verdict_name(code, state_names=STATE_NAMES):
     return NOT_FOUND if int(code) == NOT_FOUND_ID else state_names[int(code)]
 
 
-def presence_probability(score, state_probs, presence="score_x_state", absent=STATE_ABSENT):
+def presence_probability(score, state_probs, presence="score_x_state", absent=STATE_ABSENT,
+                         vote=None):
     """P(present) of each part from its speaking detection (module docstring, step 1).
 
     Args:
         score (ndarray): (n,) score of the speaking detection, 0 where the part has none.
         state_probs (ndarray): (n, S) its state probabilities (any values where none).
         presence (str): one of :data:`PRESENCE_RULES`.
+        vote (ndarray or None): (n,) the score-weighted mean of ``1 - P(absent)`` over each
+            part's detections (``part_verdicts``'s ``vote``); required by the ``vote`` rule.
     Returns:
         ndarray: (n,) P(present), 0 where ``score`` is 0.
     """
     score = np.asarray(score, dtype=np.float64)
+    if presence == "vote":
+        if vote is None:
+            raise ValueError("the 'vote' presence rule needs each part's vote (part_verdicts)")
+        return np.where(score > 0, np.asarray(vote, dtype=np.float64), 0.0)
     not_absent = 1.0 - np.asarray(state_probs, dtype=np.float64)[:, absent]
     if presence == "score_x_state":
         return score * not_absent
@@ -277,7 +289,9 @@ def part_verdicts(scores, classes, state_scores, num_parts, operating_point,
         dict of arrays, one row per part (index = part):
             ``detection`` (P,) int64 index of the detection speaking for the part, -1 if none;
             ``score`` (P,) its score (0 if none); ``state_probs`` (P, S) its state
-            probabilities (0 if none); ``p_present`` (P,) (:func:`presence_probability`);
+            probabilities (0 if none); ``vote`` (P,) the score-weighted mean of
+            ``1 - P(absent)`` over the part's detections (0 if none); ``p_present`` (P,)
+            (:func:`presence_probability`);
             ``verdict`` (P,) int64 state index or :data:`NOT_FOUND_ID`; ``confidence`` (P,)
             ``score x p[verdict]`` (0 for not found).
     """
@@ -298,11 +312,19 @@ def part_verdicts(scores, classes, state_scores, num_parts, operating_point,
     probs = np.zeros((num_parts, num_states))
     if scores.size:
         probs[has] = state_scores[detection[has]]
-    p_present = presence_probability(score, probs, operating_point.presence, absent)
+    # Each part's detections vote on its presence with their scores as weights.
+    vote = np.zeros(num_parts)
+    if scores.size:
+        inside = (classes >= 0) & (classes < num_parts)
+        weight = np.bincount(classes[inside], scores[inside], num_parts)
+        said = np.bincount(classes[inside], scores[inside] * (1.0 - state_scores[inside, absent]),
+                           num_parts)
+        vote = np.divide(said, weight, out=np.zeros(num_parts), where=weight > 0)
+    p_present = presence_probability(score, probs, operating_point.presence, absent, vote)
 
     state = decide_states(probs, p_present, operating_point, absent)
     found = has & (score >= operating_point.score_thresh)
     verdict = np.where(found, state, NOT_FOUND_ID).astype(np.int64)
     confidence = np.where(found, score * probs[np.arange(num_parts), state], 0.0)
-    return {"detection": detection, "score": score, "state_probs": probs,
+    return {"detection": detection, "score": score, "state_probs": probs, "vote": vote,
             "p_present": p_present, "verdict": verdict, "confidence": confidence}

@@ -9,7 +9,8 @@ Runs the model on the dataset (the config's DATASETS.TEST[0] by default, from th
 sources training uses: config file, environment / .env, options; SynthBikes when nothing is
 set), and chooses
 
-* the presence rule and threshold: P(present) = score x (1 - P(absent)) or 1 - P(absent),
+* the presence rule and threshold: P(present) = score x (1 - P(absent)), 1 - P(absent), or
+  the score-weighted mean of 1 - P(absent) over the part's detections,
   whichever reports fewer missing parts present at the highest threshold that still reports
   the given share of present parts as present (default 95 %); below it a part is "absent";
 * the state biases: offsets of the log probabilities of damaged and occluded that maximize the

@@ -41,7 +41,7 @@ def apply_operating_point(pairs, operating_point, state_names=STATE_NAMES):
     result = dict(pairs)
     result["p_present"] = presence_probability(
         np.where(pairs["detection"] >= 0, pairs["score"], 0.0), pairs["state_probs"],
-        operating_point.presence, absent)
+        operating_point.presence, absent, pairs.get("vote"))
     state = decide_states(pairs["state_probs"], result["p_present"], operating_point, absent)
     found = (pairs["detection"] >= 0) & (pairs["score"] >= operating_point.score_thresh)
     result["verdict"] = np.where(found, state, NOT_FOUND_ID).astype(np.int64)
@@ -74,9 +74,10 @@ def choose_operating_point(pairs, state_names=STATE_NAMES, present_recall=0.95,
         objective (str): one of :data:`OBJECTIVES`.
         score_thresh (float): the detection threshold below which a part is not found. Under
             ``score_x_state`` it is lowered to the presence threshold when that is lower, and
-            under ``state`` to the lowest detection score of the pairs, so that every part
-            above the presence threshold has a verdict.
-        presence_rules (sequence[str]): the candidate rules, the preferred one first.
+            under ``state`` and ``vote`` to the lowest detection score of the pairs, so that
+            every part above the presence threshold has a verdict.
+        presence_rules (sequence[str]): the candidate rules, the preferred one first; ``vote``
+            is a candidate only when the pairs carry each part's ``vote``.
         bias_grid (sequence[float]): candidate offsets of each state in ``biased_states``.
     Returns:
         (OperatingPoint, dict): the operating point (``chosen_on`` filled) and the validation
@@ -87,10 +88,11 @@ def choose_operating_point(pairs, state_names=STATE_NAMES, present_recall=0.95,
     absent = state_names.index("absent")
     is_present = pairs["gt_state"] != absent
     detected = (pairs["detection"] >= 0) & (pairs["score"] > 0)
+    presence_rules = [r for r in presence_rules if r != "vote" or "vote" in pairs]
     candidates_by_rule = {}
     for rule in presence_rules:
         p_present = presence_probability(np.where(detected, pairs["score"], 0.0),
-                                         pairs["state_probs"], rule, absent)
+                                         pairs["state_probs"], rule, absent, pairs.get("vote"))
         rate, threshold = _presence_threshold(p_present, is_present, present_recall)
         candidates_by_rule[rule] = (rate, threshold)
     # NaN (no absent part to hallucinate) never wins over a number; ties keep the first rule.

@@ -1,6 +1,7 @@
 """Figures of the evaluation: confusion matrices, AP per part, verification curves (matplotlib,
 Agg)."""
 import os
+import textwrap
 
 import numpy as np
 
@@ -105,9 +106,10 @@ def plot_verification_curves(pairs, state_names, operating_point, file):
         if present.any() and (~present).any():
             fpr, tpr, _ = roc_curve(pairs["p_present"], present)
             formula = PRESENCE_FORMULAS[operating_point.presence]
-            ax_roc.plot(fpr, tpr, color="black",
-                        label=f"P(present) = {formula}, AUROC "
-                              f"{roc_auc(pairs['p_present'], present):.3f}")
+            # Wrapped: the longest formula would run the legend out of the axes.
+            label = textwrap.fill(f"P(present) = {formula}, AUROC "
+                                  f"{roc_auc(pairs['p_present'], present):.3f}", 40)
+            ax_roc.plot(fpr, tpr, color="black", label=label)
             said = (pairs["verdict"] != NOT_FOUND_ID) & (pairs["verdict"] != absent)
             ax_roc.plot([said[~present].mean()], [said[present].mean()], "o",
                         color=STATE_COLORS[1], label="operating point")

@@ -140,7 +140,8 @@ def verdict_pairs(predictions, ground_truths, num_parts, operating_point,
     Returns:
         dict of arrays, one row per scored pair (images in id order, parts in index order):
         ``image_id``, ``part``, ``gt_state``, ``verdict`` (state or NOT_FOUND_ID), ``score``,
-        ``p_present``, ``state_probs`` (n, S) (the speaking detection's state probabilities),
+        ``p_present``, ``vote`` (the part's detections' score-weighted mean of
+        ``1 - P(absent)``), ``state_probs`` (n, S) (the speaking detection's state probabilities),
         ``confidence``, ``detection`` (index in the image's predictions, -1 if none),
         ``box`` (n, 4) XYXY of the speaking detection (NaN if none) and ``iou`` (its IoU with
         the nearest ground-truth box of the part; 0 if none).
@@ -148,7 +149,7 @@ def verdict_pairs(predictions, ground_truths, num_parts, operating_point,
     rank = {state_names.index(s): k for k, s in enumerate(GT_STATE_PRIORITY)}
     num_states = len(state_names)
     columns = {k: [] for k in ("image_id", "part", "gt_state", "verdict", "score", "p_present",
-                               "state_probs", "confidence", "detection", "box", "iou")}
+                               "vote", "state_probs", "confidence", "detection", "box", "iou")}
     for image_id in sorted(ground_truths):
         gt = ground_truths[image_id]
         gt_classes = np.asarray(gt["classes"], dtype=np.int64).reshape(-1)
@@ -183,7 +184,7 @@ def verdict_pairs(predictions, ground_truths, num_parts, operating_point,
         columns["detection"].append(det)
         columns["box"].append(boxes)
         columns["iou"].append(iou)
-        for key in ("verdict", "score", "p_present", "state_probs", "confidence"):
+        for key in ("verdict", "score", "p_present", "vote", "state_probs", "confidence"):
             columns[key].append(verdicts[key][parts])
     empty = {"state_probs": np.zeros((0, num_states)), "box": np.zeros((0, 4))}
     return {k: (np.concatenate(v) if v else empty.get(k, np.zeros(0)))
@@ -203,8 +204,9 @@ def localized(pairs, state_names=STATE_NAMES, iou_thresh=LOCALIZED_IOU):
         pairs["iou"] < iou_thresh)
     result = dict(pairs)
     result["verdict"] = np.where(off, NOT_FOUND_ID, pairs["verdict"])
-    for key in ("score", "p_present", "confidence"):
-        result[key] = np.where(off, 0.0, pairs[key])
+    for key in ("score", "p_present", "vote", "confidence"):
+        if key in pairs:
+            result[key] = np.where(off, 0.0, pairs[key])
     result["state_probs"] = np.where(off[:, None], 0.0, pairs["state_probs"])
     return result
 

@@ -8,7 +8,7 @@ from bikestate.evaluation.calibration import apply_operating_point, choose_opera
 from bikestate.evaluation.verification import verification_metrics
 from bikestate.utils.errors import ConfigError
 from bikestate.verdict import OperatingPoint, load_operating_point, part_verdicts, \
-    thresholds_path
+    presence_probability, thresholds_path
 
 INTACT, DAMAGED, ABSENT, OCCLUDED = range(4)
 
@@ -128,6 +128,55 @@ def test_part_verdicts_under_the_state_presence_rule():
     product = part_verdicts(scores, classes, probs, 3, OperatingPoint(0.05, 0.5), ABSENT)
     assert product["p_present"] == pytest.approx([0.24, 0.0, 0.08])
     assert product["verdict"].tolist() == [ABSENT, -1, ABSENT]
+
+
+def test_part_verdicts_under_the_vote_presence_rule():
+    # Part 0: three detections; the vote is the score-weighted mean of 1 - P(absent):
+    # (0.6 x 0.9 + 0.3 x 0.2 + 0.1 x 0.5) / (0.6 + 0.3 + 0.1) = 0.65. Part 1: none. Part 2:
+    # one detection, the vote is its own 1 - P(absent) = 0.3 -> absent below 0.5.
+    scores = np.array([0.3, 0.6, 0.8, 0.1])
+    classes = np.array([0, 0, 2, 0])
+    probs = np.array([[0.1, 0.1, 0.8, 0.0], [0.9, 0.0, 0.1, 0.0], [0.3, 0.0, 0.7, 0.0],
+                      [0.5, 0.0, 0.5, 0.0]])
+    point = OperatingPoint(0.05, 0.5, presence="vote")
+    result = part_verdicts(scores, classes, probs, 3, point, ABSENT)
+    assert result["vote"] == pytest.approx([0.65, 0.0, 0.3])
+    assert result["p_present"] == pytest.approx([0.65, 0.0, 0.3])
+    # The top detection still speaks for the state and the box.
+    assert result["detection"].tolist() == [1, -1, 2]
+    assert result["verdict"].tolist() == [INTACT, -1, ABSENT]
+    with pytest.raises(ValueError, match="needs each part's vote"):
+        presence_probability(np.array([0.5]), np.array([[1.0, 0, 0, 0]]), "vote", ABSENT)
+
+
+def look_alike_case():
+    """A missing part whose top detection sits on a look-alike, outvoted by its own mount.
+
+    20 present parts: one detection each, score 0.9, P(absent) 0.1 + 0.01 k. 10 absent parts:
+    the top detection (score 0.9) is on something present-looking (P(absent) 0.05), a second one
+    (score 0.8) on the empty mount says absent (P(absent) 0.95): the vote is
+    (0.9 x 0.95 + 0.8 x 0.05) / 1.7 = 0.53, below every present part's (0.71 .. 0.9), while
+    ``state`` (0.95) and ``score_x_state`` (0.855 against 0.64 .. 0.81) rank every absent part
+    above the present ones.
+    """
+    pairs = _pairs([(INTACT, 0.9, [0.9 - 0.01 * k, 0.0, 0.1 + 0.01 * k, 0.0]) for k in range(20)]
+                   + [(ABSENT, 0.9, [0.95, 0.0, 0.05, 0.0]) for _ in range(10)])
+    not_absent = 1 - pairs["state_probs"][:, ABSENT]
+    pairs["vote"] = np.r_[not_absent[:20], np.full(10, (0.9 * 0.95 + 0.8 * 0.05) / 1.7)]
+    return pairs
+
+
+def test_calibration_chooses_the_vote_when_the_top_detection_is_on_a_look_alike():
+    point, figures = choose_operating_point(look_alike_case(), present_recall=0.95)
+    candidates = point.chosen_on["presence_candidates"]
+    assert candidates["state"]["hallucination_rate"] == 1.0
+    assert candidates["score_x_state"]["hallucination_rate"] == 1.0
+    assert candidates["vote"]["hallucination_rate"] == 0.0
+    assert point.presence == "vote" and figures["hallucination_rate"] == 0.0
+    # Pairs without the votes (e.g. built by hand) leave the vote out of the candidates.
+    no_votes = {k: v for k, v in look_alike_case().items() if k != "vote"}
+    point, _ = choose_operating_point(no_votes)
+    assert set(point.chosen_on["presence_candidates"]) == {"score_x_state", "state"}
 
 
 def test_thresholds_file_versions(tmp_path):

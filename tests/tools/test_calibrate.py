@@ -49,7 +49,7 @@ def test_predict_uses_and_states_the_calibrated_rule(calibrated, synth_small):
     assert rule["source"] == str(calibrated["root"] / "thresholds.json")
     assert rule["presence_thresh"] == point.presence_thresh
     assert rule["presence"] == point.presence
-    assert set(point.chosen_on["presence_candidates"]) == {"score_x_state", "state"}
+    assert set(point.chosen_on["presence_candidates"]) == {"score_x_state", "state", "vote"}
     assert report["score_threshold"] == point.score_thresh
 
 
