@@ -625,12 +625,22 @@ def synth_label(fig):
             f"{fig.get('synth_version', 1)})")
 
 
+def shares_text(fig):
+    """How the training split's state shares differ from DelftBikes' ("" when they do not)."""
+    shares = fig.get("train_state_probs")
+    if not shares:
+        return ""
+    return (" (training parts intact / damaged / absent / occluded "
+            f"{' / '.join(f'{p:g}' for p in shares)}; val has DelftBikes' shares)")
+
+
 def render_demo(record):
     fig = record["figures"]
     metrics, calibrated = fig.get("metrics", {}), fig.get("calibrated", {})
     lines = [f"`{fig.get('config')}`{' ' + options_text(fig['opts']) if fig.get('opts') else ''}"
              f", trained from scratch on {fig.get('train_images')} {synth_label(fig)} images at "
-             f"{fig.get('image_size')}, scored on {fig.get('val_images')} validation images; "
+             f"{fig.get('image_size')}{shares_text(fig)}, scored on {fig.get('val_images')} "
+             "validation images; "
              f"whole demo {fmt(fig.get('total_min'))} min. AP in percent, the rest in [0, 1]; "
              "rates at the default operating point (argmax state, score >= 0.5) unless marked "
              "calibrated.",

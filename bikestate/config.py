@@ -132,6 +132,11 @@ def add_bikestate_config(cfg):
     # Look of generated SynthBikes pictures: "v1" (flat drawings) or "v2" (photo-like scenes,
     # bike types, viewpoints, camera effects; docs/synthbikes.md).
     _C.BIKESTATE.DATA.SYNTH_STYLE = "v1"
+    # Shares of intact, damaged, absent, occluded parts in the generated training split ([]:
+    # DelftBikes' 0.60, 0.06, 0.20, 0.14, which val and test always keep). `make demo` trains
+    # on 0.50, 0.16, 0.20, 0.14: damaged is rare in DelftBikes, and more damaged parts teach it
+    # faster (benchmarks/RESULTS.md, recipe conv_image_state_lr2_fg50_res24_dmg16).
+    _C.BIKESTATE.DATA.SYNTH_TRAIN_STATE_PROBS = []
     # Unreadable images skipped during training before it stops with an error (-1: no limit).
     _C.BIKESTATE.DATA.MAX_SKIPPED_IMAGES = 100
     # States whose boxes are left out of the training annotations, e.g. ["absent"] for the

@@ -3,6 +3,7 @@ baseline it compares against trains without the absent boxes and reports every d
 present, scored by the bikestate evaluator."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -92,6 +93,15 @@ def test_shipped_configs_use_the_default_recipe():
 
     _, changes, _ = bench_state_recipe.RECIPES[bench_state_recipe.DEFAULT_RECIPE]
     recipe = {**bench_state_recipe.DETECTOR, **bench_state_recipe.REFERENCE, **changes}
+    # The training shares are the demo's data (real data has the shares it has).
+    shares = recipe.pop(bench_state_recipe.TRAIN_SHARES_KEY, None)
+    demo = subprocess.run([sys.executable, os.path.join(REPO, "tools", "demo.py"), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    default = re.search(r"--train-state-probs TRAIN_STATE_PROBS.*?\(default:\s+([0-9.,]+);",
+                        demo.stdout, re.S)
+    assert default, demo.stdout
+    assert [float(v) for v in default.group(1).split(",")] == (
+        yaml.safe_load(shares) if shares else [0.6, 0.06, 0.2, 0.14])
     for name in ("Base-BikeState-RCNN-FPN.yaml", "bike_small_cpu.yaml", "bike_r50_fpn.yaml"):
         cfg = load_config(os.path.join(REPO, "configs", name))
         for key, value in recipe.items():

@@ -412,7 +412,7 @@ def test_demo_record_regenerates_the_readme_table(tmp_path):
               "machine": {"device": "cpu", "device_name": "x86_64", "cpu_count": 2},
               "figures": {"config": "configs/bike_small_cpu.yaml", "opts": [],
                           "train_images": 400, "val_images": 60, "image_size": "640x480",
-                          "total_min": 13.5,
+                          "train_state_probs": [0.5, 0.16, 0.2, 0.14], "total_min": 13.5,
                           "metrics": {"bbox/AP50": 77.25, "verify/halluc_at_95r": 0.125,
                                       "verify/present_recall": 0.9,
                                       "verify/hallucination_rate": 0.2},
@@ -432,6 +432,7 @@ def test_demo_record_regenerates_the_readme_table(tmp_path):
     assert "| hallucination at 95 % / 90 % present recall | 0.125 / n/a |" in text
     assert "| calibrated on val: verdict macro-F1 | n/a |" in text
     assert "on CPU x86_64, 2 cores, 2026-11-30T15:00:00" in text
+    assert "training parts intact / damaged / absent / occluded 0.5 / 0.16 / 0.2 / 0.14" in text
     assert make_results.main(args + ["--check"]) == 0
 
 

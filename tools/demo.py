@@ -2,7 +2,9 @@
 """The main job on the embedded default data, end to end (what `make demo` runs).
 
 1. generate SynthBikes in DelftBikes format: train, val and a held-out set, each from its own
-   seed (so no image is shared), in the style of ``--synth-style`` (v1 or v2);
+   seed (so no image is shared), in the style of ``--synth-style`` (v1 or v2); the training
+   split with the state shares of ``--train-state-probs`` (more damaged parts than DelftBikes
+   has), val and the held-out set with DelftBikes' shares;
 2. train the small CPU config from scratch with tools/train_net.py, the DelftBikes files given
    through the data environment variables (TRAIN_JSON, VAL_JSON, TRAIN_CLEANED, VAL_CLEANED,
    OUTPUT_DIR), so they are converted to OUTPUT_DIR/train_coco.json and val_coco.json;
@@ -62,11 +64,22 @@ def main():
     parser.add_argument("--image-size", default="640x480")
     parser.add_argument("--synth-style", default="v2", choices=("v1", "v2"),
                         help="SynthBikes pictures: v2 photo-like (default), v1 flat drawings")
+    parser.add_argument("--train-state-probs", default="0.5,0.16,0.2,0.14",
+                        help="shares of intact, damaged, absent, occluded parts in the training "
+                             "split (default: %(default)s; val keeps DelftBikes' "
+                             "0.6,0.06,0.2,0.14)")
     parser.add_argument("--record", action="store_true",
                         help="append the figures to benchmarks/results/demo.jsonl (developers)")
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="extra config options for training, as KEY VALUE pairs")
     args = parser.parse_args()
+    from bikestate.synth import check_state_probs
+    from bikestate.utils.errors import ConfigError
+
+    try:
+        train_probs = check_state_probs(args.train_state_probs.split(","))
+    except ConfigError as e:
+        parser.error(f"--train-state-probs: {e}")
 
     opts = list(args.opts)
     if "MODEL.DEVICE" not in opts[::2]:
@@ -91,21 +104,24 @@ def main():
     timings = {}
     start = time.time()
 
-    splits = (("train", args.num_train, 1), ("val", args.num_val, 2),
-              ("heldout", args.num_heldout, 3))
-    for split, num, seed in splits:
+    # The training split's folder names its shares: a rerun with other shares never reuses it.
+    train_split = "train_states" + "-".join(f"{round(100 * p):g}" for p in train_probs)
+    splits = ((train_split, args.num_train, 1, train_probs), ("val", args.num_val, 2, None),
+              ("heldout", args.num_heldout, 3, None))
+    for split, num, seed, probs in splits:
         if os.path.exists(os.path.join(data, split, "annotations.json")):
             print(f"SynthBikes {split}: reusing {os.path.join(data, split)}")
             continue
-        timings[f"generate {split}"] = run(
+        shares = [] if probs is None else ["--state-probs", ",".join(f"{p:g}" for p in probs)]
+        timings[f"generate {split.split('_')[0]}"] = run(
             f"generate SynthBikes {split}",
             [py, os.path.join(TOOLS, "make_synthetic.py"), "--out", os.path.join(data, split),
              "--num-images", str(num), "--seed", str(seed), "--image-size", args.image_size,
-             "--style", args.synth_style])
+             "--style", args.synth_style, *shares])
 
     # The data environment variables: the same route a user takes with their own .env file.
-    env = dict(os.environ, TRAIN_JSON=os.path.join(data, "train", "annotations.json"),
-               TRAIN_CLEANED=os.path.join(data, "train", "images"),
+    env = dict(os.environ, TRAIN_JSON=os.path.join(data, train_split, "annotations.json"),
+               TRAIN_CLEANED=os.path.join(data, train_split, "images"),
                VAL_JSON=os.path.join(data, "val", "annotations.json"),
                VAL_CLEANED=os.path.join(data, "val", "images"), OUTPUT_DIR=train_dir)
     env.setdefault("WANDB_MODE", "offline")
@@ -169,6 +185,7 @@ def main():
             "opts": list(args.opts), "train_images": args.num_train,
             "val_images": args.num_val, "image_size": args.image_size,
             "synth_style": args.synth_style, "synth_version": synth_version,
+            "train_state_probs": list(train_probs),
             "metrics": {k: v for k, v in results.items() if k.startswith(RECORDED_PREFIXES)},
             "calibrated": calibrated, "timings_s": timings, "total_min": total / 60})
         print("Recorded in benchmarks/results/demo.jsonl; run benchmarks/make_results.py")

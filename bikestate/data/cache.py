@@ -144,27 +144,38 @@ class FileSource:
 class SynthSource:
     """The embedded default: a SynthBikes split generated once into the cache and reused."""
 
-    def __init__(self, split, *, cache_dir, num_images, seed, image_size, style="v1"):
+    def __init__(self, split, *, cache_dir, num_images, seed, image_size, style="v1",
+                 state_probs=None):
         self.split = split
         self.cache_dir = os.path.abspath(os.path.expanduser(cache_dir))
         self.num_images, self.seed, self.image_size = num_images, seed, image_size
         self.style = style
+        # None: the generator's DelftBikes shares.
+        self.state_probs = None if state_probs is None else tuple(float(p) for p in state_probs)
         from .. import synth
 
-        # A new generator version must not reuse images drawn by an older one.
+        # A new generator version must not reuse images drawn by an older one, nor a split
+        # drawn with other state shares.
         version = synth.SYNTH_VERSIONS.get(style)
         w, h = image_size
         self.name = f"{split}_n{num_images}_seed{seed}_{w}x{h}" + (
             f"_v{version}" if version is not None else ""
-        ) + ("" if style == "v1" else f"_{style}")
+        ) + ("" if style == "v1" else f"_{style}") + (
+            "" if self.state_probs is None else "_states" + "-".join(
+                f"{round(100 * p):g}" for p in self.state_probs))
         self.folder = os.path.join(self.cache_dir, self.name)
 
     def check(self):
-        from ..synth import SYNTH_STYLES
+        from ..synth import SYNTH_STYLES, check_state_probs
 
         if self.style not in SYNTH_STYLES:
             raise ConfigError(f"BIKESTATE.DATA.SYNTH_STYLE must be one of "
                               f"{', '.join(SYNTH_STYLES)}, got {self.style!r}")
+        if self.state_probs is not None:
+            try:
+                check_state_probs(self.state_probs)
+            except ConfigError as e:
+                raise ConfigError(f"BIKESTATE.DATA.SYNTH_TRAIN_STATE_PROBS: {e}") from None
         if len(self.image_size) != 2 or min(self.image_size) <= 0:
             raise ConfigError(f"BIKESTATE.DATA.SYNTH_IMAGE_SIZE must be [width, height], "
                               f"got {list(self.image_size)}")
@@ -194,7 +205,7 @@ class SynthSource:
         try:
             ann = generate_synthbikes(tmp, self.num_images, self.seed,
                                       image_size=self.image_size, show_progress=True,
-                                      style=self.style)
+                                      style=self.style, state_probs=self.state_probs)
             # SynthBikes draws every DelftBikes part, so its categories are always PART_NAMES.
             convert_to_coco(ann, os.path.join(tmp, "images"), os.path.join(tmp, SYNTH_COCO_NAME))
             try:
@@ -214,7 +225,8 @@ class SynthSource:
                     shutil.rmtree(path, ignore_errors=True)
 
 
-def prepare_synthbikes(cache_dir, split, num_images, seed, image_size, style="v1"):
+def prepare_synthbikes(cache_dir, split, num_images, seed, image_size, style="v1",
+                       state_probs=None):
     """Generate (once) and return a cached SynthBikes split.
 
     Args:
@@ -224,11 +236,13 @@ def prepare_synthbikes(cache_dir, split, num_images, seed, image_size, style="v1
         seed (int): generator seed.
         image_size (tuple[int, int]): ``(width, height)``.
         style (str): the generator's style (``v1``, ``v2``).
+        state_probs (sequence[float] or None): shares of intact, damaged, absent, occluded
+            parts; None: the generator's default (DelftBikes') shares.
     Returns:
         tuple[str, str]: ``(coco_json, image_root)`` of the complete split.
     """
     source = SynthSource(split, cache_dir=cache_dir, num_images=num_images, seed=seed,
-                         image_size=tuple(image_size), style=style)
+                         image_size=tuple(image_size), style=style, state_probs=state_probs)
     source.check()
     source.prepare()
     return source.outputs()

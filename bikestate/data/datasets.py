@@ -157,6 +157,9 @@ def _resolve_sources(cfg):
                 seed=int(seeds[index]),
                 image_size=tuple(int(v) for v in data.SYNTH_IMAGE_SIZE),
                 style=data.SYNTH_STYLE,
+                # Only training may see other shares: scores stay on DelftBikes' shares.
+                state_probs=(list(data.SYNTH_TRAIN_STATE_PROBS) or None) if split == "train"
+                else None,
             )
     if data.ON_INVALID not in ("error", "skip"):
         raise ConfigError(f"BIKESTATE.DATA.ON_INVALID must be 'error' or 'skip', "

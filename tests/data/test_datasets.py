@@ -324,6 +324,30 @@ def test_synth_default_generated_once_into_cache_and_reused(cfg):
     assert "bike_test" not in DatasetCatalog.list()
 
 
+def test_synth_training_state_shares_change_the_training_split_only(cfg):
+    """SYNTH_TRAIN_STATE_PROBS: the training split is drawn with those shares into its own
+    folder; val keeps DelftBikes' shares (scores stay comparable); bad shares: one line."""
+    synth_default(cfg)
+    cfg.BIKESTATE.DATA.SYNTH_NUM_TEST = 0
+    plain = register_bike_datasets(cfg)
+    for name in ("bike_train", "bike_val"):
+        unregister_bike_dataset(name)
+    cfg.BIKESTATE.DATA.SYNTH_TRAIN_STATE_PROBS = [0.0, 1.0, 0.0, 0.0]  # every part damaged
+    damaged = register_bike_datasets(cfg)
+    assert damaged["bike_val"] == plain["bike_val"]
+    assert damaged["bike_train"]["json_file"] != plain["bike_train"]["json_file"]
+    assert "states0-100-0-0" in damaged["bike_train"]["json_file"]
+    states = [a["state"] for d in DatasetCatalog.get("bike_train") for a in d["annotations"]]
+    assert len(states) == 3 * len(PART_NAMES) and set(states) == {STATE_IDS["damaged"]}
+    val_states = {a["state"] for d in DatasetCatalog.get("bike_val") for a in d["annotations"]}
+    assert STATE_IDS["intact"] in val_states
+    for name in ("bike_train", "bike_val"):
+        unregister_bike_dataset(name)
+    cfg.BIKESTATE.DATA.SYNTH_TRAIN_STATE_PROBS = [0.5, 0.5]
+    with pytest.raises(ConfigError, match="SYNTH_TRAIN_STATE_PROBS: state probabilities must be"):
+        register_bike_datasets(cfg)
+
+
 def test_synth_generation_killed_midway_is_redone(cfg, monkeypatch):
     synth_default(cfg)
     cfg.BIKESTATE.DATA.SYNTH_NUM_TEST = 0
