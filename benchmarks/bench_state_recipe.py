@@ -141,9 +141,9 @@ RECIPES = {
     # ~120 ms on this 2-core CPU), so fg50 keeps all its rows at the cap's cost.
     "conv_image_state_lr2_fg50_res24": (
         SMALL_CONFIG, RES24, "fg50 with 24 x 24 crops (32 x 32 in conv_image)"),
-    # Damaged is 6 % of DelftBikes' parts: ~25 damaged boxes per part in 400 pictures. On the
-    # demo's data (one seed each, 2 seeds), 16 % damaged raised damage AP by ~0.07 for -0.4
-    # bbox/AP; 20 % damaged with 25 % absent cost 3 points of bbox/AP.
+    # Damaged is 6 % of DelftBikes' parts: ~25 damaged boxes per part in 400 pictures. 16 %
+    # damaged raised damage AP by 0.07 for 0.3 points of bbox/AP (two seeds); 20 % damaged
+    # with 25 % absent cost 3 points of bbox/AP (two seeds, not a recipe here).
     "conv_image_state_lr2_fg50_res24_dmg16": (
         SMALL_CONFIG, dict(RES24, **{TRAIN_SHARES_KEY: "[0.5, 0.16, 0.2, 0.14]"}),
         "res24 trained on 16 % damaged parts (6 % in DelftBikes and in val)"),
