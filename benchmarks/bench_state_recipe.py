@@ -86,7 +86,8 @@ FG50 = {"MODEL.ROI_HEADS.POSITIVE_FRACTION": "0.5"}
 # of the SynthBikes default, applied here when the training split is generated (the runs name
 # their data files explicitly, so it is not passed to train_net.py).
 TRAIN_SHARES_KEY = "BIKESTATE.DATA.SYNTH_TRAIN_STATE_PROBS"
-# The default with 16 % damaged parts in training (6 % in DelftBikes), intact making room.
+# Recipe conv_image_state_lr2_fg50_res24: half foreground, every foreground proposal in the
+# state loss, 24 x 24 crops.
 RES24 = dict(CONV_IMAGE_STATE_LR2, **FG50, POOLER_RESOLUTION="24")
 # name -> (config file, changes to DETECTOR and, for SMALL_CONFIG, REFERENCE, what it tests); a
 # change whose key has a dot is a full config key (e.g. SOLVER.BASE_LR), the others are keys of

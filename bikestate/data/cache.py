@@ -150,9 +150,15 @@ class SynthSource:
         self.cache_dir = os.path.abspath(os.path.expanduser(cache_dir))
         self.num_images, self.seed, self.image_size = num_images, seed, image_size
         self.style = style
-        # None: the generator's DelftBikes shares.
-        self.state_probs = None if state_probs is None else tuple(float(p) for p in state_probs)
         from .. import synth
+
+        # None: the generator's DelftBikes shares. Checked here: the folder name holds them.
+        if state_probs is not None:
+            try:
+                state_probs = synth.check_state_probs(state_probs)
+            except ConfigError as e:
+                raise ConfigError(f"BIKESTATE.DATA.SYNTH_TRAIN_STATE_PROBS: {e}") from None
+        self.state_probs = state_probs
 
         # A new generator version must not reuse images drawn by an older one, nor a split
         # drawn with other state shares.
@@ -166,16 +172,11 @@ class SynthSource:
         self.folder = os.path.join(self.cache_dir, self.name)
 
     def check(self):
-        from ..synth import SYNTH_STYLES, check_state_probs
+        from ..synth import SYNTH_STYLES
 
         if self.style not in SYNTH_STYLES:
             raise ConfigError(f"BIKESTATE.DATA.SYNTH_STYLE must be one of "
                               f"{', '.join(SYNTH_STYLES)}, got {self.style!r}")
-        if self.state_probs is not None:
-            try:
-                check_state_probs(self.state_probs)
-            except ConfigError as e:
-                raise ConfigError(f"BIKESTATE.DATA.SYNTH_TRAIN_STATE_PROBS: {e}") from None
         if len(self.image_size) != 2 or min(self.image_size) <= 0:
             raise ConfigError(f"BIKESTATE.DATA.SYNTH_IMAGE_SIZE must be [width, height], "
                               f"got {list(self.image_size)}")

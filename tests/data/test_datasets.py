@@ -343,9 +343,10 @@ def test_synth_training_state_shares_change_the_training_split_only(cfg):
     assert STATE_IDS["intact"] in val_states
     for name in ("bike_train", "bike_val"):
         unregister_bike_dataset(name)
-    cfg.BIKESTATE.DATA.SYNTH_TRAIN_STATE_PROBS = [0.5, 0.5]
-    with pytest.raises(ConfigError, match="SYNTH_TRAIN_STATE_PROBS: state probabilities must be"):
-        register_bike_datasets(cfg)
+    for bad in ([0.5, 0.5], ["x", 0.2, 0.2, 0.1]):
+        cfg.BIKESTATE.DATA.SYNTH_TRAIN_STATE_PROBS = bad
+        with pytest.raises(ConfigError, match="SYNTH_TRAIN_STATE_PROBS: state probabilities"):
+            register_bike_datasets(cfg)
 
 
 def test_synth_generation_killed_midway_is_redone(cfg, monkeypatch):
