@@ -19,8 +19,8 @@ The rule, for each part of one image:
      part should be rather than whether it is there; ``vote`` is the score-weighted mean of
      ``1 - p[absent]`` over all the part's detections, ``sum_d score_d (1 - p_d[absent]) /
      sum_d score_d``: each detection says "present" with the weight the detector gives it
-     (``state`` trusts the top detection alone, which for a missing part may sit on another
-     part that looks like it, e.g. the back wheel for a missing front wheel). The
+     (``state`` trusts the top detection alone, which for a missing part may lie beside its
+     empty mount or elsewhere, where the crop looks present). The
      calibration chooses between them on validation data;
    * ``P(state s) = score x p[s]`` (e.g. ``P(damaged)``, the figure damage AP ranks by).
 

@@ -149,8 +149,8 @@ def test_part_verdicts_under_the_vote_presence_rule():
         presence_probability(np.array([0.5]), np.array([[1.0, 0, 0, 0]]), "vote", ABSENT)
 
 
-def look_alike_case():
-    """A missing part whose top detection sits on a look-alike, outvoted by its own mount.
+def off_mount_case():
+    """A missing part whose top detection lies off its mount, outvoted by the one on it.
 
     20 present parts: one detection each, score 0.9, P(absent) 0.1 + 0.01 k. 10 absent parts:
     the top detection (score 0.9) is on something present-looking (P(absent) 0.05), a second one
@@ -166,15 +166,15 @@ def look_alike_case():
     return pairs
 
 
-def test_calibration_chooses_the_vote_when_the_top_detection_is_on_a_look_alike():
-    point, figures = choose_operating_point(look_alike_case(), present_recall=0.95)
+def test_calibration_chooses_the_vote_when_the_top_detection_lies_off_the_mount():
+    point, figures = choose_operating_point(off_mount_case(), present_recall=0.95)
     candidates = point.chosen_on["presence_candidates"]
     assert candidates["state"]["hallucination_rate"] == 1.0
     assert candidates["score_x_state"]["hallucination_rate"] == 1.0
     assert candidates["vote"]["hallucination_rate"] == 0.0
     assert point.presence == "vote" and figures["hallucination_rate"] == 0.0
     # Pairs without the votes (e.g. built by hand) leave the vote out of the candidates.
-    no_votes = {k: v for k, v in look_alike_case().items() if k != "vote"}
+    no_votes = {k: v for k, v in off_mount_case().items() if k != "vote"}
     point, _ = choose_operating_point(no_votes)
     assert set(point.chosen_on["presence_candidates"]) == {"score_x_state", "state"}
 
