@@ -1,5 +1,6 @@
 """Helpers of the deployment tests (a plain module, imported by the test files and the
 fixtures of this folder)."""
+import csv
 import os
 import subprocess
 import sys
@@ -68,3 +69,33 @@ def assert_same_detections(exported, eager, box_tol=0.5, prob_tol=1e-4):
     np.testing.assert_allclose(exported.boxes, eager.boxes, rtol=0, atol=box_tol)
     np.testing.assert_allclose(exported.scores, eager.scores, rtol=0, atol=prob_tol)
     np.testing.assert_allclose(exported.state_scores, eager.state_scores, rtol=0, atol=prob_tol)
+
+
+def assert_same_report(eager_csv, exported_csv, num_rows):
+    """Two report.csv files of tools/predict.py: the same rows and verdicts, every number equal
+    or one unit of its rounding apart (0.0001, boxes 0.01 px).
+
+    One unit is what two runtimes' float32 sums (a few 1e-5 apart) give for a number that lies
+    that close to a rounding boundary: it rounds to the neighbouring digit in one of them.
+
+    Returns:
+        (numbers, off_by_one): how many numbers were compared, how many differ by one unit.
+    """
+    rows = []
+    for path in (eager_csv, exported_csv):
+        with open(path, newline="") as f:
+            rows.append(list(csv.DictReader(f)))
+    assert len(rows[0]) == len(rows[1]) == num_rows
+    numbers = off_by_one = 0
+    for eager, exported in zip(*rows):
+        assert eager.keys() == exported.keys()
+        for column, value in eager.items():
+            if column in ("file_name", "part", "verdict") or value == "":
+                assert exported[column] == value, (column, eager, exported)
+                continue
+            unit = 0.01 if column.startswith("box_") else 1e-4
+            difference = abs(float(exported[column]) - float(value))
+            assert difference <= unit * 1.001, (column, eager, exported)
+            numbers += 1
+            off_by_one += difference > 0
+    return numbers, off_by_one

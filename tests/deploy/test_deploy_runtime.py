@@ -10,7 +10,7 @@ import textwrap
 
 import onnx
 import pytest
-from deploy_helpers import REPO, SCORE_THRESH, SMALL_CONFIG, run_tool
+from deploy_helpers import REPO, SCORE_THRESH, SMALL_CONFIG, assert_same_report, run_tool
 
 from bikestate.deploy import FORMAT_VERSION, ModelInfo
 from bikestate.utils.errors import ExportError
@@ -26,10 +26,12 @@ def test_the_blocker_blocks(no_torch_env):
     assert result.returncode != 0 and "blocked by the test" in result.stderr
 
 
-def test_predict_backends_give_byte_identical_reports(tmp_path, onnx_export, photos,
-                                                      small_cfg_opts, no_torch_env):
+def test_predict_backends_give_the_same_reports(tmp_path, onnx_export, photos,
+                                               small_cfg_opts, no_torch_env):
     """report.csv of --backend onnxruntime, run where torch and detectron2 cannot be imported,
-    is byte for byte the one of --backend pytorch."""
+    is the one of --backend pytorch: the same rows and verdicts, every number equal or one unit
+    of its rounding apart, and at most 1 % of them apart (on the AMD EPYC hosts none; on an
+    Intel Xeon host one state probability of 628 numbers, 0.2582 against 0.2581)."""
     pytorch = run_tool("predict.py", "--config-file", SMALL_CONFIG, "--input", str(photos),
                        "--output", str(tmp_path / "pytorch"), "--no-vis",
                        "--confidence-threshold", SCORE_THRESH, *small_cfg_opts)
@@ -38,9 +40,9 @@ def test_predict_backends_give_byte_identical_reports(tmp_path, onnx_export, pho
                         "--input", str(photos), "--output", str(tmp_path / "onnx"), "--no-vis",
                         "--confidence-threshold", SCORE_THRESH, env=no_torch_env)
     assert onnx_run.returncode == 0, onnx_run.stderr
-    csv = (tmp_path / "onnx" / "report.csv").read_bytes()
-    assert csv == (tmp_path / "pytorch" / "report.csv").read_bytes()
-    assert csv.count(b"\n") == 1 + 6 * 22
+    numbers, off_by_one = assert_same_report(tmp_path / "pytorch" / "report.csv",
+                                             tmp_path / "onnx" / "report.csv", 6 * 22)
+    assert numbers > 6 * 22 and off_by_one <= 0.01 * numbers, (numbers, off_by_one)
     found = [json.loads((tmp_path / run / "predictions.json").read_text())["detections"]
              for run in ("pytorch", "onnx")]
     assert len(found[0]) == len(found[1]) > 0
