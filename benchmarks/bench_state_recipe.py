@@ -199,15 +199,20 @@ def train_shares(name):
     return None if value is None else [float(v) for v in json.loads(value)]
 
 
+def synth_split(args, split, state_probs=None):
+    """(coco_json, image_root) of the demo's SynthBikes ``split`` (train: seed 1, val: seed 2),
+    generated once into ``--cache-dir``."""
+    from bikestate.data.cache import prepare_synthbikes
+
+    num, seed = (args.train_images, 1) if split == "train" else (args.val_images, 2)
+    return prepare_synthbikes(args.cache_dir, split, num, seed, (640, 480), style="v2",
+                              state_probs=state_probs)
+
+
 def recipe_data(name, args, data):
     """``data`` with the training split of recipe ``name``'s state shares."""
     shares = train_shares(name)
-    if shares is None:
-        return data
-    from bikestate.data.cache import prepare_synthbikes
-
-    return dict(data, train=prepare_synthbikes(args.cache_dir, "train", args.train_images, 1,
-                                               (640, 480), style="v2", state_probs=shares))
+    return data if shares is None else dict(data, train=synth_split(args, "train", shares))
 
 
 def flat(d, prefix=""):
@@ -400,13 +405,7 @@ def main(argv=None):
         for name in args.recipes:  # every recipe's weights before any work
             cost_weights(name, args.seeds[0], args)
 
-    from bikestate.data.cache import prepare_synthbikes
-
-    size = (640, 480)
-    data = {"train": prepare_synthbikes(args.cache_dir, "train", args.train_images, 1, size,
-                                        style="v2"),
-            "val": prepare_synthbikes(args.cache_dir, "val", args.val_images, 2, size,
-                                      style="v2")}
+    data = {split: synth_split(args, split) for split in ("train", "val")}
     args.iterations = DEMO_ITERS * args.budget // (100 if args.quick else 1)
     if args.step_cost:
         figures = step_cost(args, data)

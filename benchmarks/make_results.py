@@ -735,7 +735,8 @@ RECIPE_COLUMNS = (
 # Figures of the per-recipe summary (mean and seed spread): (header, source, figure).
 SUMMARY_COLUMNS = (
     # bbox/AP: a default may not cost more than 1 point of it (issue's rule for defaults).
-    ("AP", "metrics", "bbox/AP"), ("cal. macro-F1", "calibrated", "macro_f1"), ("damage AP", "metrics", "verify/damage_ap"),
+    ("AP", "metrics", "bbox/AP"), ("cal. macro-F1", "calibrated", "macro_f1"),
+    ("damage AP", "metrics", "verify/damage_ap"),
     ("halluc. @95r", "metrics", "verify/halluc_at_95r"),
     ("cal. halluc.", "calibrated", "hallucination_rate"),
 )

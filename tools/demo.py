@@ -73,7 +73,7 @@ def main():
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="extra config options for training, as KEY VALUE pairs")
     args = parser.parse_args()
-    from bikestate.synth import check_state_probs
+    from bikestate.synth import check_state_probs, state_probs_label
     from bikestate.utils.errors import ConfigError
 
     try:
@@ -105,7 +105,7 @@ def main():
     start = time.time()
 
     # The training split's folder names its shares: a rerun with other shares never reuses it.
-    train_split = "train_states" + "-".join(f"{round(100 * p):g}" for p in train_probs)
+    train_split = f"train_{state_probs_label(train_probs)}"
     splits = ((train_split, args.num_train, 1, train_probs), ("val", args.num_val, 2, None),
               ("heldout", args.num_heldout, 3, None))
     for split, num, seed, probs in splits:

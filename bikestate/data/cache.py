@@ -167,8 +167,7 @@ class SynthSource:
         self.name = f"{split}_n{num_images}_seed{seed}_{w}x{h}" + (
             f"_v{version}" if version is not None else ""
         ) + ("" if style == "v1" else f"_{style}") + (
-            "" if self.state_probs is None else "_states" + "-".join(
-                f"{round(100 * p):g}" for p in self.state_probs))
+            "" if self.state_probs is None else "_" + synth.state_probs_label(self.state_probs))
         self.folder = os.path.join(self.cache_dir, self.name)
 
     def check(self):

@@ -35,7 +35,8 @@ OpenCV is imported with this package; ``bikestate.data`` imports it only where S
 """
 from .generate import SYNTH_VERSIONS, generate_synthbikes
 from .occlusion import MIN_OCCLUDED_COVERAGE
-from .render import DEFAULT_STATE_PROBS, SYNTH_STYLES, check_state_probs, render_bike
+from .render import DEFAULT_STATE_PROBS, SYNTH_STYLES, check_state_probs, render_bike, \
+    state_probs_label
 
 __all__ = ["DEFAULT_STATE_PROBS", "MIN_OCCLUDED_COVERAGE", "SYNTH_STYLES", "SYNTH_VERSIONS",
-           "check_state_probs", "generate_synthbikes", "render_bike"]
+           "check_state_probs", "generate_synthbikes", "render_bike", "state_probs_label"]

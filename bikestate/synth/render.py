@@ -21,7 +21,8 @@ from .scene import background_palette, draw_background, photometric
 from .surfaces import draw_floor, draw_wall
 from .viewpoint import Outline, canvas_size, sample_view, warp_image, warp_points
 
-__all__ = ["DEFAULT_STATE_PROBS", "POSE_SHARES", "SYNTH_STYLES", "check_state_probs", "render_bike"]
+__all__ = ["DEFAULT_STATE_PROBS", "POSE_SHARES", "SYNTH_STYLES", "check_state_probs", "render_bike",
+           "state_probs_label"]
 
 # Picture styles; v1 images never change for a given seed.
 SYNTH_STYLES = ("v1", "v2")
@@ -65,6 +66,12 @@ def check_state_probs(state_probs):
         raise ConfigError(f"state probabilities must sum to 1, got {list(state_probs)} "
                           f"(sum {probs.sum():.3f})")
     return tuple(float(p) for p in probs / probs.sum())
+
+
+def state_probs_label(state_probs):
+    """A folder-name tag of state shares, e.g. ``states50-16-20-14`` for (0.5, 0.16, 0.2, 0.14):
+    splits drawn with other shares never share a folder."""
+    return "states" + "-".join(f"{round(100 * p):g}" for p in state_probs)
 
 
 def _sampling_probs(probs, k):
