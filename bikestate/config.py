@@ -173,6 +173,26 @@ def add_bikestate_config(cfg):
     _C.SOLVER.GRAD_ACCUM_STEPS = 1
     # Checkpoints of the periodic checkpointer kept on disk (older ones are deleted); 0 keeps all.
     _C.SOLVER.MAX_TO_KEEP = 3
+    # State-head refinement after the last iteration (bikestate.engine.state_refinement): the
+    # detector frozen, the state head alone trains on its own detections of the training images
+    # that match an annotated box of their part (and on the annotated boxes), the boxes it judges
+    # at test time.
+    _C.SOLVER.STATE_REFINE = CN()
+    # Passes over those boxes; 0 = no refinement.
+    _C.SOLVER.STATE_REFINE.EPOCHS = 0
+    # AdamW learning rate, cosine schedule to 0 over the passes (weight decay SOLVER.WEIGHT_DECAY).
+    _C.SOLVER.STATE_REFINE.BASE_LR = 0.002
+    # Boxes per step.
+    _C.SOLVER.STATE_REFINE.BATCH_SIZE = 256
+    # A detection is used, with the state of its part's annotated box, at this IoU or more.
+    _C.SOLVER.STATE_REFINE.MATCH_IOU = 0.5
+    # Add the annotated boxes themselves.
+    _C.SOLVER.STATE_REFINE.GT_BOXES = True
+    # Mirror each pooled box left-right at random (a bike faces either way).
+    _C.SOLVER.STATE_REFINE.FLIP = True
+    # Training images the detector runs over (a subset drawn with SEED when there are more;
+    # 0 = all): the boxes are kept in memory, ~3.5 kB per 24 x 24 crop, ~45 per DelftBikes image.
+    _C.SOLVER.STATE_REFINE.MAX_IMAGES = 2000
     _C.SOLVER.PLATEAU = CN()
     # ReduceLROnPlateau (LR_SCHEDULER_NAME "ReduceLROnPlateau"): multiply the LR by this factor...
     _C.SOLVER.PLATEAU.FACTOR = 0.5

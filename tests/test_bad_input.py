@@ -37,6 +37,7 @@ from bikestate.constants import STATE_NAMES
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS_DIR = os.path.join(REPO, "tools")
 SMALL_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu.yaml")
+PLAIN_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu_plain_detector.yaml")
 # A tiny version of the small CPU model: the cases fail before or while loading weights, so the
 # model only has to be built, never run for long.
 TINY_MODEL = ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.DEPTH", "18", "MODEL.FPN.OUT_CHANNELS", "32",
@@ -367,6 +368,13 @@ CASES = [
          ["{ws}/empty.yaml", "found nothing"], write_text("empty.yaml", ""), env=TRAIN_ENV),
     Case("train-option-unknown-key", "train_net", train("SOLVER.NO_SUCH_KEY", "1"),
          ["SOLVER.NO_SUCH_KEY"], env=TRAIN_ENV),
+    Case("train-state-refine-negative-epochs", "train_net",
+         train("SOLVER.STATE_REFINE.EPOCHS", "-1"), ["SOLVER.STATE_REFINE.EPOCHS", ">= 0"],
+         env=TRAIN_ENV),
+    Case("train-state-refine-without-state-head", "train_net",
+         train("SOLVER.STATE_REFINE.EPOCHS", "2", config=PLAIN_CONFIG),
+         ["SOLVER.STATE_REFINE.EPOCHS", "PlainDetectorROIHeads", "no state head"],
+         env=TRAIN_ENV),
     Case("train-dataset-not-registered", "train_net", train("DATASETS.TRAIN", '("nope",)'),
          ["'nope'", "not registered"], env=TRAIN_ENV),
     # --- train_net: data ------------------------------------------------------------------

@@ -69,7 +69,7 @@ def test_rerun_with_resume_scores_the_finished_folder(plain_detector_run, tmp_pa
 
 def test_recipes_spell_out_every_state_head_key():
     data = {"train": ("t.json", "t"), "val": ("v.json", "v")}
-    for name, (config, _, _) in bench_state_recipe.RECIPES.items():
+    for name, (config, changes, _) in bench_state_recipe.RECIPES.items():
         _, opts = bench_state_recipe.recipe_command(name, 1, 10, data, "out")
         keys = opts[::2]
         assert len(keys) == len(set(keys)), name
@@ -77,7 +77,9 @@ def test_recipes_spell_out_every_state_head_key():
         if config == bench_state_recipe.SMALL_CONFIG:
             spelled.update(bench_state_recipe.REFERENCE)
         assert {bench_state_recipe.config_key(k) for k in spelled} <= set(keys), name
-        assert opts[opts.index("SOLVER.MAX_ITER") + 1] == "10"
+        iters = "12" if bench_state_recipe.ITERATIONS_SCALE_KEY in changes else "10"
+        for key in ("SOLVER.MAX_ITER", "TEST.EVAL_PERIOD"):
+            assert opts[opts.index(key) + 1] == iters, (name, key)
 
 
 def test_make_results_renders_the_ablation(plain_detector_run):

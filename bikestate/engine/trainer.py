@@ -56,6 +56,7 @@ from .hooks import (
 )
 from .rng import capture_rng_state, preserve_rng_state, restore_rng_state
 from .solver import PLATEAU_NAME, build_lr_scheduler, build_optimizer
+from .state_refinement import StateRefinementHook, check_state_refine_config, refine_state_head
 from .train_loop import BikeStateTrainLoop
 from .wandb_writer import WandbWriter
 
@@ -108,6 +109,7 @@ def prepare_training_config(cfg):
     if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda"):
         notices.append("SOLVER.AMP.ENABLED: mixed precision needs CUDA; it is off on the CPU")
         cfg.SOLVER.AMP.ENABLED = False
+    check_state_refine_config(cfg)
     if cfg.SOLVER.GRAD_ACCUM_STEPS < 1:
         raise ConfigError(f"SOLVER.GRAD_ACCUM_STEPS must be >= 1, not {cfg.SOLVER.GRAD_ACCUM_STEPS}")
     # register_bike_datasets already generated / converted the data on the main process.
@@ -173,7 +175,8 @@ class BikeStateTrainer(DefaultTrainer):
     """Train a bikestate model, the detectron2 way.
 
     Hooks, in order: iteration timer, LR scheduler (per iteration; also checkpoints the
-    scheduler), PreciseBN (if enabled), evaluation + validation loss, plateau LR, best checkpoint,
+    scheduler), PreciseBN (if enabled), state-head refinement after the last iteration (if
+    ``SOLVER.STATE_REFINE.EPOCHS``), evaluation + validation loss, plateau LR, best checkpoint,
     early stopping, periodic checkpointer (main), W&B prediction images (main), writers (main:
     console, metrics.json, TensorBoard, W&B).
     """
@@ -392,18 +395,26 @@ class BikeStateTrainer(DefaultTrainer):
                 for name in FIGURES if os.path.isfile(os.path.join(folder, name))})
         return self._last_eval_results
 
+    def _refine_state_head(self):
+        """The refinement stage run by :class:`StateRefinementHook` after the last iteration."""
+        return refine_state_head(self.cfg, self.model)
+
     def build_hooks(self):
         cfg = self.cfg.clone()
         cfg.defrost()
         cfg.DATALOADER.NUM_WORKERS = 0  # save some memory and time for PreciseBN
         period = cfg.TEST.EVAL_PERIOD
         has_val = len(cfg.DATASETS.TEST) > 0
+        refine = cfg.SOLVER.STATE_REFINE.EPOCHS > 0
+        if refine:
+            check_state_refine_config(cfg)
         ret = [
             d2_hooks.IterationTimer(),
             d2_hooks.LRScheduler(),
             d2_hooks.PreciseBN(
                 period, self.model, self.build_train_loader(cfg), cfg.TEST.PRECISE_BN.NUM_ITER)
             if cfg.TEST.PRECISE_BN.ENABLED and get_bn_modules(self.model) else None,
+            StateRefinementHook(self._refine_state_head) if refine else None,
             BikeStateEvalHook(
                 period,
                 self._test_and_save_results if has_val else None,
@@ -591,6 +602,9 @@ class BikeStateTrainer(DefaultTrainer):
         if os.path.isfile(best):
             self.checkpointer.load(best, checkpointables=[])
             logger.info("Early stopping: loaded the best weights from %s", best)
+        if self.cfg.SOLVER.STATE_REFINE.EPOCHS > 0:
+            logger.warning("Early stopping: the state head is not refined (SOLVER.STATE_REFINE "
+                           "runs after the last iteration)")
         if comm.is_main_process():
             self.periodic_checkpointer.save_final()
         comm.synchronize()

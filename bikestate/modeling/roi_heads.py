@@ -360,13 +360,27 @@ class StateROIHeads(StandardROIHeads):
         assert instances[0].has("pred_boxes") and instances[0].has("pred_classes")
         instances = super().forward_with_given_boxes(features, instances)
         classes = cat([x.pred_classes for x in instances], dim=0)
-        if self.state_pooler is not None:
-            state_in = self._pool_for_state(features, [x.pred_boxes for x in instances])
-        else:
-            box_in = [features[f] for f in self.box_in_features]
-            state_in = self.box_head(self.box_pooler(box_in, [x.pred_boxes for x in instances]))
+        state_in = self.state_inputs(features, [x.pred_boxes for x in instances])
         self._set_states(instances, self.state_head(state_in, classes))
         return instances
+
+    def state_inputs(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]
+                     ) -> torch.Tensor:
+        """What the state head takes for given boxes, all images together.
+
+        Args:
+            features: as for :meth:`forward_with_given_boxes` (with "image" for a state head
+                that pools the input pixels).
+            boxes: N Boxes, Ri boxes of image i in its input (resized) coordinates.
+
+        Returns:
+            (sum Ri, C, P, P) boxes pooled from the state head's maps, or, for a head on the box
+            head's features, (sum Ri, D) those features of each box.
+        """
+        if self.state_pooler is not None:
+            return self._pool_for_state(features, boxes)
+        box_in = [features[f] for f in self.box_in_features]
+        return self.box_head(self.box_pooler(box_in, boxes))
 
     # ------------------------------------------------------------------------------- helpers
     def _jitter(self, boxes: Boxes) -> Boxes:

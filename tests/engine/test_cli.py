@@ -60,7 +60,7 @@ def test_two_cpu_processes_train_evaluate_and_log_one_wandb_run(tmp_path, synth_
     proc = run_cli("--config-file", SMALL_CONFIG, "--num-gpus", "2", "--dist-url", "auto",
                    *tiny_opts(synth_dir), "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "4",
                    "TEST.EVAL_PERIOD", "2", "SOLVER.CHECKPOINT_PERIOD", "100",
-                   "SOLVER.IMS_PER_BATCH", "2")
+                   "SOLVER.IMS_PER_BATCH", "2", "SOLVER.STATE_REFINE.EPOCHS", "2")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "World size: 2" in proc.stdout + proc.stderr or os.path.isfile(out / "log.txt.rank1")
     assert (out / "model_final.pth").is_file() and (out / "model_best.pth").is_file()
@@ -74,3 +74,9 @@ def test_two_cpu_processes_train_evaluate_and_log_one_wandb_run(tmp_path, synth_
     assert evals == [1, 3]
     assert all(math.isfinite(steps[s]["bbox"]["AP"] if isinstance(steps[s].get("bbox"), dict)
                              else steps[s]["bbox/AP"]) for s in evals)
+    # The state head was refined after the last step on the boxes of both processes' shards:
+    # all 8 training pictures' 22 annotated boxes.
+    with open(out / "metrics.json") as f:
+        last = [json.loads(line) for line in f][-1]
+    assert last["iteration"] == 3
+    assert last["state_refine/examples"] - last["state_refine/detections"] == 8 * 22
