@@ -26,10 +26,14 @@ def _evals(out):
 
 def test_stop_and_resume_equals_uninterrupted(tmp_path, train_net, make_args):
     full, split = tmp_path / "full", tmp_path / "split"
-    train_net.main(make_args(full, *COMMON, "SOLVER.MAX_ITER", "8"))
-    train_net.main(make_args(split, *COMMON, "SOLVER.MAX_ITER", "4"))
+    refine = ("SOLVER.STATE_REFINE.EPOCHS", "2")
+    train_net.main(make_args(full, *COMMON, *refine, "SOLVER.MAX_ITER", "8"))
+    # The first leg stands for a run killed at iteration 4: it ends without the state-head
+    # refinement that follows a run's last iteration.
+    train_net.main(make_args(split, *COMMON, "SOLVER.STATE_REFINE.EPOCHS", "0",
+                             "SOLVER.MAX_ITER", "4"))
     assert not os.path.exists(split / "model_0000005.pth")
-    train_net.main(make_args(split, *COMMON, "SOLVER.MAX_ITER", "8", resume=True))
+    train_net.main(make_args(split, *COMMON, *refine, "SOLVER.MAX_ITER", "8", resume=True))
 
     a, b = _evals(full), _evals(split)
     assert sorted(a) == sorted(b) == [1, 3, 5, 7]
