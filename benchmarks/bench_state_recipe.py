@@ -59,7 +59,7 @@ SMALL_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu.yaml")
 PLAIN_CONFIG = os.path.join(REPO, "configs", "bike_small_cpu_plain_detector.yaml")
 DEMO_ITERS = 1200  # the demo's budget (configs/bike_small_cpu.yaml SOLVER.MAX_ITER)
 # The recipe that the config defaults equal (tests check), whose mean is held to the targets.
-DEFAULT_RECIPE = "conv_image_state_lr2_fg50_res24_dmg16_refine8"
+DEFAULT_RECIPE = "conv_image_state_lr2_fg50_res24_dmg16_refine8_det"
 KEY = "MODEL.ROI_STATE_HEAD."
 
 # Detector keys every recipe depends on, as the configs had them before recipes changed them.
@@ -96,6 +96,8 @@ ITERATIONS_SCALE_KEY = "iterations_scale"
 RES24 = dict(CONV_IMAGE_STATE_LR2, **FG50, POOLER_RESOLUTION="24")
 # Recipe conv_image_state_lr2_fg50_res24_dmg16: res24 trained on 16 % damaged parts.
 DMG16 = dict(RES24, **{TRAIN_SHARES_KEY: "[0.5, 0.16, 0.2, 0.14]"})
+# The refinement stage of recipe conv_image_state_lr2_fg50_res24_dmg16_refine8.
+REFINE8 = {"SOLVER.STATE_REFINE.EPOCHS": "8", "SOLVER.STATE_REFINE.GT_BOXES": "True"}
 # name -> (config file, changes to DETECTOR and, for SMALL_CONFIG, REFERENCE, what it tests); a
 # change whose key has a dot is a full config key (e.g. SOLVER.BASE_LR), the others are keys of
 # MODEL.ROI_STATE_HEAD.
@@ -159,8 +161,13 @@ RECIPES = {
     # boxes: 8 epochs of the state head alone on the detector's own matched boxes of the
     # training pictures after the last iteration (~85 s on the 2-core CPU, a fifth of training).
     "conv_image_state_lr2_fg50_res24_dmg16_refine8": (
-        SMALL_CONFIG, dict(DMG16, **{"SOLVER.STATE_REFINE.EPOCHS": "8"}),
+        SMALL_CONFIG, dict(DMG16, **REFINE8),
         "dmg16, then 8 epochs of the state head alone on the detector's matched boxes"),
+    # refine8 spends half its epochs on the annotated boxes, which the head already knows best
+    # (state head on annotated boxes 0.81 macro-F1): the detector's boxes alone, ~25 s less.
+    "conv_image_state_lr2_fg50_res24_dmg16_refine8_det": (
+        SMALL_CONFIG, dict(DMG16, **dict(REFINE8, **{"SOLVER.STATE_REFINE.GT_BOXES": "False"})),
+        "refine8 on the detector's matched boxes alone (no annotated boxes)"),
     # What refine8's wall clock buys when spent on training instead: 1.2x the iterations.
     "conv_image_state_lr2_fg50_res24_dmg16_iters120": (
         SMALL_CONFIG, dict(DMG16, **{ITERATIONS_SCALE_KEY: "1.2"}),

@@ -186,8 +186,9 @@ def add_bikestate_config(cfg):
     _C.SOLVER.STATE_REFINE.BATCH_SIZE = 256
     # A detection is used, with the state of its part's annotated box, at this IoU or more.
     _C.SOLVER.STATE_REFINE.MATCH_IOU = 0.5
-    # Add the annotated boxes themselves.
-    _C.SOLVER.STATE_REFINE.GT_BOXES = True
+    # Add the annotated boxes themselves (the detections alone give better verdicts at a third
+    # less cost: benchmarks/RESULTS.md, recipes ..._refine8 and ..._refine8_det).
+    _C.SOLVER.STATE_REFINE.GT_BOXES = False
     # Mirror each pooled box left-right at random (a bike faces either way).
     _C.SOLVER.STATE_REFINE.FLIP = True
     # Training images the detector runs over (a subset drawn with SEED when there are more;

@@ -242,7 +242,8 @@ def refine_state_head(cfg, model):
 
     Returns:
         dict of numbers: ``examples``, ``detections`` (examples from detections), ``loss_first``
-        and ``loss_last`` (mean loss of the first and last epoch), ``seconds``.
+        and ``loss_last`` (mean loss of the first and last epoch; absent when there was nothing
+        to train on), ``seconds``.
     """
     settings = cfg.SOLVER.STATE_REFINE
     heads = unwrap_model(model).roi_heads
@@ -253,6 +254,10 @@ def refine_state_head(cfg, model):
     local = collect_state_examples(model, build_refinement_loader(cfg), settings.MATCH_IOU,
                                    settings.GT_BOXES)
     examples = StateExamples.cat(comm.all_gather(local)) if comm.get_world_size() > 1 else local
+    if len(examples) == 0:
+        logger.warning("State refinement: the detector found no box on an annotated part of its "
+                       "class in the training images; the state head is left as it is")
+        return {"examples": 0, "detections": 0, "seconds": time.perf_counter() - start}
     logger.info("State refinement: %d boxes (%d from detections), %.0f s; training the state "
                 "head for %d epochs", len(examples), int(examples.from_detections.sum()),
                 time.perf_counter() - start, settings.EPOCHS)

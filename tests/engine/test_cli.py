@@ -60,7 +60,8 @@ def test_two_cpu_processes_train_evaluate_and_log_one_wandb_run(tmp_path, synth_
     proc = run_cli("--config-file", SMALL_CONFIG, "--num-gpus", "2", "--dist-url", "auto",
                    *tiny_opts(synth_dir), "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "4",
                    "TEST.EVAL_PERIOD", "2", "SOLVER.CHECKPOINT_PERIOD", "100",
-                   "SOLVER.IMS_PER_BATCH", "2", "SOLVER.STATE_REFINE.EPOCHS", "2")
+                   "SOLVER.IMS_PER_BATCH", "2", "SOLVER.STATE_REFINE.EPOCHS", "2",
+                   "SOLVER.STATE_REFINE.GT_BOXES", "True")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "World size: 2" in proc.stdout + proc.stderr or os.path.isfile(out / "log.txt.rank1")
     assert (out / "model_final.pth").is_file() and (out / "model_best.pth").is_file()

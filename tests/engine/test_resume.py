@@ -26,7 +26,7 @@ def _evals(out):
 
 def test_stop_and_resume_equals_uninterrupted(tmp_path, train_net, make_args):
     full, split = tmp_path / "full", tmp_path / "split"
-    refine = ("SOLVER.STATE_REFINE.EPOCHS", "2")
+    refine = ("SOLVER.STATE_REFINE.EPOCHS", "2", "SOLVER.STATE_REFINE.GT_BOXES", "True")
     train_net.main(make_args(full, *COMMON, *refine, "SOLVER.MAX_ITER", "8"))
     # The first leg stands for a run killed at iteration 4: it ends without the state-head
     # refinement that follows a run's last iteration.

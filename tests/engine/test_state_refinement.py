@@ -71,6 +71,8 @@ def test_refinement_trains_the_state_head_alone_and_fits_its_examples(tiny_setup
     cfg.defrost()
     cfg.SOLVER.STATE_REFINE.EPOCHS = 30
     cfg.SOLVER.STATE_REFINE.BATCH_SIZE = 32
+    # A random detector finds next to nothing: the annotated boxes are what it trains on here.
+    cfg.SOLVER.STATE_REFINE.GT_BOXES = True
     before = {k: v.clone() for k, v in model.state_dict().items()}
     figures = refine_state_head(cfg, model)
 
@@ -95,7 +97,7 @@ def test_training_refines_after_the_last_iteration_and_evaluates_the_refined_hea
         out = tmp_path / f"epochs{epochs}"
         results[epochs] = train_net.main(make_args(
             out, "SEED", "5", "SOLVER.MAX_ITER", "4", "TEST.EVAL_PERIOD", "4",
-            "SOLVER.STATE_REFINE.EPOCHS", epochs))
+            "SOLVER.STATE_REFINE.EPOCHS", epochs, "SOLVER.STATE_REFINE.GT_BOXES", "True"))
         finals[epochs] = torch.load(out / "model_final.pth", weights_only=True)["model"]
     detector = [k for k in finals[0] if not k.startswith(STATE_HEAD)]
     assert all(torch.equal(finals[0][k], finals[3][k]) for k in detector)
@@ -114,3 +116,16 @@ def test_training_refines_after_the_last_iteration_and_evaluates_the_refined_hea
     for key in ("state_gt", "state"):
         assert again[key] == pytest.approx(results[3][key], nan_ok=True)
     assert again["state_gt"] != pytest.approx(results[0]["state_gt"], nan_ok=True)
+
+
+def test_nothing_to_refine_on_leaves_the_state_head_as_it_is(tiny_setup):
+    """A detector that reports nothing: detections alone give no example."""
+    cfg, model = tiny_setup
+    model.roi_heads.box_predictor.test_score_thresh = 1.01  # no score reaches it
+    cfg.defrost()
+    cfg.SOLVER.STATE_REFINE.EPOCHS = 2
+    cfg.SOLVER.STATE_REFINE.GT_BOXES = False
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    figures = refine_state_head(cfg, model)
+    assert figures["examples"] == 0 and "loss_last" not in figures
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
