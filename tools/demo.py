@@ -9,7 +9,7 @@
    through the data environment variables (TRAIN_JSON, VAL_JSON, TRAIN_CLEANED, VAL_CLEANED,
    OUTPUT_DIR), so they are converted to OUTPUT_DIR/train_coco.json and val_coco.json; after
    the last iteration the state head alone trains on the detector's own boxes of the training
-   images (``SOLVER.STATE_REFINE``, about 85 s on 2 cores);
+   images (``SOLVER.STATE_REFINE``, about a minute on 2 cores);
 3. evaluate on val at the end of training (COCO mAP, state and verification metrics; the
    evaluator's files, confusion matrices, curves and per-part table under train/inference),
    then choose the verdict rule's operating point on val (train/thresholds.json);
