@@ -9,7 +9,8 @@ One concept per module, in the order data flows through them:
 * :mod:`.cache` -- preparing a split: a user's file (converted once) or a cached SynthBikes split
 * :mod:`.catalog` -- registration of a COCO-with-states file with detectron2's catalogs
 * :mod:`.datasets` -- the registrar of ``bike_train`` / ``bike_val`` / ``bike_test``
-* :mod:`.mapper` -- augmentation and ``Instances`` with ``gt_states``; unreadable images skipped
+* :mod:`.mapper` -- augmentation and ``Instances`` with ``gt_states``; unreadable images skipped;
+  annotated images at the test-time size (validation loss, state-head refinement)
 * :mod:`.samplers` -- the training sampler that resumes at a position in its stream
 
 Each module's ``__all__`` is its public API, available here too. Modules load on first use, so
@@ -35,7 +36,7 @@ _EXPORTS = {
     "datasets": ("register_bike_datasets", "register_dataset_to_evaluate"),
     "mapper": ("BikeStateDatasetMapper", "build_bike_augmentation", "RandomSaturationWithFormat",
                "UnreadableImageError", "ImageSizeMismatchError", "SkipUnreadableImages",
-               "SKIPPED_KEY", "transform_boxes"),
+               "SKIPPED_KEY", "transform_boxes", "build_annotated_test_loader"),
     "samplers": ("ResumableTrainingSampler",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -35,6 +35,7 @@ __all__ = [
     "SkipUnreadableImages",
     "SKIPPED_KEY",
     "transform_boxes",
+    "build_annotated_test_loader",
 ]
 
 
@@ -282,3 +283,25 @@ class SkipUnreadableImages:
             out[SKIPPED_KEY] = self._pending
             self._pending = []
         return out
+
+
+def build_annotated_test_loader(cfg, dataset, skip_unreadable=False):
+    """Images with their annotations, mapped like training images but without random
+    augmentation (the test-time resize only), one per batch, sharded over the processes
+    (``InferenceSampler``): what the validation loss and the state-head refinement read.
+
+    Args:
+        dataset: list of bike dataset dicts.
+        skip_unreadable: skip unreadable images (:class:`SkipUnreadableImages`) instead of
+            stopping.
+    """
+    from detectron2.data import build_detection_test_loader
+    from detectron2.data.samplers import InferenceSampler
+
+    resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    mapper = BikeStateDatasetMapper(cfg, is_train=True, augmentations=[resize])
+    if skip_unreadable:
+        mapper = SkipUnreadableImages(mapper)
+    return build_detection_test_loader(dataset=dataset, mapper=mapper,
+                                       sampler=InferenceSampler(len(dataset)),
+                                       num_workers=cfg.DATALOADER.NUM_WORKERS)

@@ -16,8 +16,8 @@ after the last iteration and before its evaluation):
 
 The inputs are pooled once and kept (float16), so an epoch costs the state head's forward and
 backward only: about 4 s for the demo's 400 pictures (~9,000 detections; 7 s with the
-annotated boxes) on 2 CPU cores, after one detector pass over them (~30 s). Boxes, classes and scores of the detector do not change; the
-states do. For a head on the box head's features (``MLPStateHead``) the examples are the box
+annotated boxes) on 2 CPU cores, after one detector pass over them (~30 s). Boxes, classes
+and scores of the detector do not change; the states do. For a head on the box head's features (``MLPStateHead``) the examples are the box
 head's features of the final boxes, while inference reads those of the proposals the detections
 came from: close, not the same.
 """
@@ -31,15 +31,13 @@ import numpy as np
 import torch
 
 import detectron2.utils.comm as comm
-from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
-from detectron2.data import transforms as T
-from detectron2.data.samplers import InferenceSampler
+from detectron2.data import get_detection_dataset_dicts
 from detectron2.engine.hooks import HookBase
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
 from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils.logger import log_every_n_seconds
 
-from ..data.mapper import SKIPPED_KEY, BikeStateDatasetMapper, SkipUnreadableImages
+from ..data.mapper import SKIPPED_KEY, build_annotated_test_loader
 from ..modeling.roi_heads import IMAGE_FEATURE
 from ..modeling.state_head import state_loss
 from ..utils.errors import ConfigError
@@ -110,12 +108,7 @@ def build_refinement_loader(cfg):
     if 0 < limit < len(dataset):
         rng = np.random.default_rng(max(cfg.SEED, 0))
         dataset = [dataset[i] for i in sorted(rng.choice(len(dataset), limit, replace=False))]
-    resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
-    mapper = SkipUnreadableImages(BikeStateDatasetMapper(cfg, is_train=True,
-                                                         augmentations=[resize]))
-    return build_detection_test_loader(dataset=dataset, mapper=mapper,
-                                       sampler=InferenceSampler(len(dataset)),
-                                       num_workers=cfg.DATALOADER.NUM_WORKERS)
+    return build_annotated_test_loader(cfg, dataset, skip_unreadable=True)
 
 
 def _matched_detections(detections, targets, match_iou):

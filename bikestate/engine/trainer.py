@@ -16,7 +16,6 @@ import weakref
 import numpy as np
 import torch
 
-import detectron2.data.transforms as T
 import detectron2.utils.comm as comm
 from detectron2.data import (
     DatasetCatalog,
@@ -25,7 +24,6 @@ from detectron2.data import (
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
-from detectron2.data.samplers import InferenceSampler
 from detectron2.engine import DefaultTrainer, hooks as d2_hooks
 from detectron2.engine.defaults import create_ddp_model as d2_create_ddp_model, default_writers
 from detectron2.engine.train_loop import TrainerBase
@@ -40,7 +38,11 @@ from ..checkpoint import (
     training_folder_weights,
 )
 from ..constants import STATE_NAMES
-from ..data.mapper import BikeStateDatasetMapper, SkipUnreadableImages
+from ..data.mapper import (
+    BikeStateDatasetMapper,
+    SkipUnreadableImages,
+    build_annotated_test_loader,
+)
 from ..data.samplers import ResumableTrainingSampler
 from ..utils.io import atomic_open
 from ..utils.errors import BikeStateError, ConfigError, DataError
@@ -275,12 +277,8 @@ class BikeStateTrainer(DefaultTrainer):
     def build_val_loss_loader(cls, cfg, dataset_name):
         """Validation images with their annotations, mapped like training images but without
         random augmentation (test-time resize only), one image per batch, sharded."""
-        dataset = get_detection_dataset_dicts([dataset_name], filter_empty=False)
-        resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
-        mapper = BikeStateDatasetMapper(cfg, is_train=True, augmentations=[resize])
-        return build_detection_test_loader(
-            dataset=dataset, mapper=mapper, sampler=InferenceSampler(len(dataset)),
-            num_workers=cfg.DATALOADER.NUM_WORKERS)
+        return build_annotated_test_loader(
+            cfg, get_detection_dataset_dicts([dataset_name], filter_empty=False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None, model=None):
