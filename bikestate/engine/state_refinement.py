@@ -15,11 +15,11 @@ after the last iteration and before its evaluation):
    (:func:`fit_state_head`).
 
 The inputs are pooled once and kept (float16), so an epoch costs the state head's forward and
-backward only: about 4 s for the demo's 400 pictures (~9,000 detections; 7 s with the
-annotated boxes) on 2 CPU cores, after one detector pass over them (~30 s). Boxes, classes
-and scores of the detector do not change; the states do. For a head on the box head's features (``MLPStateHead``) the examples are the box
-head's features of the final boxes, while inference reads those of the proposals the detections
-came from: close, not the same.
+backward only: about 4 s for the demo's 400 pictures (~9,000 detections; 7 s with the annotated
+boxes) on 2 CPU cores, after one detector pass over them (~30 s). Boxes, classes and scores of
+the detector do not change; the states do. For a head on the box head's features
+(``MLPStateHead``) the examples are the box head's features of the final boxes, while inference
+reads those of the proposals the detections came from: close, not the same.
 """
 import logging
 import math
