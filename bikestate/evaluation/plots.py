@@ -96,7 +96,8 @@ def plot_verification_curves(pairs, state_names, operating_point, file):
         file: a path or a binary file object.
     """
     from ..verdict import NOT_FOUND_ID, PRESENCE_FORMULAS
-    from .verification import average_precision, precision_recall_curve, roc_auc, roc_curve
+    from .verification import (retrieval_average_precision, retrieval_precision_recall_curve,
+                               roc_auc, roc_curve)
 
     plt = _pyplot()
     absent = list(state_names).index("absent")
@@ -122,10 +123,11 @@ def plot_verification_curves(pairs, state_names, operating_point, file):
             if not positive.any():
                 continue
             p_state = pairs["score"] * pairs["state_probs"][:, s]
-            precision, recall, _ = precision_recall_curve(p_state, positive)
-            ax_pr.step(np.r_[0.0, recall], np.r_[precision[:1], precision], where="pre",
-                       color=STATE_COLORS[s % len(STATE_COLORS)],
-                       label=f"{name}: AP {average_precision(p_state, positive):.3f}")
+            # Parts no detection speaks for are misses: the curve may stop short of recall 1.
+            precision, recall, _ = retrieval_precision_recall_curve(p_state, positive)
+            ax_pr.step(np.r_[0.0, recall], np.r_[precision[:1], precision, 1.0][:len(recall) + 1],
+                       where="pre", color=STATE_COLORS[s % len(STATE_COLORS)],
+                       label=f"{name}: AP {retrieval_average_precision(p_state, positive):.3f}")
         _unit_axes(ax_pr, "recall", "precision", "Per state, ranked by score x P(state)", "best")
         source = os.path.basename(operating_point.source)
         fig.suptitle(f"Verdicts at the {source} operating point", fontsize=10)

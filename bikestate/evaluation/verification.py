@@ -13,7 +13,9 @@ Figures come in pairs, never a rate alone (a detector that finds nothing never h
   that finds nothing), ``halluc_at_95r`` / ``halluc_at_90r`` (share of absent parts reported
   present at the P(present) threshold keeping 95 % / 90 % of present parts, as FPR@95TPR),
   ``damage_ap`` (average precision of P(damaged) over all pairs, damaged ground truth
-  positive: every damaged claim counts, also over absent parts);
+  positive: every damaged claim counts, also over absent parts; a pair with P(damaged) 0, e.g.
+  a part without any detection, is never claimed, so a damaged part among them is a miss and a
+  model that finds nothing scores 0, as COCO counts a ground truth without a detection);
 * at the operating point: ``present_recall``, ``hallucination_rate`` and ``not_found_rate``
   side by side; ``damage_precision``, ``damage_recall``, ``damage_f1``; verdict F1 per state and
   ``macro_f1`` (a ``not_found`` verdict is right for no state) with ``macro_f1_majority``, the
@@ -36,6 +38,8 @@ __all__ = [
     "roc_curve",
     "precision_recall_curve",
     "average_precision",
+    "retrieval_precision_recall_curve",
+    "retrieval_average_precision",
     "rate_at_recall",
     "verdict_pairs",
     "localized",
@@ -107,6 +111,38 @@ def average_precision(scores, positive):
     if not positive.any():
         return float("nan")
     precision, recall, _ = precision_recall_curve(scores, positive)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def retrieval_precision_recall_curve(scores, positive):
+    """:func:`precision_recall_curve` of a ranking in which items scoring 0 were never
+    retrieved: only the items scoring above 0 are ranked, and recall is over all positives,
+    so positives scoring 0 are misses (the curve stops below recall 1). Empty arrays when no
+    item scores above 0."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    positive = np.asarray(positive, dtype=bool).reshape(-1)
+    retrieved = scores > 0
+    if not retrieved.any():
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    precision, recall, thresholds = precision_recall_curve(scores[retrieved],
+                                                           positive[retrieved])
+    if not positive[retrieved].any():  # nothing recalled (recall is NaN over no positive)
+        return precision, np.zeros_like(precision), thresholds
+    return precision, recall * (positive[retrieved].sum() / positive.sum()), thresholds
+
+
+def retrieval_average_precision(scores, positive):
+    """:func:`average_precision` of a ranking in which items scoring 0 were never retrieved
+    (:func:`retrieval_precision_recall_curve`): positives scoring 0 add nothing, where a tie
+    of zeros at the bottom of the ranking would earn them the chance-level precision. 0 when
+    no positive scores above 0, NaN without positives; equal to :func:`average_precision`
+    when every item scores above 0."""
+    positive = np.asarray(positive, dtype=bool).reshape(-1)
+    if not positive.any():
+        return float("nan")
+    precision, recall, _ = retrieval_precision_recall_curve(scores, positive)
+    if not len(recall) or not recall[-1] > 0:
+        return 0.0
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
@@ -247,7 +283,7 @@ def verification_metrics(pairs, state_names=STATE_NAMES):
         "hallucination_rate": nan_div((~is_present & said_present).sum(), (~is_present).sum()),
         "not_found_rate": nan_div((is_present & (verdict == NOT_FOUND_ID)).sum(),
                                    is_present.sum()),
-        "damage_ap": average_precision(p_damaged, gt == damaged),
+        "damage_ap": retrieval_average_precision(p_damaged, gt == damaged),
     }
     cm = verdict_confusion(gt, verdict, num_states)
     tp, n_gt, n_said = np.diag(cm[:, :num_states]), cm.sum(axis=1), cm[:, :num_states].sum(0)

@@ -237,7 +237,7 @@ def test_empty_prediction(bike_dataset, model_output, tmp_path):
     assert verify["halluc_at_95r"] == 1.0
     assert verify["damage_recall"] == 0.0
     assert math.isnan(verify["damage_precision"])  # no damaged verdict
-    assert verify["damage_ap"] == pytest.approx(2 / 6)  # all tied: the damaged share
+    assert verify["damage_ap"] == 0.0  # nothing claimed damaged: every damaged part a miss
     assert verify["macro_f1"] == 0.0
     with open(tmp_path / "empty" / "coco_instances_results_with_states.json") as f:
         assert json.load(f) == []

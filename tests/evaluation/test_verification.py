@@ -77,6 +77,40 @@ def test_localized_variant_needs_the_box_on_the_part():
     assert V.verification_metrics(V.localized(pairs))[0]["present_recall"] == 0.0
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_retrieval_ap_counts_unscored_positives_as_misses(seed):
+    """Items scoring 0 are not ranked: with every item above 0 the AP is scikit-learn's;
+    moving positives to 0 scales the curve's recall down, never earning chance precision."""
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.random(200), 2) + 0.01
+    positive = rng.random(200) < 0.3
+    assert V.retrieval_average_precision(scores, positive) == pytest.approx(
+        average_precision_score(positive, scores), abs=1e-12)
+    # Half the positives lose their score: the ranked half keeps its precision, recall halves.
+    lost = positive & (np.cumsum(positive) % 2 == 0)
+    kept = ~lost
+    expected = average_precision_score(positive[kept], scores[kept]) * (
+        positive[kept].sum() / positive.sum())
+    assert V.retrieval_average_precision(np.where(lost, 0.0, scores), positive) == \
+        pytest.approx(expected, abs=1e-12)
+    assert V.retrieval_average_precision(np.zeros(200), positive) == 0.0
+    assert np.isnan(V.retrieval_average_precision(scores, np.zeros(200, bool)))
+
+
+def test_damaged_part_without_detection_is_a_miss_for_damage_ap():
+    """A damaged part that no detection speaks for earns nothing: one of two, found first, gives
+    AP 0.5 (a tie of zeros at the bottom of the ranking would give 0.5 + 0.5 x 2/3)."""
+    gt = _gt(1, [([10, 10, 50, 50], SADDLE, DAMAGED), ([100, 100, 120, 120], BELL, DAMAGED),
+                 ([130, 10, 150, 30], CHAIN, INTACT)])
+    pred = {1: _pred([(SADDLE, [10, 10, 50, 50], 0.9, [0.1, 0.8, 0.05, 0.05]),
+                      (CHAIN, [130, 10, 150, 30], 0.9, [0.9, 0.05, 0.03, 0.02])])}
+    figures, _ = V.verification_metrics(V.verdict_pairs(pred, gt, len(PARTS), OperatingPoint()))
+    assert figures["damage_ap"] == pytest.approx(0.5)
+    figures, _ = V.verification_metrics(V.verdict_pairs({1: _pred([])}, gt, len(PARTS),
+                                                        OperatingPoint()))
+    assert figures["damage_ap"] == 0.0
+
+
 def test_damaged_claim_over_an_absent_part_lowers_damage_precision():
     """(d) Every damaged claim counts, also one over a part that is not there."""
     gt = _gt(1, [([10, 10, 50, 50], SADDLE, DAMAGED), ([100, 100, 120, 120], BELL, ABSENT)])
