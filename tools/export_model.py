@@ -72,13 +72,15 @@ def export(args):
     cfg = get_user_config(args.config_file, args.opts)
     cfg.MODEL.DEVICE = "cpu"
     if "MODEL.ROI_HEADS.SCORE_THRESH_TEST" not in args.opts[::2]:
-        # The graph keeps what the verdict rule can use, as tools/predict.py's model does: the
-        # score threshold of the thresholds.json beside the weights, when there is one.
+        # The graph keeps what tools/predict.py's model keeps: the boxes the evaluation saw
+        # (the config's threshold), or more when the thresholds.json beside the weights has a
+        # lower score threshold; the verdict rule applies that threshold after the graph.
         from bikestate.verdict import load_operating_point
 
         point = load_operating_point(cfg.TEST.BIKESTATE.THRESHOLDS_FILE, cfg.MODEL.WEIGHTS,
                                      default_score_thresh=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
-        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = point.score_thresh
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = min(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+                                                    point.score_thresh)
     cfg.freeze()
     example = None
     if args.sample_image:

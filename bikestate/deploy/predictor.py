@@ -38,7 +38,10 @@ class ExportedBikeStatePredictor:
         operating_point (OperatingPoint): the verdict rule the export carries (the calibration
             of the exported weights, else the default rule), with ``score_thresh`` replaced
             when one is given.
-        score_thresh (float): detections scoring at or below it are dropped.
+        score_thresh (float): the score threshold of that rule (the report and
+            predictions.json apply it; the detections returned are all the graph keeps, as
+            the PyTorch predictor returns all its detector keeps, so that the ``vote``
+            presence rule counts the same boxes in either runtime).
     """
 
     format = None  # the export format a subclass runs
@@ -47,9 +50,9 @@ class ExportedBikeStatePredictor:
         """
         Args:
             export_dir (str): a folder written by ``tools/export_model.py``.
-            score_thresh (float or None): keep only detections scoring above it (and use it
-                as the verdict rule's score threshold); it cannot be below the export's
-                ``detection_score_thresh``, which the graph applies. None: the export's.
+            score_thresh (float or None): the verdict rule's score threshold; it cannot be
+                below the export's ``detection_score_thresh``, which the graph applies. None:
+                the operating point's.
         """
         self.info = ModelInfo.load(export_dir)
         if self.info.format != self.format:
@@ -58,7 +61,7 @@ class ExportedBikeStatePredictor:
         self.part_names = self.info.part_names
         self.state_names = self.info.state_names
         self.operating_point = self.info.operating_point
-        self.score_thresh = self.info.detection_score_thresh
+        self.score_thresh = self.operating_point.score_thresh
         if score_thresh is not None:
             if score_thresh < self.info.detection_score_thresh:
                 raise ConfigError(
@@ -88,9 +91,6 @@ class ExportedBikeStatePredictor:
         resized = resize_image(image.astype(np.uint8, copy=False), *resized_size)
         graph_input = np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32)
         outputs = dict(zip(OUTPUT_NAMES, self._run_graph(graph_input)))
-        if self.score_thresh > self.info.detection_score_thresh:
-            above = outputs["scores"] > np.float32(self.score_thresh)
-            outputs = {name: value[above] for name, value in outputs.items()}
         boxes, keep = to_original_pixels(outputs["boxes"], resized_size, (height, width))
         return Detections(image_size=(height, width), boxes=boxes,
                           scores=outputs["scores"][keep].astype(np.float32),

@@ -357,7 +357,8 @@ class BikeStateTrainer(DefaultTrainer):
         state_names = list(MetadataCatalog.get(dataset_name).get("state_classes", STATE_NAMES))
         point, figures = choose_operating_point(
             pairs, state_names, present_recall=settings.CALIBRATION.PRESENT_RECALL,
-            objective=settings.CALIBRATION.OBJECTIVE, score_thresh=settings.VERIFY_SCORE_THRESH)
+            objective=settings.CALIBRATION.OBJECTIVE, score_thresh=settings.VERIFY_SCORE_THRESH,
+            detection_score_thresh=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
         point.chosen_on["dataset"] = dataset_name
         point.save(output_file, state_names)
         point = OperatingPoint.load(output_file, state_names)

@@ -65,7 +65,8 @@ def _presence_threshold(p_present, is_present, present_recall):
 
 def choose_operating_point(pairs, state_names=STATE_NAMES, present_recall=0.95,
                            objective="macro_f1", score_thresh=0.5, bias_grid=BIAS_GRID,
-                           biased_states=("damaged", "occluded"), presence_rules=PRESENCE_RULES):
+                           biased_states=("damaged", "occluded"), presence_rules=PRESENCE_RULES,
+                           detection_score_thresh=0.0):
     """Choose the presence rule and threshold, and the state biases (module docstring).
 
     Args:
@@ -75,9 +76,14 @@ def choose_operating_point(pairs, state_names=STATE_NAMES, present_recall=0.95,
         score_thresh (float): the detection threshold below which a part is not found. Under
             ``score_x_state`` it is lowered to the presence threshold when that is lower, and
             under ``state`` and ``vote`` to the lowest detection score of the pairs, so that
-            every part above the presence threshold has a verdict.
+            every part above the presence threshold has a verdict; never below
+            ``detection_score_thresh``.
         presence_rules (sequence[str]): the candidate rules, the preferred one first; ``vote``
             is a candidate only when the pairs carry each part's ``vote``.
+        detection_score_thresh (float): the detector's threshold when the pairs were collected
+            (``MODEL.ROI_HEADS.SCORE_THRESH_TEST``): no detection below it was seen, so a lower
+            score threshold would change nothing here but would let a predictor run at it
+            report parts the calibration never saw.
         bias_grid (sequence[float]): candidate offsets of each state in ``biased_states``.
     Returns:
         (OperatingPoint, dict): the operating point (``chosen_on`` filled) and the validation
@@ -105,6 +111,7 @@ def choose_operating_point(pairs, state_names=STATE_NAMES, present_recall=0.95,
         lowest = pairs["score"][detected]
         score = min(float(score_thresh), float(lowest.min())) if lowest.size else \
             float(score_thresh)
+    score = max(score, float(detection_score_thresh))
 
     indices = [state_names.index(s) for s in biased_states]
     # Smaller corrections first, so that a tie keeps the one closest to the plain argmax.

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..utils.errors import BikeStateError
 from ..verdict import as_operating_point
+from .detections import as_detections
 from .export import instances_to_records
 from .images import UnreadableImageError, read_image
 from .report import build_report
@@ -101,7 +102,7 @@ def inspect_images(predictor, paths, *, operating_point, batch_size=1, draw=True
         paths (Sequence[str]): image files.
         operating_point (OperatingPoint or float): the verdict rule of the reports (a float is
             the score threshold of the default rule); detections below its score threshold
-            are left out of the report and the picture.
+            speak for no part and are left out of predictions.json records.
         batch_size (int): photos per forward pass.
         draw (bool): draw each photo's verdicts (:func:`draw_verdicts`) as JPEG bytes.
     """
@@ -175,8 +176,12 @@ def _predict_each(predictor, images):
 def _report_and_draw(result, image_bgr, instances, part_names, operating_point, draw):
     operating_point = as_operating_point(operating_point)
     try:
-        result.detections = instances_to_records(result.file_name, instances, part_names)
-        result.report = build_report(result.file_name, instances, part_names, operating_point)
+        detections = as_detections(instances)
+        # predictions.json keeps what the score threshold keeps; the report's rule sees every
+        # detection, as the evaluator does (the vote counts boxes below the threshold too).
+        kept = detections[detections.scores >= operating_point.score_thresh]
+        result.detections = instances_to_records(result.file_name, kept, part_names)
+        result.report = build_report(result.file_name, detections, part_names, operating_point)
     except Exception as e:  # noqa: BLE001
         result.detections, result.report = [], None
         result.fail("report", e)

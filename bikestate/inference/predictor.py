@@ -60,9 +60,11 @@ def predictor_config(config_file, opts=(), score_thresh=None):
             ``TEST.BIKESTATE.THRESHOLDS_FILE``), else ``TEST.BIKESTATE.VERIFY_SCORE_THRESH``.
 
     Returns:
-        (CfgNode, OperatingPoint): the config, whose detector drops boxes below the operating
-        point's score threshold (as detectron2's demo does) and whose ``MODEL.DEVICE`` is the
-        CPU when it names a CUDA device this machine lacks (with a warning); the operating point.
+        (CfgNode, OperatingPoint): the config, whose detector keeps the boxes scoring above
+        the config's ``SCORE_THRESH_TEST`` (those the evaluator scores; lower ones too when the
+        operating point's score threshold is lower) and whose ``MODEL.DEVICE`` is the CPU when
+        it names a CUDA device this machine lacks (with a warning); the operating point, whose
+        score threshold the report and predictions.json apply.
 
     Raises:
         ConfigError: a bad config file, override or threshold, as one line.
@@ -84,8 +86,12 @@ def predictor_config(config_file, opts=(), score_thresh=None):
     point = load_operating_point(cfg.TEST.BIKESTATE.THRESHOLDS_FILE, cfg.MODEL.WEIGHTS,
                                  default_score_thresh=cfg.TEST.BIKESTATE.VERIFY_SCORE_THRESH,
                                  score_thresh=score_thresh)
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = point.score_thresh
-    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = point.score_thresh
+    # The detector keeps every box the evaluation and the calibration saw (the config's
+    # threshold): the verdict rule, not the detector, applies the operating point's score
+    # threshold, and the vote of the ``vote`` presence rule counts all of a part's boxes.
+    # Only a lower explicit threshold lowers the detector's.
+    for head in (cfg.MODEL.ROI_HEADS, cfg.MODEL.RETINANET):
+        head.SCORE_THRESH_TEST = min(head.SCORE_THRESH_TEST, point.score_thresh)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("MODEL.DEVICE is %s but there is no CUDA GPU: running on the CPU",
                        cfg.MODEL.DEVICE)

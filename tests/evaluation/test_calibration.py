@@ -62,6 +62,21 @@ def test_presence_threshold_lowers_the_score_threshold_when_needed():
     assert point.score_thresh == pytest.approx(0.81)  # every part above it gets a verdict
 
 
+def test_score_threshold_never_goes_below_the_detectors():
+    """The calibration saw no detection below the detector's threshold: a score threshold
+    under it would let a predictor run at it report parts the calibration never saw. The
+    validation figures are the same either way (every pair scores above it)."""
+    pairs = constructed_case()
+    low, low_figures = choose_operating_point(pairs, present_recall=0.95, score_thresh=0.9)
+    floored, _ = choose_operating_point(pairs, present_recall=0.95, score_thresh=0.9,
+                                        detection_score_thresh=0.85)
+    assert low.score_thresh == pytest.approx(0.81) and floored.score_thresh == 0.85
+    floored, figures = choose_operating_point(pairs, present_recall=0.95, score_thresh=0.9,
+                                              detection_score_thresh=0.4)
+    assert floored.score_thresh == pytest.approx(0.81)
+    assert figures == pytest.approx(low_figures, nan_ok=True)
+
+
 def test_damage_objective():
     # Any positive damaged bias also turns the absent part at 0.85 (P 0.5 / 0.5, reported
     # present) damaged: 7 right of 8 claims, 7 of 8 damaged parts found -> F1 7/8, the best.

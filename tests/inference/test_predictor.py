@@ -106,3 +106,51 @@ def test_any_size_and_aspect_ratio(predictor, h, w):
     assert (boxes[:, :2] >= 0).all() and (boxes[:, 0] <= boxes[:, 2]).all()
     assert (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
     assert (boxes[:, 1] <= boxes[:, 3]).all()
+
+
+def test_the_report_gives_the_verdicts_the_evaluator_scores_under_a_calibrated_vote(
+        tmp_path, small_cfg):
+    """A thresholds.json as the calibration writes it (the ``vote`` presence rule, a score
+    threshold above the detector's): the predictor of tools/predict.py and the service
+    (``predictor_config``) keeps every box the evaluator sees, so each part's vote counts the
+    same boxes and the report's verdicts are the evaluator's (``part_verdicts`` over the
+    model's outputs at the config's threshold)."""
+    import os
+
+    from bikestate.inference import build_report, predictor_config
+    from bikestate.verdict import OperatingPoint, part_verdicts, verdict_name
+
+    torch.manual_seed(7)
+    cfg = small_cfg()
+    evaluated = BikeStatePredictor(cfg)
+    weights = str(tmp_path / "model_final.pth")
+    torch.save({"model": evaluated.model.state_dict()}, weights)
+    images = [_image(120, 160, seed) for seed in range(4)]
+    outputs = [evaluated(image) for image in images]
+    scores = torch.cat([o.scores for o in outputs]).numpy()
+    score_thresh = float(np.median(scores))
+
+    def rule(instances, point):
+        return part_verdicts(instances.scores.numpy(), instances.pred_classes.numpy(),
+                             instances.state_scores.numpy(), len(PART_NAMES), point)
+
+    # The presence threshold at the median vote of the found parts: verdicts on both sides.
+    votes = np.concatenate([rule(o, OperatingPoint(score_thresh))["vote"] for o in outputs])
+    point = OperatingPoint(score_thresh, float(np.median(votes[votes > 0])), presence="vote")
+    point.save(os.path.join(tmp_path, "thresholds.json"))
+    assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.01
+
+    config = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "bike_small_cpu.yaml")
+    # make_small_cfg's settings, as a user passes them to tools/predict.py.
+    opts = ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192",
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01", "MODEL.WEIGHTS", weights]
+    report_cfg, report_point = predictor_config(config, opts)
+    assert report_point.presence == "vote"
+    reporter = BikeStatePredictor(report_cfg, operating_point=report_point)
+    said = []
+    for image, output in zip(images, outputs):
+        report = build_report("bike.png", reporter(image), PART_NAMES, report_point)
+        expected = [verdict_name(v) for v in rule(output, point)["verdict"]]
+        assert [p["verdict"] for p in report["parts"]] == expected
+        said += expected
+    assert "absent" in said and len(set(said)) > 1, said  # the vote decided both ways
