@@ -94,7 +94,7 @@ def build_report(file_name, instances, part_names, operating_point):
     attention = sorted(
         (p for p in parts if p["verdict"] in rank),
         key=lambda p: (p["verdict"] == NOT_FOUND, -p["confidence"], rank[p["verdict"]],
-                       p["part"]),
+                       part_names.index(p["part"])),
     )
     return {
         "file_name": file_name,

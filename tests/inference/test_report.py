@@ -82,6 +82,18 @@ def test_attention_lists_wheels_photographed_without_wheels(instances_factory):
         ("back_wheel", NOT_FOUND), ("front_wheel", NOT_FOUND)]
 
 
+def test_parts_not_found_are_listed_in_the_models_part_order():
+    """Another dataset's parts, not in alphabetical order: the attention list follows the
+    model's order of parts, as the rows do."""
+    from prediction_builders import prediction_instances
+
+    names = ["wheel", "saddle", "bell"]
+    report = build_report("bare.jpg", prediction_instances((100, 80), [], [], [], []), names,
+                          0.5)
+    assert [p["part"] for p in report["parts"]] == names
+    assert [a["part"] for a in report["attention"]] == names
+
+
 def test_threshold_changes_verdicts(instances_factory):
     inst = instances_factory((240, 320), DETECTIONS)
     low = build_report("bike.jpg", inst, PART_NAMES, 0.2)
