@@ -102,7 +102,8 @@ def check_state_refine_config(cfg):
 def build_refinement_loader(cfg):
     """The training images (``DATASETS.TRAIN``; at most ``SOLVER.STATE_REFINE.MAX_IMAGES`` of
     them, a subset drawn with ``SEED``) with their annotations, at the test-time size, one per
-    batch, sharded over the processes; unreadable images are skipped as in training."""
+    batch, sharded over the processes; an unreadable image is skipped with a warning, as in
+    training (the loader then yields another image twice; the examples count it once)."""
     dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
     limit = cfg.SOLVER.STATE_REFINE.MAX_IMAGES
     if 0 < limit < len(dataset):
@@ -123,6 +124,11 @@ def _matched_detections(detections, targets, match_iou):
     return best_iou >= match_iou, best
 
 
+def _image_key(dataset_dict):
+    """What identifies an image of the loader: its id, else its file."""
+    return dataset_dict.get("image_id", dataset_dict.get("file_name"))
+
+
 @torch.no_grad()
 def collect_state_examples(model, data_loader, match_iou=0.5, gt_boxes=True) -> StateExamples:
     """The state head's inputs for the detector's matched boxes (and the annotated boxes) of
@@ -136,17 +142,27 @@ def collect_state_examples(model, data_loader, match_iou=0.5, gt_boxes=True) -> 
         match_iou: a detection is kept, with the state of the annotated box of its class it
             overlaps most, when that IoU is at least this.
         gt_boxes: add every annotated box with its class and state.
+
+    Returns:
+        StateExamples, or None when ``data_loader`` yields no image (a process whose shard is
+        empty). An image the loader yields twice (detectron2's ``MapDataset`` stands another
+        image in for one it cannot read) gives its examples once.
     """
     module = unwrap_model(model)
     heads = module.roi_heads
     was_training = module.training
     module.eval()
     parts, total, start = [], len(data_loader), time.perf_counter()
+    seen = set()
     try:
         for k, batch in enumerate(data_loader):
             batch = [dict(d) for d in batch]
             for d in batch:
                 d.pop(SKIPPED_KEY, None)
+            batch = [d for d in batch if _image_key(d) not in seen]
+            seen.update(_image_key(d) for d in batch)
+            if not batch:
+                continue
             images = module.preprocess_image(batch)
             features = module.backbone(images.tensor)
             proposals, _ = module.proposal_generator(images, features, None)
@@ -174,9 +190,7 @@ def collect_state_examples(model, data_loader, match_iou=0.5, gt_boxes=True) -> 
                 f"collected ({time.perf_counter() - start:.0f} s)", n=10, name=__name__)
     finally:
         module.train(was_training)
-    if not parts:
-        raise ValueError("no training images to refine the state head on")
-    return StateExamples.cat(parts)
+    return StateExamples.cat(parts) if parts else None
 
 
 def fit_state_head(roi_heads, examples: StateExamples, *, epochs, base_lr, weight_decay=0.0,
@@ -244,9 +258,17 @@ def refine_state_head(cfg, model):
         raise ConfigError("SOLVER.STATE_REFINE.EPOCHS > 0 needs a model with a state head "
                           f"(bikestate's StateROIHeads); {type(heads).__name__} has none")
     start = time.perf_counter()
+    if settings.EPOCHS == 0:
+        return {"examples": 0, "detections": 0, "seconds": 0.0}
     local = collect_state_examples(model, build_refinement_loader(cfg), settings.MATCH_IOU,
                                    settings.GT_BOXES)
-    examples = StateExamples.cat(comm.all_gather(local)) if comm.get_world_size() > 1 else local
+    # Every process decides on the union: a process whose shard is empty must not stop alone
+    # while the others wait for it in the collective.
+    parts = comm.all_gather(local) if comm.get_world_size() > 1 else [local]
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        raise ValueError("no training images to refine the state head on")
+    examples = StateExamples.cat(parts)
     if len(examples) == 0:
         logger.warning("State refinement: the detector found no box on an annotated part of its "
                        "class in the training images; the state head is left as it is")
@@ -273,9 +295,10 @@ class StateRefinementHook(HookBase):
     """Refine the state head after the last iteration (:func:`refine_state_head`).
 
     It comes before :class:`~bikestate.engine.hooks.BikeStateEvalHook` in the trainer's hooks,
-    so the last evaluation, the best checkpoint, ``model_final.pth`` and the calibration all see
-    the refined head. Its figures go into the event storage as ``state_refine/*``. A run that
-    stops early ends before its last iteration and is not refined.
+    so the last evaluation, ``model_final.pth`` and, when the last evaluation is the best,
+    ``model_best.pth`` see the refined head. Its figures go into the event storage as
+    ``state_refine/*``. The trainer refines an earlier best checkpoint after training, and the
+    best weights of a run that stops early, itself.
     """
 
     def __init__(self, refine_function):

@@ -521,11 +521,47 @@ class BikeStateTrainer(DefaultTrainer):
             with preserve_rng_state():
                 self.wandb_writer.start()
         self._run_loop(self.start_iter, self.max_iter)
+        if not self.stop_reason:
+            self._refine_earlier_best_weights()
         if self.cfg.TEST.BIKESTATE.CALIBRATION.AFTER_TRAINING and len(self.cfg.DATASETS.TEST):
             self.calibrate_best_model()
         if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
             verify_results(self.cfg, self._last_eval_results)
         return self._last_eval_results
+
+    def _best_checkpoint_hook(self):
+        best = [h for h in self._hooks if isinstance(h, BestCheckpointHook)]
+        return best[0] if best else None
+
+    def _resave_best_weights(self, model):
+        """Write ``model``'s weights as ``model_best.pth`` with the best evaluation's
+        iteration and value (main process)."""
+        best = self._best_checkpoint_hook()
+        if comm.is_main_process():
+            TrainingCheckpointer(model, self.cfg.OUTPUT_DIR).save_weights_only(
+                "model_best", iteration=best.best_iter, best_metric=best.metric,
+                best_value=best.best_value)
+        comm.synchronize()
+
+    def _refine_earlier_best_weights(self):
+        """Refine the state head of ``model_best.pth`` too when an evaluation before the last
+        iteration was the best: the refinement hook refined the last iteration's weights, and
+        the calibration, ``tools/predict.py`` and the service load the best ones. The best
+        file keeps its iteration and value (measured before its refinement)."""
+        best = self._best_checkpoint_hook()
+        path = os.path.join(self.cfg.OUTPUT_DIR, "model_best.pth")
+        if self.cfg.SOLVER.STATE_REFINE.EPOCHS == 0 or best is None or \
+                best.best_iter in (None, self.iter - 1):
+            return
+        comm.synchronize()
+        if not os.path.isfile(path):
+            return
+        logger.info("The best evaluation was at iteration %d, before the last: refining the "
+                    "state head of %s as well", best.best_iter, path)
+        model = self.build_model(self.cfg)
+        BikeStateCheckpointer(model).load(path)
+        refine_state_head(self.cfg, model)
+        self._resave_best_weights(model)
 
     def calibrate_best_model(self):
         """Choose the operating point of ``model_best.pth`` (else ``model_final.pth``) on the
@@ -554,8 +590,8 @@ class BikeStateTrainer(DefaultTrainer):
         """The iteration whose weights ``weights`` (of this run's folder) holds, if known."""
         name = os.path.basename(weights)
         if name == "model_best.pth":
-            best = [h for h in self._hooks if isinstance(h, BestCheckpointHook)]
-            return best[0].best_iter if best else None
+            best = self._best_checkpoint_hook()
+            return best.best_iter if best else None
         if name == "model_final.pth" and not self.stop_reason:
             return self.iter - 1  # the loop leaves self.iter one past the last iteration
         return None
@@ -602,8 +638,11 @@ class BikeStateTrainer(DefaultTrainer):
             self.checkpointer.load(best, checkpointables=[])
             logger.info("Early stopping: loaded the best weights from %s", best)
         if self.cfg.SOLVER.STATE_REFINE.EPOCHS > 0:
-            logger.warning("Early stopping: the state head is not refined (SOLVER.STATE_REFINE "
-                           "runs after the last iteration)")
+            # The refinement hook runs after the last iteration, which an early stop never
+            # reaches: refine the best weights here, before they become model_final.pth.
+            refine_state_head(self.cfg, self.model)
+            if os.path.isfile(best) and self._best_checkpoint_hook() is not None:
+                self._resave_best_weights(self.model)
         if comm.is_main_process():
             self.periodic_checkpointer.save_final()
         comm.synchronize()

@@ -81,3 +81,20 @@ def test_two_cpu_processes_train_evaluate_and_log_one_wandb_run(tmp_path, synth_
         last = [json.loads(line) for line in f][-1]
     assert last["iteration"] == 3
     assert last["state_refine/examples"] - last["state_refine/detections"] == 8 * 22
+
+
+def test_two_processes_refine_when_one_has_no_image_to_refine_on(tmp_path, synth_dir):
+    """SOLVER.STATE_REFINE.MAX_IMAGES 1: the second process's shard is empty; both decide on
+    the union (the first's 22 annotated boxes) instead of one failing alone while the other
+    waits for it."""
+    out = tmp_path / "ddp_one_image"
+    proc = run_cli("--config-file", SMALL_CONFIG, "--num-gpus", "2", "--dist-url", "auto",
+                   *tiny_opts(synth_dir), "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "2",
+                   "TEST.EVAL_PERIOD", "2", "SOLVER.CHECKPOINT_PERIOD", "100",
+                   "SOLVER.IMS_PER_BATCH", "2", "SOLVER.STATE_REFINE.EPOCHS", "1",
+                   "SOLVER.STATE_REFINE.GT_BOXES", "True", "SOLVER.STATE_REFINE.MAX_IMAGES", "1",
+                   timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(out / "metrics.json") as f:
+        last = [json.loads(line) for line in f][-1]
+    assert last["state_refine/examples"] - last["state_refine/detections"] == 22

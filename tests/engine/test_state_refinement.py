@@ -129,3 +129,52 @@ def test_nothing_to_refine_on_leaves_the_state_head_as_it_is(tiny_setup):
     figures = refine_state_head(cfg, model)
     assert figures["examples"] == 0 and "loss_last" not in figures
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_an_earlier_best_checkpoint_gets_its_state_head_refined_too(train_net, make_args,
+                                                                     tmp_path):
+    """``bbox/AP`` of a random model is 0 at both evaluations, so the first stays the best:
+    model_best.pth holds iteration 1's detector with a refined state head, not iteration 1's
+    weights as they were (what the calibration and tools/predict.py would otherwise load)."""
+    out = tmp_path / "run"
+    train_net.main(make_args(
+        out, "SEED", "5", "SOLVER.MAX_ITER", "4", "TEST.EVAL_PERIOD", "2",
+        "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.STATE_REFINE.EPOCHS", "3",
+        "SOLVER.STATE_REFINE.GT_BOXES", "True", "TEST.BEST_CHECKPOINT.METRIC", "bbox/AP",
+        "TEST.BEST_CHECKPOINT.MODE", "max"))
+    best = torch.load(out / "model_best.pth", weights_only=True)
+    assert best["iteration"] == 1
+    at_best = torch.load(out / "model_0000001.pth", weights_only=True)["model"]
+    detector = [k for k in at_best if not k.startswith(STATE_HEAD)]
+    assert all(torch.equal(at_best[k], best["model"][k]) for k in detector)
+    assert any(not torch.equal(at_best[k], best["model"][k]) for k in at_best
+               if k.startswith(STATE_HEAD))
+
+
+def test_zero_epochs_refines_nothing_and_runs_no_detector_pass(tiny_setup):
+    cfg, model = tiny_setup
+    cfg.defrost()
+    cfg.SOLVER.STATE_REFINE.EPOCHS = 0
+    cfg.DATASETS.TRAIN = ("no_such_dataset",)  # a detector pass would fail on it
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert refine_state_head(cfg, model)["examples"] == 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_an_unreadable_image_is_skipped_and_the_one_standing_in_counts_once(tiny_setup,
+                                                                            tmp_path):
+    """detectron2's MapDataset yields another image in place of one the mapper cannot read:
+    the examples hold each readable image's annotated boxes once."""
+    import copy
+
+    from detectron2.data import get_detection_dataset_dicts
+
+    from bikestate.data.mapper import build_annotated_test_loader
+
+    cfg, model = tiny_setup
+    dataset = copy.deepcopy(get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False))
+    dataset[0]["file_name"] = str(tmp_path / "vanished.jpg")
+    examples = collect_state_examples(
+        model, build_annotated_test_loader(cfg, dataset, skip_unreadable=True))
+    readable = sum(len(d["annotations"]) for d in dataset[1:])
+    assert int((~examples.from_detections).sum()) == readable
