@@ -88,3 +88,24 @@ def test_early_stopping_keeps_the_best_weights_and_stays_finished(tmp_path, trai
     before = os.path.getmtime(out / "model_final.pth")
     train_net.main(make_args(out, *opts, resume=True))
     assert os.path.getmtime(out / "model_final.pth") == before
+
+
+def test_early_stopping_refines_the_best_weights_it_ends_with(tmp_path, train_net, make_args):
+    """The refinement hook runs after the last iteration, which an early stop never reaches:
+    the best weights get their state head refined before they become model_final.pth, and
+    model_best.pth holds the same refined weights."""
+    out = tmp_path / "early_refined"
+    opts = ["SOLVER.MAX_ITER", "10", "TEST.EVAL_PERIOD", "1", "TEST.EARLY_STOP_PATIENCE", "2",
+            "TEST.BEST_CHECKPOINT.MODE", "max", "SOLVER.CHECKPOINT_PERIOD", "1",
+            "SOLVER.MAX_TO_KEEP", "20", "WANDB.MODE", "disabled", "SOLVER.BASE_LR", "0.004",
+            "SOLVER.STATE_REFINE.EPOCHS", "2", "SOLVER.STATE_REFINE.GT_BOXES", "True"]
+    train_net.main(make_args(out, *opts))
+    final = torch.load(out / "model_final.pth", weights_only=True)
+    best = torch.load(out / "model_best.pth", weights_only=True)
+    assert final["iteration"] < 9 and final["trainer"]["hooks"]["EarlyStopHook"]["stopped"]
+    as_trained = torch.load(out / f"model_{best['iteration']:07d}.pth", weights_only=True)
+    state_head = [k for k in best["model"] if k.startswith("roi_heads.state_head.")]
+    for k, v in best["model"].items():
+        assert torch.equal(final["model"][k], v), k
+        assert torch.equal(as_trained["model"][k], v) or k in state_head, k
+    assert any(not torch.equal(as_trained["model"][k], best["model"][k]) for k in state_head)
