@@ -13,8 +13,8 @@ benchmarked without detectron2's catalogs or a model:
 
 Conventions (documented once here, used everywhere):
 
-* AP values are in percent (0-100) like detectron2's ``COCOEvaluator``; rates, accuracies and
-  F1 scores are fractions in [0, 1].
+* Box AP values (``bbox*/``) are in percent (0-100) like detectron2's ``COCOEvaluator``; the
+  verification's ``damage_ap``, rates, accuracies, AUCs and F1 scores are fractions in [0, 1].
 * A metric whose denominator is empty is ``float("nan")`` (a float, so detectron2's
   ``EvalHook`` and W&B accept it): e.g. the hallucination rate of a dataset without absent parts.
 * AP with ground truth but no detection at all is 0.0 (nothing recalled); AP of a category or

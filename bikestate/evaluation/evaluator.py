@@ -23,7 +23,8 @@ place (Kayhan et al., ICIP 2021), so next to detectron2's COCO numbers this eval
 
 Results are nested by task (detectron2's convention); ``EvalHook`` flattens them to
 ``"bbox/AP"``, ``"state/accuracy"``, ``"verify/hallucination_rate"``, ... Every value is a float:
-AP in percent, rates in [0, 1], NaN where undefined (see :mod:`.metrics`).
+box AP in percent, ``verify/damage_ap`` and rates in [0, 1], NaN where undefined (see
+:mod:`.conventions`).
 """
 import contextlib
 import copy

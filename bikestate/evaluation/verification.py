@@ -22,7 +22,7 @@ Figures come in pairs, never a rate alone (a detector that finds nothing never h
   macro-F1 of always answering the most frequent ground-truth state, beside it.
 
 Rates and F1 are fractions in [0, 1], NaN where the denominator is empty (module
-:mod:`.metrics`'s conventions).
+:mod:`.conventions`).
 """
 import numpy as np
 
