@@ -375,6 +375,9 @@ CASES = [
          train("SOLVER.STATE_REFINE.EPOCHS", "2", config=PLAIN_CONFIG),
          ["SOLVER.STATE_REFINE.EPOCHS", "PlainDetectorROIHeads", "no state head"],
          env=TRAIN_ENV),
+    Case("train-calibration-recall-zero", "train_net",
+         train("TEST.BIKESTATE.CALIBRATION.PRESENT_RECALL", "0.0"),
+         ["TEST.BIKESTATE.CALIBRATION.PRESENT_RECALL", "(0, 1]"], env=TRAIN_ENV),
     Case("train-dataset-not-registered", "train_net", train("DATASETS.TRAIN", '("nope",)'),
          ["'nope'", "not registered"], env=TRAIN_ENV),
     # --- train_net: data ------------------------------------------------------------------

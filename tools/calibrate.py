@@ -51,6 +51,7 @@ def calibrate(args):
     from bikestate.config import get_user_config
     from bikestate.data.datasets import register_dataset_to_evaluate
     from bikestate.engine import BikeStateTrainer
+    from bikestate.evaluation.calibration import check_calibration_config
     from bikestate.checkpoint import load_model_weights
     from bikestate.utils.errors import ConfigError
     from bikestate.verdict import thresholds_path
@@ -62,6 +63,7 @@ def calibrate(args):
         cfg.TEST.BIKESTATE.CALIBRATION.PRESENT_RECALL = args.present_recall
     if args.objective is not None:
         cfg.TEST.BIKESTATE.CALIBRATION.OBJECTIVE = args.objective
+    check_calibration_config(cfg)
     if not cfg.MODEL.WEIGHTS:
         raise ConfigError("MODEL.WEIGHTS is empty: give the weights to calibrate "
                           "(e.g. MODEL.WEIGHTS output/model_best.pth)")

@@ -111,7 +111,10 @@ def prepare_training_config(cfg):
     if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda"):
         notices.append("SOLVER.AMP.ENABLED: mixed precision needs CUDA; it is off on the CPU")
         cfg.SOLVER.AMP.ENABLED = False
+    from ..evaluation.calibration import check_calibration_config
+
     check_state_refine_config(cfg)
+    check_calibration_config(cfg)
     if cfg.SOLVER.GRAD_ACCUM_STEPS < 1:
         raise ConfigError(f"SOLVER.GRAD_ACCUM_STEPS must be >= 1, not {cfg.SOLVER.GRAD_ACCUM_STEPS}")
     # register_bike_datasets already generated / converted the data on the main process.

@@ -21,11 +21,13 @@ import itertools
 import numpy as np
 
 from ..constants import STATE_NAMES
+from ..utils.errors import ConfigError
 from ..verdict import NOT_FOUND_ID, PRESENCE_RULES, OperatingPoint, decide_states, \
     presence_probability
 from .verification import rate_at_recall, verification_metrics
 
-__all__ = ["BIAS_GRID", "OBJECTIVES", "choose_operating_point", "apply_operating_point"]
+__all__ = ["BIAS_GRID", "OBJECTIVES", "check_calibration_config", "choose_operating_point",
+           "apply_operating_point"]
 
 # Candidate log-probability offsets of each biased state: exp(3) ~ 20x in odds either way.
 BIAS_GRID = tuple(np.round(np.arange(-3.0, 3.0001, 0.25), 2))
@@ -61,6 +63,18 @@ def _presence_threshold(p_present, is_present, present_recall):
         rate = float(np.mean(p_present[~is_present] >= threshold)) if (~is_present).any() \
             else float("nan")
     return float(rate), float(threshold)
+
+
+def check_calibration_config(cfg):
+    """One :class:`ConfigError` for a ``TEST.BIKESTATE.CALIBRATION`` value the calibration
+    cannot use."""
+    settings = cfg.TEST.BIKESTATE.CALIBRATION
+    if not 0.0 < settings.PRESENT_RECALL <= 1.0:
+        raise ConfigError("TEST.BIKESTATE.CALIBRATION.PRESENT_RECALL must be in (0, 1], got "
+                          f"{settings.PRESENT_RECALL}")
+    if settings.OBJECTIVE not in OBJECTIVES:
+        raise ConfigError(f"TEST.BIKESTATE.CALIBRATION.OBJECTIVE must be one of "
+                          f"{', '.join(OBJECTIVES)}, got {settings.OBJECTIVE!r}")
 
 
 def choose_operating_point(pairs, state_names=STATE_NAMES, present_recall=0.95,
