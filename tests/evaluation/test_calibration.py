@@ -216,6 +216,11 @@ def test_thresholds_file_versions(tmp_path):
     ('{"version": 1, "score_thresh": 1.5}', "must be in [0, 1]"),
     ('{"version": 1, "score_thresh": 0.5, "state_bias": {"rusty": 1}}', "state_bias"),
     ('{"version": 2, "score_thresh": 0.5, "presence": "vibes"}', "presence rule"),
+    ('{"version": true, "score_thresh": 0.5}', "version True is not supported"),
+    ('{"version": 2, "score_thresh": true}', "score_thresh must be a number"),
+    ('{"version": 2, "score_thresh": 0.5, "presence_thresh": "0.3"}',
+     "presence_thresh must be a number"),
+    ('{"version": 2, "score_thresh": 0.5, "state_bias": {"damaged": "1"}}', "state_bias"),
 ])
 def test_bad_thresholds_file_is_one_line_naming_it(tmp_path, content, message):
     path = tmp_path / "thresholds.json"
