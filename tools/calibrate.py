@@ -43,6 +43,12 @@ def get_parser():
     return parser
 
 
+def _short_of_target(reached, chosen_on):
+    """`` (at present recall R)`` when a rule could not reach the recall target, else ''."""
+    target = chosen_on["present_recall_target"]
+    return "" if reached is None or reached >= target else f" (at present recall {reached:.3f})"
+
+
 def calibrate(args):
     import bikestate  # noqa: F401  first: quiets library deprecation notices
     import torch
@@ -81,7 +87,8 @@ def calibrate(args):
 
     candidates = point.chosen_on["presence_candidates"]
     rows = [*[(f"hallucination at the recall target, P(present) by {rule}",
-               "n/a" if v["hallucination_rate"] is None else f"{v['hallucination_rate']:.3f}")
+               ("n/a" if v["hallucination_rate"] is None else f"{v['hallucination_rate']:.3f}")
+               + _short_of_target(v.get("present_recall"), point.chosen_on))
               for rule, v in candidates.items()],
             ("presence rule (the one hallucinating less)", point.presence),
             ("presence threshold (P(present))", f"{point.presence_thresh:.4f}"),

@@ -114,7 +114,9 @@ def choose_operating_point(pairs, state_names=STATE_NAMES, present_recall=0.95,
         p_present = presence_probability(np.where(detected, pairs["score"], 0.0),
                                          pairs["state_probs"], rule, absent, pairs.get("vote"))
         rate, threshold = _presence_threshold(p_present, is_present, present_recall)
-        candidates_by_rule[rule] = (rate, threshold)
+        reached = float(np.mean(p_present[is_present] >= threshold)) if is_present.any() \
+            else float("nan")
+        candidates_by_rule[rule] = (rate, threshold, reached)
     # NaN (no absent part to hallucinate) never wins over a number; ties keep the first rule.
     rule = min(presence_rules, key=lambda r: (not np.isfinite(candidates_by_rule[r][0]),
                                               candidates_by_rule[r][0]))
@@ -147,10 +149,13 @@ def choose_operating_point(pairs, state_names=STATE_NAMES, present_recall=0.95,
                                       state_names)
     chosen_on = {"present_recall_target": present_recall, "objective": objective,
                  "num_pairs": int(len(pairs["gt_state"])),
-                 # Each candidate presence rule's hallucination rate at the recall target.
+                 # Each candidate presence rule's hallucination rate at its threshold and the
+                 # present recall it reaches there (the target, or less when out of reach).
                  "presence_candidates": {
                      r: {"hallucination_rate": (v[0] if np.isfinite(v[0]) else None),
-                         "presence_thresh": v[1]} for r, v in candidates_by_rule.items()},
+                         "presence_thresh": v[1],
+                         "present_recall": (v[2] if np.isfinite(v[2]) else None)}
+                     for r, v in candidates_by_rule.items()},
                  # NaN (undefined) as null: thresholds.json stays standard JSON.
                  "figures": {k: (figures[k] if np.isfinite(figures[k]) else None)
                              for k in ("present_recall", "hallucination_rate",

@@ -229,3 +229,18 @@ def test_bad_thresholds_file_is_one_line_naming_it(tmp_path, content, message):
         load_operating_point(str(path))
     assert message in str(info.value) and str(path) in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_each_candidate_records_the_present_recall_it_reaches():
+    """Two of the 20 present parts have no detection (P(present) 0): 95 % is out of reach
+    without calling every undetected part present, so each rule stops at the lowest positive
+    P(present) and records the 18 / 20 it keeps there."""
+    pairs = constructed_case()
+    pairs["score"][[3, 8]] = 0.0
+    pairs["p_present"][[3, 8]] = 0.0
+    point, _ = choose_operating_point(pairs, present_recall=0.95)
+    for rule, candidate in point.chosen_on["presence_candidates"].items():
+        assert candidate["present_recall"] == pytest.approx(18 / 20), rule
+    point, _ = choose_operating_point(constructed_case(), present_recall=0.95)
+    assert point.chosen_on["presence_candidates"]["score_x_state"]["present_recall"] == \
+        pytest.approx(19 / 20)
