@@ -2,8 +2,8 @@
 
 * :class:`FileSource`: a user's annotation file. A COCO file is used as it is; a DelftBikes file
   is converted once to ``OUTPUT_DIR/<split>_coco.json`` and reconverted only when its content,
-  images folder or ``ON_INVALID`` changed (a sidecar ``<split>_coco.source.json`` records the
-  input's size, mtime and sha256).
+  images folder, ``ON_INVALID`` or the conversion itself (:data:`CONVERSION_VERSION`) changed
+  (a sidecar ``<split>_coco.source.json`` records the input's size, mtime and sha256).
 * :class:`SynthSource` / :func:`prepare_synthbikes`: a SynthBikes split generated once into a
   cache folder (named by split, size, seed, image size and generator version) and reused. The
   folder is built under a temporary name and renamed when complete, so a killed run never
@@ -31,6 +31,9 @@ __all__ = ["FileSource", "SynthSource", "prepare_synthbikes"]
 
 # Name of the COCO file inside a SynthBikes cache folder (annotations.json is the DelftBikes one).
 SYNTH_COCO_NAME = "coco.json"
+# Version of the DelftBikes -> COCO conversion, recorded in the sidecar: a conversion by another
+# version is redone (2: size and boxes in the upright view of images with an EXIF orientation).
+CONVERSION_VERSION = 2
 # Temporary generation folders older than this are leftovers of a killed run and are removed.
 _STALE_TMP_SECONDS = 6 * 3600
 
@@ -110,6 +113,7 @@ class FileSource:
             "images_dir": self.images_dir,
             "on_invalid": self.on_invalid,
             "categories": list(categories) if categories else None,
+            "conversion_version": CONVERSION_VERSION,
         }
         if hash_input:
             record["input_sha256"] = file_sha256(self.json_file)
@@ -125,7 +129,7 @@ class FileSource:
             return False
         if (old.get("output_size"), old.get("output_mtime_ns")) != (out.st_size, out.st_mtime_ns):
             return False  # the output was replaced or edited by someone else
-        for key in ("input_json", "images_dir", "on_invalid", "categories"):
+        for key in ("input_json", "images_dir", "on_invalid", "categories", "conversion_version"):
             if old.get(key) != record[key]:
                 return False
         if (old.get("input_size"), old.get("input_mtime_ns")) == (

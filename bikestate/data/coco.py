@@ -132,10 +132,9 @@ def convert_to_coco(json_path, images_dir, save_path, on_invalid="error", catego
             print(f"{len(dataset.problems)} problems; invalid boxes/images skipped, "
                   f"see {problems_path}")
         if dataset.exif_transposed:
-            # detectron2's read_image applies EXIF orientation, so these images load turned by
-            # 90 degrees relative to the stored size (and boxes) written here.
-            print(f"warning: {dataset.exif_transposed} images carry an EXIF orientation that "
-                  "turns them by 90 degrees; their boxes and size refer to the stored pixels")
+            print(f"note: {dataset.exif_transposed} images carry an EXIF orientation that turns "
+                  "them by 90 degrees; their size and boxes are written for the upright view "
+                  "that training and inference read")
     return stats
 
 

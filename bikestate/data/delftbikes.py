@@ -42,6 +42,38 @@ _EXIF_ORIENTATION_TAG = 0x0112
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 
 
+def upright_box(box, orientation, stored_width, stored_height):
+    """A box on the stored pixels of an image, on the upright view instead: the view its EXIF
+    ``orientation`` (1..8) gives, as ``PIL.ImageOps.exif_transpose`` and so training, evaluation
+    and inference read it.
+
+    Args:
+        box (Sequence[float]): [x, y, w, h] in the stored image (``stored_width`` x
+            ``stored_height``).
+    Returns:
+        list[float]: [x, y, w, h] in the upright image (stored_height x stored_width wide and
+        high for orientations 5..8).
+    """
+    x, y, w, h = box
+    W, H = stored_width, stored_height
+    x2, y2 = x + w, y + h
+    if orientation == 2:  # mirrored left-right
+        return [W - x2, y, w, h]
+    if orientation == 3:  # turned 180 degrees
+        return [W - x2, H - y2, w, h]
+    if orientation == 4:  # mirrored top-bottom
+        return [x, H - y2, w, h]
+    if orientation == 5:  # transposed: stored (x, y) shows at (y, x)
+        return [y, x, h, w]
+    if orientation == 6:  # shown turned 90 degrees clockwise: (x, y) at (H - y, x)
+        return [H - y2, x, h, w]
+    if orientation == 7:  # transversed: (x, y) at (H - y, W - x)
+        return [H - y2, W - x2, h, w]
+    if orientation == 8:  # shown turned 90 degrees counter-clockwise: (x, y) at (y, W - x)
+        return [y, W - x2, h, w]
+    return [x, y, w, h]
+
+
 @dataclasses.dataclass(frozen=True)
 class Problem:
     """One invalid thing in an annotation file, located by image and (when it applies) part."""
@@ -72,7 +104,9 @@ class DelftBikesDataset:
             counting the boxes of dropped images.
         dropped_images: images left out because their record or file was invalid.
         exif_transposed: kept images whose EXIF orientation turns them by 90 degrees when
-            displayed; their size here is the stored (raw) size.
+            displayed. Every image's size and boxes here are those of the upright view (EXIF
+            orientation applied, as detectron2 and bikestate read images): boxes annotated on
+            the stored pixels are turned or mirrored with them.
     """
 
     json_path: str
@@ -240,7 +274,7 @@ def _validate_record(file_name, record, images_dir, problems):
     size = _check_image(file_name, record.get("image"), images_dir, problems)
     if size is None:
         return None
-    height, width, transposed = size
+    height, width, orientation, on_stored_pixels = size
 
     out_parts, clipped, dropped = [], 0, 0
     for index, (key, part) in enumerate(part_items):
@@ -250,20 +284,32 @@ def _validate_record(file_name, record, images_dir, problems):
             dropped += 1
             continue
         clipped += int(was_clipped)
+        if on_stored_pixels:
+            part_out["bbox"] = upright_box(part_out["bbox"], orientation, width, height)
         out_parts.append(part_out)
+    transposed = orientation in _TRANSPOSING_ORIENTATIONS
+    if transposed and on_stored_pixels:
+        height, width = width, height
     out = {"file_name": file_name, "height": height, "width": width, "parts": out_parts}
     return out, clipped, dropped, transposed
 
 
 def _check_image(file_name, declared, images_dir, problems):
-    """Check the image file and its declared size; return (height, width, transposed) or None."""
+    """Check the image file and its declared size.
+
+    Returns:
+        (height, width, orientation, on_stored_pixels) or None: the size the boxes refer to,
+        the EXIF orientation (1..8), and whether the boxes refer to the stored pixels (a
+        declared size equal to the stored one, or none) rather than to the upright view (a
+        declared size equal to the view an orientation 5..8 turns by 90 degrees).
+    """
     path = os.path.join(images_dir, file_name)
     if not os.path.isfile(path):
         problems.append(Problem(file_name, None, f"image file not found: {path}"))
         return None
     try:
         # Image.open reads the header only: the size is the stored (raw) size, before any EXIF
-        # orientation, which is the frame the annotation tool's boxes refer to.
+        # orientation; boxes refer to it unless the declared size says otherwise.
         with Image.open(path) as img:
             width, height = img.size
             fmt = img.format
@@ -294,17 +340,16 @@ def _check_image(file_name, declared, images_dir, problems):
                 f"{k} {declared[k]!r}" for k in bad) + " is not a whole number"))
             return None
         d_h, d_w = declared.get("height", height), declared.get("width", width)
+        if transposed and (int(d_h), int(d_w)) == (width, height) != (height, width):
+            # Annotated on the upright view: the boxes are already in it.
+            return width, height, orientation, False
         if (int(d_h), int(d_w)) != (height, width):
-            note = ""
-            if transposed and (int(d_h), int(d_w)) == (width, height):
-                note = ("; the file's EXIF orientation turns it by 90 degrees: the annotation "
-                        "seems to describe the turned view")
             problems.append(Problem(
                 file_name, None,
                 f"declared size {int(d_w)}x{int(d_h)} (width x height) differs from the file's "
-                f"{width}x{height}{note}"))
+                f"{width}x{height}"))
             return None
-    return height, width, transposed
+    return height, width, orientation, True
 
 
 def _truncation(path, fmt):

@@ -201,9 +201,9 @@ class BikeStateDatasetMapper(DatasetMapper):
 
     def _read_image(self, dataset_dict):
         file_name = dataset_dict["file_name"]
-        # The reader of inference too: EXIF orientation applied (as the conversion did for the
-        # sizes), any colour mode to 3 channels, transparency on white; UnreadableImageError
-        # (with file_name) for a missing, truncated or corrupt file.
+        # The reader of inference too: EXIF orientation applied (the conversion wrote sizes and
+        # boxes for this upright view), any colour mode to 3 channels, transparency on white;
+        # UnreadableImageError (with file_name) for a missing, truncated or corrupt file.
         image = read_image(file_name, format=self.image_format)
         try:
             utils.check_image_size(dataset_dict, image)

@@ -14,6 +14,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from coco_builders import coco_with_states, write_json
 
+from bikestate.data.cache import CONVERSION_VERSION
 from bikestate import add_bikestate_config
 from bikestate.constants import PART_NAMES, STATE_IDS, STATE_NAMES
 from bikestate.config import DATA_ENV_VARS, apply_data_environment
@@ -244,6 +245,17 @@ def test_delftbikes_input_converted_once_and_again_only_when_changed(cfg, delft_
     second = os.stat(train_coco).st_mtime_ns
     register_bike_datasets(cfg)
     assert os.stat(train_coco).st_mtime_ns != second
+
+    # A conversion by another version of the converter is redone.
+    sidecar_path = os.path.join(cfg.OUTPUT_DIR, "train_coco.source.json")
+    sidecar = json.load(open(sidecar_path))
+    assert sidecar["conversion_version"] == CONVERSION_VERSION
+    sidecar["conversion_version"] = CONVERSION_VERSION - 1
+    with open(sidecar_path, "w") as f:
+        json.dump(sidecar, f)
+    third = os.stat(train_coco).st_mtime_ns
+    register_bike_datasets(cfg)
+    assert os.stat(train_coco).st_mtime_ns != third
 
 
 def test_coco_input_used_directly(cfg, synth_small, tmp_path):

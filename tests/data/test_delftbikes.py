@@ -281,21 +281,47 @@ def test_missing_files_and_bad_mode(dataset_dir):
         load_delftbikes(json_path, dataset_dir["images"], on_invalid="ignore")
 
 
-def test_exif_orientation_does_not_change_the_stored_size(dataset_dir):
-    """A camera JPEG stored 64x48 with "rotate 90" EXIF: boxes refer to the stored pixels."""
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_boxes_on_the_stored_pixels_land_on_the_upright_view(dataset_dir, orientation):
+    """A camera JPEG stored 64x48 with EXIF orientation 1..8 and a red block annotated on the
+    stored pixels: the converted size and box are those of the upright view, which
+    read_image (training, evaluation, inference) gives, and the box covers the red block
+    there."""
+    from bikestate.utils.images import read_image
+
+    stored = Image.new("RGB", (W, H), (40, 40, 40))
+    stored.paste((255, 0, 0), (8, 4, 24, 12))  # x 8..24, y 4..12 on the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(os.path.join(dataset_dir["images"], "a.jpg"), exif=exif, quality=98)
+    ann = {"a.jpg": {"image": {"height": H, "width": W},
+                     "parts": {"saddle": part("saddle", 8, 4, 16, 8)}}}
+    ds = load(dataset_dir, ann)
+    record = ds.images[0]
+    upright = read_image(os.path.join(dataset_dir["images"], "a.jpg"), format="RGB")
+    assert (record["height"], record["width"]) == upright.shape[:2]
+    assert ds.exif_transposed == int(orientation >= 5)
+    x, y, w, h = (round(v) for v in record["parts"][0]["bbox"])
+    inside = upright[y:y + h, x:x + w].astype(int)
+    assert w * h == 16 * 8 and (inside[..., 0] > 200).mean() > 0.9, (orientation, x, y, w, h)
+    assert (upright[..., 0] > 200).sum() < 16 * 8 * 1.2  # the block is nowhere else
+
+
+def test_boxes_annotated_on_the_turned_view_are_kept(dataset_dir):
+    """A declared size that is the view EXIF orientation 6 turns by 90 degrees says the boxes
+    were drawn on that view: size and boxes are kept as they are."""
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.new("RGB", (W, H)).save(os.path.join(dataset_dir["images"], "a.jpg"), exif=exif)
-    ds = load(dataset_dir, good_annotations())
-    assert (ds.images[0]["width"], ds.images[0]["height"]) == (W, H)
-    assert ds.exif_transposed == 1
-
-    ann = good_annotations()
-    ann["a.jpg"]["image"] = {"height": W, "width": H}  # the size of the turned view
-    ann["a.jpg"]["parts"] = {}
+    ann = {"a.jpg": {"image": {"height": W, "width": H},
+                     "parts": {"saddle": part("saddle", 2, 40, 30, 20)}}}
+    record = load(dataset_dir, ann).images[0]
+    assert (record["height"], record["width"]) == (W, H)
+    assert record["parts"][0]["bbox"] == [2, 40, 30, 20]
+    ann["a.jpg"]["image"] = {"height": W + 1, "width": H}
     with pytest.raises(DataError) as info:
         load(dataset_dir, ann)
-    assert "EXIF orientation turns it by 90 degrees" in info.value.details[0]
+    assert f"declared size {H}x{W + 1}" in info.value.details[0]
 
 
 def test_input_file_is_not_modified(dataset_dir):
