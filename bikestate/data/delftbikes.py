@@ -131,8 +131,11 @@ def read_annotation_json(json_path):
 
     Raises:
         DataError: the file is missing or unreadable, is not JSON (the message gives line and
-            column), or is not a JSON object. These stop everything, whatever ``on_invalid`` says,
-            because no record can be trusted.
+            column), is not a JSON object, or names an image twice (the same key twice, or two
+            keys for one file such as ``a.jpg`` and ``./a.jpg``) or a part or field twice in one
+            record (JSON keeps only the last of repeated keys, so a record would vanish
+            silently; a split would put one photo in two splits). These stop everything,
+            whatever ``on_invalid`` says, because no record can be trusted.
     """
     if not os.path.isfile(json_path):
         raise DataError(f"{json_path}: annotation file not found")
@@ -145,7 +148,7 @@ def read_annotation_json(json_path):
     except OSError as e:
         raise DataError(f"{json_path}: cannot read the annotation file: {e.strerror or e}")
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_KeysObject.from_pairs)
     except json.JSONDecodeError as e:
         raise DataError(
             f"{json_path}: unparsable JSON at line {e.lineno}, column {e.colno}: {e.msg}"
@@ -155,7 +158,50 @@ def read_annotation_json(json_path):
             f"{json_path}: expected a JSON object keyed by image file name, "
             f"found a JSON {_json_type(data)}"
         )
+    repeated = _repeated_keys(data)
+    if repeated:
+        raise DataError(f"{json_path}: {len(repeated)} repeated key"
+                        f"{'s' if len(repeated) != 1 else ''}: JSON keeps only the last of them",
+                        details=repeated)
     return data
+
+
+class _KeysObject(dict):
+    """A parsed JSON object that remembers the keys it was given more than once."""
+
+    repeated = ()
+
+    @classmethod
+    def from_pairs(cls, pairs):
+        obj = cls(pairs)
+        if len(obj) < len(pairs):
+            seen = set()
+            obj.repeated = tuple(k for k, _ in pairs if k in seen or seen.add(k))
+        return obj
+
+
+def _repeated_keys(data):
+    """Lines naming each image, part and field given twice in an annotation file."""
+    lines = [f"{name}: the image has {list(data).count(name) + data.repeated.count(name)} "
+             "records" for name in dict.fromkeys(data.repeated)]
+    by_file = {}
+    for name in data:
+        by_file.setdefault(os.path.normpath(name), []).append(name)
+    lines += [f"{' and '.join(names)}: keys of one image file"
+              for names in by_file.values() if len(names) > 1]
+    for name, record in data.items():
+        if not isinstance(record, dict):
+            continue
+        lines += [f"{name}: field {key!r} given twice" for key in dict.fromkeys(
+            getattr(record, "repeated", ()))]
+        parts = record.get("parts")
+        if isinstance(parts, dict):
+            lines += [f"{name}, part {key}: given twice" for key in dict.fromkeys(
+                getattr(parts, "repeated", ()))]
+            for key, part in parts.items():
+                lines += [f"{name}, part {key}: field {field!r} given twice"
+                          for field in dict.fromkeys(getattr(part, "repeated", ()))]
+    return lines
 
 
 def parse_part_state(part):

@@ -271,6 +271,24 @@ def test_file_level_problems_stop_in_both_modes(dataset_dir, text, words):
         assert words in str(info.value)
 
 
+@pytest.mark.parametrize("text,detail", [
+    ('{"a.jpg": {"parts": {}}, "b.jpg": {"parts": {}}, "a.jpg": {"parts": {}}}',
+     "a.jpg: the image has 2 records"),
+    ('{"a.jpg": {"parts": {}}, "./a.jpg": {"parts": {}}}', "a.jpg and ./a.jpg: keys of one"),
+    ('{"a.jpg": {"parts": {"bell": {}, "bell": {}}}}', "a.jpg, part bell: given twice"),
+    ('{"a.jpg": {"parts": {"bell": {"trust": 1, "trust": 0}}}}',
+     "a.jpg, part bell: field 'trust' given twice"),
+])
+def test_repeated_keys_stop_in_both_modes_naming_image_and_part(dataset_dir, text, detail):
+    """JSON keeps the last of repeated keys: a record or a box would vanish without a word."""
+    json_path = dataset_dir["write"](None, text=text)
+    for mode in ("error", "skip"):
+        with pytest.raises(DataError) as info:
+            load_delftbikes(json_path, dataset_dir["images"], on_invalid=mode)
+        assert str(info.value).startswith(f"{json_path}: 1 repeated key")
+        assert [detail in line for line in info.value.details] == [True]
+
+
 def test_missing_files_and_bad_mode(dataset_dir):
     json_path = dataset_dir["write"](good_annotations())
     with pytest.raises(DataError, match="annotation file not found"):
