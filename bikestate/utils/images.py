@@ -102,6 +102,12 @@ def read_image(path, format="BGR", notes=None, name=None):
             raise
         reason = " ".join(str(e).split()) or type(e).__name__
         raise UnreadableImageError(f"{name}: cannot read image ({reason})", name) from e
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001  Pillow's decoders fail in many ways on corrupt files
+        reason = " ".join(str(e).split())
+        raise UnreadableImageError(f"{name}: cannot read image ({type(e).__name__}"
+                                   f"{': ' + reason if reason else ''})", name) from e
     array = np.asarray(rgb, dtype=np.uint8)
     return np.ascontiguousarray(array[:, :, ::-1]) if format == "BGR" else array
 

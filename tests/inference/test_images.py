@@ -7,6 +7,8 @@ import pytest
 from detectron2.data.detection_utils import read_image as d2_read_image
 from PIL import Image
 
+from image_builders import corrupt_dds
+
 from bikestate.inference import IMAGE_EXTENSIONS, UnreadableImageError, find_images, read_image
 
 
@@ -149,6 +151,15 @@ def test_truncated_and_fake_images_raise_one_line_errors(tmp_path):
         with pytest.raises(UnreadableImageError) as e:
             read_image(path)
         assert str(e.value).startswith(path) and "\n" not in str(e.value)
+
+
+def test_a_decoder_failing_in_its_own_way_is_one_line_naming_the_file(tmp_path):
+    path = str(tmp_path / "odd.dds")
+    open(path, "wb").write(corrupt_dds())
+    with pytest.raises(UnreadableImageError) as e:
+        read_image(path)
+    assert str(e.value) == (f"{path}: cannot read image (NotImplementedError: Unknown pixel "
+                            "format flags 8)")
 
 
 def test_find_images_folders_globs_and_skips(tmp_path):

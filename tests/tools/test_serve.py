@@ -33,6 +33,7 @@ from bikestate.synth import generate_synthbikes
 from bikestate.inference.report import CSV_COLUMNS, report_files
 from bikestate.verdict import OperatingPoint
 
+from image_builders import corrupt_dds
 from tool_helpers import CONFIG, REPO, save_random_weights
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -132,6 +133,7 @@ def photos(tmp_path_factory):
     data = (root / "bike.jpg").read_bytes()
     (root / "truncated.jpg").write_bytes(data[: len(data) // 3])
     (root / "notes.txt").write_text("not a photo\n")
+    (root / "odd.dds").write_bytes(corrupt_dds())  # its decoder fails in its own way
     bike.resize((96, 72)).save(root / "tiny.jpg", quality=85)
     noise = np.random.default_rng(0).integers(0, 256, (700, 800, 3), dtype=np.uint8)
     Image.fromarray(noise).save(root / "noise.png")  # 1.6 MB: more than a spooled form keeps
@@ -237,6 +239,8 @@ def test_annotated_picture(server, photos):
     ("truncated.jpg", lambda photos: (photos / "truncated.jpg").read_bytes(), 400,
      "truncated.jpg: cannot read image"),
     ("empty.jpg", lambda photos: b"", 400, "empty.jpg: the file is empty"),
+    ("odd.dds", lambda photos: (photos / "odd.dds").read_bytes(), 400,
+     "odd.dds: cannot read image (NotImplementedError"),
 ])
 def test_bad_uploads_are_refused_with_the_reason(server, photos, name, make, status, reason):
     response = httpx.post(server.url + "/v1/inspect", files={"photo": (name, make(photos))},
@@ -262,12 +266,13 @@ def test_not_a_form_and_no_photo(server):
 
 def test_batch_answers_each_photo(server, photos):
     files = [("photos", (name, (photos / name).read_bytes()))
-             for name in ("bike.jpg", "notes.txt", "phone.jpg", "truncated.jpg")]
+             for name in ("bike.jpg", "notes.txt", "phone.jpg", "truncated.jpg", "odd.dds")]
     response = httpx.post(server.url + "/v1/inspect/batch", files=files, timeout=120)
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert [(r["file_name"], r["status"]) for r in results] == [
-        ("bike.jpg", 200), ("notes.txt", 415), ("phone.jpg", 200), ("truncated.jpg", 400)]
+        ("bike.jpg", 200), ("notes.txt", 415), ("phone.jpg", 200), ("truncated.jpg", 400),
+        ("odd.dds", 400)]
     single = post_photo(server.url, photos / "phone.jpg").json()["report"]
     assert results[2]["report"] == single
     assert "cannot read image" in results[3]["error"]
