@@ -31,6 +31,7 @@ otherwise: 2 bad input (nothing served, nothing written), 1 the server could not
 """
 import argparse
 import logging
+import math
 import os
 import socket
 import sys
@@ -82,8 +83,9 @@ def check_args(args):
                         ("--max-batch-images", args.max_batch_images)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be at least 1, got {value}")
-    if not args.max_upload_mb > 0:
-        raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb * 1024 * 1024 >= 1):
+        raise ConfigError(f"--max-upload-mb must be a positive number of at least one byte "
+                          f"(1e-6), got {args.max_upload_mb}")
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}")
     if args.save_dir is not None:

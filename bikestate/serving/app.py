@@ -16,8 +16,11 @@ import uuid
 from typing import Optional
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .api import error_response
 from .api import router as api_router
 from .page import router as page_router
 from .page import static_files
@@ -94,10 +97,27 @@ def create_app(backend, settings=None):
     app.state.service = InspectionService(backend, InferenceWorker(settings.queue_size),
                                           settings)
     app.middleware("http")(_request_id_and_log_line)
+    # Refusals by FastAPI itself (a bad query parameter, an unknown path or method) answer in
+    # the service's shape too: {"error": one line, "request_id"}.
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(api_router)
     app.include_router(page_router)
     app.mount("/static", static_files(), name="static")
     return app
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError):
+    problems = [f"{' '.join(str(part) for part in error.get('loc', ()))}: "
+                f"{error.get('msg', 'invalid')}" for error in exc.errors()]
+    return error_response(request, 400, "bad request: " + "; ".join(problems))
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException):
+    reason = {404: f"no such page: {request.url.path}",
+              405: f"{request.method} is not allowed on {request.url.path}"}.get(
+        exc.status_code, str(exc.detail))
+    return error_response(request, exc.status_code, reason, headers=exc.headers)
 
 
 async def _request_id_and_log_line(request: Request, call_next):

@@ -23,8 +23,22 @@ def safe_file_name(name, index):
     return f"{index:02d}_{base[:80]}"
 
 
+def _new_folder(path):
+    """Create ``path``, or ``path.2``, ``path.3``, ... if taken; return the one created."""
+    candidate, number = path, 1
+    while True:
+        try:
+            os.makedirs(candidate)
+            return candidate
+        except FileExistsError:
+            number += 1
+            candidate = f"{path}.{number}"
+
+
 def save_inspection(save_dir, request_id, items, operating_point, extra):
-    """Write one request's photos, pictures and report into ``save_dir/request_id/``.
+    """Write one request's photos, pictures and report into ``save_dir/request_id/`` (or
+    ``request_id.2``, ``.3``, ... when a request with that id was saved before: clients choose
+    their ids, and one client's request must not overwrite another's).
 
     Args:
         save_dir (str): existing folder.
@@ -37,8 +51,7 @@ def save_inspection(save_dir, request_id, items, operating_point, extra):
     Returns:
         str: the request's folder.
     """
-    folder = os.path.join(save_dir, request_id)
-    os.makedirs(folder, exist_ok=True)
+    folder = _new_folder(os.path.join(save_dir, request_id))
     reports, errors = [], []
     for index, (upload, result, error) in enumerate(items):
         name = safe_file_name(upload.file_name, index)

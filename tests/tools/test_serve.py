@@ -264,6 +264,24 @@ def test_not_a_form_and_no_photo(server):
     assert response.status_code == 400 and "no photo in the form" in response.json()["error"]
 
 
+@pytest.mark.parametrize("method, path, status, reason", [
+    ("POST", "/v1/inspect?image=abc", 400, "bad request: query image:"),
+    ("GET", "/v1/inspect", 405, "GET is not allowed on /v1/inspect"),
+    ("GET", "/v1/nothing", 404, "no such page: /v1/nothing"),
+])
+def test_refusals_by_the_framework_answer_in_the_services_shape(server, photos, method, path,
+                                                                status, reason):
+    files = {"photo": ("tiny.jpg", (photos / "tiny.jpg").read_bytes())} if method == "POST" \
+        else None
+    response = httpx.request(method, server.url + path, files=files, timeout=60,
+                             headers={"X-Request-ID": f"refused-{status}"})
+    assert response.status_code == status
+    assert response.json() == {"error": response.json()["error"],
+                               "request_id": f"refused-{status}"}
+    assert response.json()["error"].startswith(reason), response.json()
+    assert f"refused-{status} 127.0.0.1 {method} {path.split('?')[0]} {status}" in server.log()
+
+
 def test_batch_answers_each_photo(server, photos):
     files = [("photos", (name, (photos / name).read_bytes()))
              for name in ("bike.jpg", "notes.txt", "phone.jpg", "truncated.jpg", "odd.dds")]
@@ -360,6 +378,18 @@ def test_full_queue_answers_503_with_retry_after(slow_server, photos):
         with open(folder / "report.csv") as f:
             reader = csv.DictReader(f)
             assert reader.fieldnames == CSV_COLUMNS and len(list(reader)) == len(PART_NAMES)
+
+
+def test_a_request_id_given_twice_never_overwrites_a_saved_request(slow_server, photos):
+    """Clients choose their X-Request-ID: the second request with one gets its own folder."""
+    for name in ("alice.jpg", "bob.jpg"):
+        response = httpx.post(slow_server.url + "/v1/inspect", timeout=300,
+                              files={"photo": (name, (photos / "tiny.jpg").read_bytes())},
+                              headers={"X-Request-ID": "same-id"})
+        assert response.status_code == 200 and response.json()["request_id"] == "same-id"
+    for folder, name in (("same-id", "alice.jpg"), ("same-id.2", "bob.jpg")):
+        with open(slow_server.save_dir / folder / "report.json") as f:
+            assert [r["file_name"] for r in json.load(f)["images"]] == [name]
 
 
 def test_sigterm_answers_the_request_in_flight(slow_server, photos):
