@@ -27,7 +27,8 @@ class QueueFullError(Exception):
     have room again."""
 
     def __init__(self, queue_size, retry_after):
-        super().__init__(f"the inspection queue is full ({queue_size} photos waiting); "
+        waiting = f"{queue_size} request{'s' if queue_size != 1 else ''} waiting"
+        super().__init__(f"the inspection queue is full ({waiting}); "
                          f"try again in {retry_after} s")
         self.retry_after = retry_after
 
