@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from ..constants import PART_NAMES, STATE_NAMES
 from ..utils.errors import ConfigError, DataError
-from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.io import atomic_write_json, atomic_write_texts
 from .delftbikes import load_delftbikes
 
 __all__ = ["convert_to_coco", "category_names_for", "load_coco_states", "problems_report_path",
@@ -117,9 +117,12 @@ def convert_to_coco(json_path, images_dir, save_path, on_invalid="error", catego
     try:
         os.makedirs(folder, exist_ok=True)
         if on_invalid == "skip":
-            atomic_write_text(_problems_report(json_path, dataset), problems_path)
+            # Both or neither: a report beside an older COCO file would describe another output.
+            atomic_write_texts({problems_path: _problems_report(json_path, dataset),
+                                save_path: json.dumps(coco)})
             stats["problems_path"] = problems_path
-        atomic_write_json(coco, save_path)
+        else:
+            atomic_write_json(coco, save_path)
         if on_invalid != "skip" and os.path.exists(problems_path):
             # A report left by an earlier skip run describes another output: remove it.
             os.unlink(problems_path)

@@ -157,6 +157,34 @@ def test_error_mode_writes_nothing_and_skip_mode_writes_a_report(tiny):
     assert os.listdir(out.parent) == ["coco.json"]
 
 
+def test_a_failed_write_in_skip_mode_leaves_the_report_and_the_output_as_they_were(
+        tiny, monkeypatch):
+    """The disk fills up while the COCO file is written: the problems report of this run must
+    not stand beside the COCO file of the run before (it would describe another output)."""
+    import errno
+
+    import bikestate.utils.io as io_module
+
+    out = tiny["root"] / "out" / "coco.json"
+    convert_to_coco(tiny["json"], tiny["images"], str(out), on_invalid="skip", verbose=False)
+    before = {name: (out.parent / name).read_bytes() for name in os.listdir(out.parent)}
+    ann = hand_built()
+    ann["a.jpg"]["parts"]["dynamo"]["object_state"] = "stolen"
+    bad = tiny["root"] / "bad.json"
+    bad.write_text(json.dumps(ann))
+    sibling = io_module._temporary_sibling
+
+    def disk_full_for_the_coco_file(path):
+        if path == str(out):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return sibling(path)
+
+    monkeypatch.setattr(io_module, "_temporary_sibling", disk_full_for_the_coco_file)
+    with pytest.raises(ConfigError, match="No space left on device"):
+        convert_to_coco(str(bad), tiny["images"], str(out), on_invalid="skip", verbose=False)
+    assert {name: (out.parent / name).read_bytes() for name in os.listdir(out.parent)} == before
+
+
 def test_nothing_usable_and_output_over_input_are_errors(tiny):
     only_bad = tiny["root"] / "only_bad.json"
     only_bad.write_text(json.dumps({"gone.jpg": {"parts": {}}}))
