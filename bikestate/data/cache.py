@@ -2,8 +2,10 @@
 
 * :class:`FileSource`: a user's annotation file. A COCO file is used as it is; a DelftBikes file
   is converted once to ``OUTPUT_DIR/<split>_coco.json`` and reconverted only when its content,
-  images folder, ``ON_INVALID`` or the conversion itself (:data:`CONVERSION_VERSION`) changed
-  (a sidecar ``<split>_coco.source.json`` records the input's size, mtime and sha256).
+  images folder, the images it names (added, removed, replaced), ``ON_INVALID`` or the
+  conversion itself (:data:`CONVERSION_VERSION`) changed (a sidecar
+  ``<split>_coco.source.json`` records the input's size, mtime and sha256 and a digest of the
+  images' sizes and mtimes).
 * :class:`SynthSource` / :func:`prepare_synthbikes`: a SynthBikes split generated once into a
   cache folder (named by split, size, seed, image size and generator version) and reused. The
   folder is built under a temporary name and renamed when complete, so a killed run never
@@ -14,6 +16,7 @@ Both have ``check()`` (cheap, every rank), ``prepare(categories)`` (main process
 """
 import contextlib
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -114,10 +117,32 @@ class FileSource:
             "on_invalid": self.on_invalid,
             "categories": list(categories) if categories else None,
             "conversion_version": CONVERSION_VERSION,
+            "images_digest": self._images_digest(),
         }
         if hash_input:
             record["input_sha256"] = file_sha256(self.json_file)
         return record
+
+    def _images_digest(self):
+        """sha256 of the name, size and mtime (or absence) of every image the annotation file
+        names: the conversion checked them (existence, size, EXIF orientation), so an image
+        added, removed or replaced since needs a reconversion. Stat calls only (~10 ms per
+        1,000 images); "" when the annotation file cannot be read (the conversion says why)."""
+        from .delftbikes import read_annotation_json
+        from ..utils.errors import DataError
+
+        try:
+            names = sorted(read_annotation_json(self.json_file))
+        except DataError:
+            return ""
+        digest = hashlib.sha256()
+        for name in names:
+            try:
+                stat = os.stat(os.path.join(self.images_dir, name))
+                digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            except OSError:
+                digest.update(f"{name}\0missing\n".encode())
+        return digest.hexdigest()
 
     def _up_to_date(self, record):
         """True when the last conversion used this very input (same content, folder, mode)."""
@@ -129,7 +154,8 @@ class FileSource:
             return False
         if (old.get("output_size"), old.get("output_mtime_ns")) != (out.st_size, out.st_mtime_ns):
             return False  # the output was replaced or edited by someone else
-        for key in ("input_json", "images_dir", "on_invalid", "categories", "conversion_version"):
+        for key in ("input_json", "images_dir", "on_invalid", "categories", "conversion_version",
+                    "images_digest"):
             if old.get(key) != record[key]:
                 return False
         if (old.get("input_size"), old.get("input_mtime_ns")) == (

@@ -257,6 +257,14 @@ def test_delftbikes_input_converted_once_and_again_only_when_changed(cfg, delft_
     register_bike_datasets(cfg)
     assert os.stat(train_coco).st_mtime_ns != third
 
+    # An image named by the annotations is replaced (its checks, size included, are stale).
+    register_bike_datasets(cfg)
+    fourth = os.stat(train_coco).st_mtime_ns
+    image = os.path.join(cfg.BIKESTATE.DATA.TRAIN_IMAGES, name)
+    Image.open(image).convert("RGB").save(image)  # re-encoded: another size and mtime
+    register_bike_datasets(cfg)
+    assert os.stat(train_coco).st_mtime_ns != fourth
+
 
 def test_coco_input_used_directly(cfg, synth_small, tmp_path):
     coco_path = str(tmp_path / "given_coco.json")
