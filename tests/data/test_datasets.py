@@ -52,10 +52,13 @@ def cfg(tmp_path):
 
 @pytest.fixture
 def delft_copy(synth_small, tmp_path):
-    """A private copy of the synth_small annotations (tests modify it); images shared."""
+    """A private copy of the synth_small annotations and images (tests modify them)."""
+    import shutil
+
     path = tmp_path / "ann.json"
     path.write_bytes(open(synth_small["json"], "rb").read())
-    return {"json": str(path), "images": synth_small["images"]}
+    images = shutil.copytree(synth_small["images"], tmp_path / "images")
+    return {"json": str(path), "images": str(images)}
 
 
 def use_files(cfg, train_json, images, val_json=None):
