@@ -18,6 +18,7 @@ The whole model, detector and state branch, is traced with detectron2's
 
 This module needs torch and detectron2; the runtimes do not (:mod:`bikestate.deploy`).
 """
+import contextlib
 import json
 import os
 import shutil
@@ -58,6 +59,42 @@ class _ExportableModel(torch.nn.Module):
         instances = self.model.inference([{"image": image}], do_postprocess=False)[0]
         return (instances.pred_boxes.tensor, instances.scores, instances.pred_classes,
                 instances.pred_states, instances.state_scores)
+
+
+class _NeverEmptyStateHead(torch.nn.Module):
+    """A state head that runs on one extra zero row and drops its output again.
+
+    The exported graph must also answer a photo with no detection; a state head with
+    GroupNorm traces to a reshape of its N rows into (N, groups, -1), which onnxruntime
+    cannot do for N = 0. The padding row keeps every tensor of the head non-empty and
+    changes no other row's output (the head treats rows independently).
+    """
+
+    def __init__(self, head):
+        super().__init__()
+        self.head = head
+
+    def forward(self, features, classes=None):
+        padded = torch.cat([features, features.new_zeros((1,) + tuple(features.shape[1:]))])
+        if classes is not None:
+            classes = torch.cat([classes, classes.new_zeros((1,))])
+        return self.head(padded, classes)[:-1]
+
+
+@contextlib.contextmanager
+def _state_head_never_empty(model):
+    """Trace ``model`` with :class:`_NeverEmptyStateHead` around its state head (restored
+    afterwards: the caller's model is left as it was)."""
+    heads = getattr(model, "roi_heads", None)
+    head = getattr(heads, "state_head", None)
+    if head is None:
+        yield
+        return
+    heads.state_head = _NeverEmptyStateHead(head)
+    try:
+        yield
+    finally:
+        heads.state_head = head
 
 
 def build_export_model(cfg):
@@ -192,12 +229,18 @@ def export_model(cfg, output_dir, fmt, opset=DEFAULT_OPSET, example_bgr=None,
                           f"({e.strerror or e})") from e
     try:
         graph = os.path.join(staging, GRAPH_FILES[fmt])
-        _trace_outputs(adapter, example, graph, fmt, opset)
+        with _state_head_never_empty(model):
+            _trace_outputs(adapter, example, graph, fmt, opset)
         with open(os.path.join(staging, MODEL_JSON), "w", encoding="utf-8") as f:
             json.dump(info, f, indent=1)
         check = None if check_bgr is None else check_export(cfg, model, staging, check_bgr)
         os.makedirs(output_dir, exist_ok=True)
-        # model.json last: a folder whose model.json names a graph has that graph.
+        # The old model.json first and model.json last: at every moment the folder's
+        # model.json, if any, names a graph the folder holds, and no graph of another format
+        # is left beside the new one.
+        for name in (MODEL_JSON, *(f for f in GRAPH_FILES.values() if f != GRAPH_FILES[fmt])):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(output_dir, name))
         for name in (GRAPH_FILES[fmt], MODEL_JSON):
             os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
     finally:

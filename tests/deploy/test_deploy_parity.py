@@ -194,3 +194,31 @@ def test_conv_state_head_on_image_pixels_exports(tmp_path, small_cfg_opts, image
         eager = _eager(pytorch_predictor, images[name])
         assert len(eager) > 0
         assert_same_detections(predictor(images[name]), eager)
+
+
+def test_a_photo_without_any_detection_gets_an_empty_answer_from_either_export(
+        tmp_path, small_cfg_opts):
+    """A photo where the model finds no part is answered with 0 detections by both runtimes,
+    as by PyTorch (the state head's GroupNorm must not meet 0 rows in the graph). The detector
+    threshold sits just above the best score on a blank photo, below the tracing picture's."""
+    blank = np.full((240, 320, 3), 255, np.uint8)
+    keep_all = make_cfg(SMALL_CONFIG, small_cfg_opts + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
+    top = float(BikeStatePredictor(keep_all)(blank).scores.max())
+    cfg = make_cfg(SMALL_CONFIG, small_cfg_opts + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+                                                   str(top + 1e-4)])
+    pytorch = BikeStatePredictor(cfg)
+    assert len(pytorch(blank)) == 0
+    assert len(pytorch(sample_image(cfg))) > 0  # the trace carries detections
+    for fmt, runtime in (("onnx", OnnxBikeStatePredictor),
+                         ("torchscript", TorchScriptBikeStatePredictor)):
+        export_model(cfg, str(tmp_path / fmt), fmt, model=pytorch.model)
+        empty = runtime(str(tmp_path / fmt))(blank)
+        assert len(empty) == 0 and empty.state_scores.shape == (0, 4), fmt
+
+
+def test_exporting_again_into_a_folder_leaves_only_the_new_export(tmp_path, small_cfg):
+    model = BikeStatePredictor(small_cfg).model
+    export_model(small_cfg, str(tmp_path), "onnx", model=model)
+    export_model(small_cfg, str(tmp_path), "torchscript", model=model)
+    assert sorted(os.listdir(tmp_path)) == ["model.json", "model.ts"]
+    TorchScriptBikeStatePredictor(str(tmp_path))  # loads: model.json names model.ts
