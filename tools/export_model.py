@@ -78,7 +78,7 @@ def export(args):
         from bikestate.verdict import load_operating_point
 
         point = load_operating_point(cfg.TEST.BIKESTATE.THRESHOLDS_FILE, cfg.MODEL.WEIGHTS,
-                                     default_score_thresh=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
+                                     default_score_thresh=cfg.TEST.BIKESTATE.VERIFY_SCORE_THRESH)
         cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = min(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
                                                     point.score_thresh)
     cfg.freeze()

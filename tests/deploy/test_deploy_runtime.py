@@ -172,3 +172,20 @@ def test_backend_options_are_checked(tmp_path, onnx_export, no_torch_env):
         assert len(lines) == 1 and reason in lines[0], (args, result.stderr)
     assert not (tmp_path / "out").exists()
 
+
+
+def test_an_export_without_thresholds_json_takes_the_default_rules_threshold(
+        tmp_path, small_cfg_opts):
+    """No thresholds.json beside the weights: the verdict rule is the default one at
+    TEST.BIKESTATE.VERIFY_SCORE_THRESH, as for tools/predict.py; a lower one than the
+    detector's lowers the graph's threshold too, so the export runs at its own rule."""
+    out = tmp_path / "export"
+    pairs = list(zip(small_cfg_opts[::2], small_cfg_opts[1::2]))
+    opts = [x for key, value in pairs if key != "MODEL.ROI_HEADS.SCORE_THRESH_TEST"
+            for x in (key, value)]  # the config's 0.05, not the tests' explicit one
+    result = run_tool("export_model.py", "--config-file", SMALL_CONFIG, "--format", "onnx",
+                      "--output", str(out), "--no-check", *opts,
+                      "TEST.BIKESTATE.VERIFY_SCORE_THRESH", "0.03")
+    assert result.returncode == 0, result.stderr
+    info = ModelInfo.load(str(out))
+    assert info.detection_score_thresh == info.operating_point.score_thresh == 0.03
