@@ -218,6 +218,12 @@ class _MetricWatcher(HookBase):
         return value
 
 
+def _check_mode(mode):
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
+    return mode
+
+
 def _better(mode, value, best):
     if not math.isfinite(value):
         return False
@@ -256,7 +262,7 @@ class BestCheckpointHook(_MetricWatcher):
 
     def __init__(self, metric, mode, eval_period, checkpointer=None, file_prefix="model_best"):
         super().__init__(metric, eval_period)
-        self.mode = mode
+        self.mode = _check_mode(mode)
         self.checkpointer = checkpointer
         self.file_prefix = file_prefix
         self.best_value = None
@@ -297,7 +303,7 @@ class EarlyStopHook(_MetricWatcher):
 
     def __init__(self, metric, mode, patience, eval_period):
         super().__init__(metric, eval_period)
-        self.mode = mode
+        self.mode = _check_mode(mode)
         self.patience = int(patience)
         self.best_value = None
         self.num_bad_evals = 0

@@ -20,7 +20,8 @@ from detectron2.solver.lr_scheduler import LRScheduler, _get_warmup_factor_at_it
 
 from ..utils.errors import ConfigError
 
-__all__ = ["build_optimizer", "build_lr_scheduler", "WarmupReduceLROnPlateau", "PLATEAU_NAME"]
+__all__ = ["build_optimizer", "build_lr_scheduler", "check_solver_config",
+           "WarmupReduceLROnPlateau", "PLATEAU_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,29 @@ def _param_groups(cfg, model):
         weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
         lr_factor_func=lr_factor_func,
     )
+
+
+def check_solver_config(cfg):
+    """One :class:`ConfigError` for an optimizer, LR schedule or LR factor the builders below
+    would refuse: checked before training writes anything (a bad value found when the trainer
+    is built would leave a config.yaml over a training folder's good one on ``--resume``)."""
+    solver = cfg.SOLVER
+    if solver.OPTIMIZER not in _OPTIMIZERS:
+        raise ConfigError(f"SOLVER.OPTIMIZER {solver.OPTIMIZER!r} is unknown; choose one of "
+                          f"{', '.join(_OPTIMIZERS)}")
+    if solver.LR_SCHEDULER_NAME not in _D2_SCHEDULERS + (PLATEAU_NAME,):
+        raise ConfigError(f"SOLVER.LR_SCHEDULER_NAME {solver.LR_SCHEDULER_NAME!r} is unknown; "
+                          f"choose one of {', '.join(_D2_SCHEDULERS + (PLATEAU_NAME,))}")
+    if not solver.STATE_HEAD_LR_FACTOR > 0:
+        raise ConfigError(f"SOLVER.STATE_HEAD_LR_FACTOR must be > 0, got "
+                          f"{solver.STATE_HEAD_LR_FACTOR}")
+    if solver.LR_SCHEDULER_NAME == PLATEAU_NAME:
+        if solver.PLATEAU.MODE not in ("min", "max"):
+            raise ConfigError(f"SOLVER.PLATEAU.MODE must be 'min' or 'max', not "
+                              f"{solver.PLATEAU.MODE!r}")
+        if not 0 < solver.PLATEAU.FACTOR < 1:
+            raise ConfigError(f"SOLVER.PLATEAU.FACTOR must be in (0, 1), not "
+                              f"{solver.PLATEAU.FACTOR}")
 
 
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:

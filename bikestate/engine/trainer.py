@@ -57,10 +57,10 @@ from .hooks import (
     compute_validation_loss,
 )
 from .rng import capture_rng_state, preserve_rng_state, restore_rng_state
-from .solver import PLATEAU_NAME, build_lr_scheduler, build_optimizer
+from .solver import PLATEAU_NAME, build_lr_scheduler, build_optimizer, check_solver_config
 from .state_refinement import StateRefinementHook, check_state_refine_config, refine_state_head
 from .train_loop import BikeStateTrainLoop
-from .wandb_writer import WandbWriter
+from .wandb_writer import WandbWriter, resolve_wandb_mode
 
 __all__ = [
     "BikeStateTrainer",
@@ -115,6 +115,11 @@ def prepare_training_config(cfg):
 
     check_state_refine_config(cfg)
     check_calibration_config(cfg)
+    check_solver_config(cfg)
+    resolve_wandb_mode(cfg.WANDB.MODE)  # an unknown mode is a ConfigError
+    if cfg.TEST.BEST_CHECKPOINT.MODE not in ("min", "max"):
+        raise ConfigError(f"TEST.BEST_CHECKPOINT.MODE must be 'min' or 'max', not "
+                          f"{cfg.TEST.BEST_CHECKPOINT.MODE!r}")
     if cfg.SOLVER.GRAD_ACCUM_STEPS < 1:
         raise ConfigError(f"SOLVER.GRAD_ACCUM_STEPS must be >= 1, not {cfg.SOLVER.GRAD_ACCUM_STEPS}")
     # register_bike_datasets already generated / converted the data on the main process.
