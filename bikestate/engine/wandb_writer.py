@@ -217,8 +217,8 @@ class WandbWriter(EventWriter):
                 continue
             self._last_iter[name] = new[0][1]
             key = WANDB_KEYS.get(name, name)
-            for value, it in new:
-                rows[int(it)][key] = float(value)
+            for value, it in new:  # newest first: a value put twice in one iteration is the last
+                rows[int(it)].setdefault(key, float(value))
         for it, extra in self._pending.items():
             rows[it].update(extra)
         self._pending.clear()

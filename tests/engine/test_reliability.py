@@ -217,3 +217,29 @@ def test_wandb_failure_is_one_warning_and_training_goes_on(tmp_path):
     assert resolve_wandb_mode("auto", {"NETRC": str(netrc)}) == "online"
     assert resolve_wandb_mode("auto", {"NETRC": str(tmp_path / "none")}) == "offline"
     assert resolve_wandb_mode("offline", {"WANDB_API_KEY": "x"}) == "offline"
+
+
+def test_wandb_logs_the_last_value_of_a_scalar_put_twice_in_one_iteration(tmp_path):
+    """The LR after a plateau reduction is put again in the same iteration (as are model
+    scalars under gradient accumulation): W&B gets the last value, as metrics.json does."""
+    from detectron2.config import get_cfg
+    from detectron2.utils.events import EventStorage
+    from wandb_files import offline_runs, read_run
+
+    from bikestate.config import add_bikestate_config
+    from bikestate.engine.wandb_writer import WandbWriter
+
+    cfg = add_bikestate_config(get_cfg())
+    cfg.WANDB.MODE = "offline"
+    cfg.OUTPUT_DIR = str(tmp_path)
+    writer = WandbWriter(cfg)
+    with EventStorage(0) as storage:
+        for it in range(2):
+            storage.iter = it
+            storage.put_scalar("lr", 0.004, smoothing_hint=False)
+            storage.put_scalar("lr", 0.002 if it else 0.004, smoothing_hint=False)
+            writer.write()
+        assert storage.latest()["lr"] == (0.002, 1)
+    writer.close()
+    history = {row["_step"]: row for row in read_run(offline_runs(str(tmp_path))[0])["history"]}
+    assert history[1]["learning_rate"] == 0.002
