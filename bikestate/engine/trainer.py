@@ -247,8 +247,13 @@ class BikeStateTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg, skip_iters=0):
         """Training data loading: shuffled (seeded) order, aspect-ratio grouping,
         ``DATALOADER.NUM_WORKERS`` workers, ``PREFETCH_FACTOR`` batches prefetched per worker,
-        pinned memory on CUDA; unreadable images skipped. ``skip_iters`` starts the data order
-        where an uninterrupted run would be after that many iterations."""
+        pinned memory on CUDA; unreadable images skipped. ``skip_iters`` starts the sampler's
+        order where an uninterrupted run's would be after that many iterations: with
+        ``NUM_WORKERS`` 0 and without aspect-ratio grouping the batches (and their random
+        augmentation) are then the uninterrupted run's; data workers (which deal out the
+        order in turns and draw augmentation from their own streams) and aspect-ratio groups
+        (whose images wait for a partner of the same shape) give the same images in another
+        grouping and augmentation."""
         dataset = get_detection_dataset_dicts(
             cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
         mapper = SkipUnreadableImages(cls.build_train_mapper(cfg))
@@ -260,6 +265,11 @@ class BikeStateTrainer(DefaultTrainer):
             kwargs["prefetch_factor"] = cfg.DATALOADER.PREFETCH_FACTOR
         if cfg.DATALOADER.PIN_MEMORY and cfg.MODEL.DEVICE.startswith("cuda"):
             kwargs["pin_memory"] = True
+        if skip and (cfg.DATALOADER.NUM_WORKERS > 0 or cfg.DATALOADER.ASPECT_RATIO_GROUPING):
+            logger.info("Resuming the data order at iteration %d: with data workers or "
+                        "aspect-ratio grouping the next batches group and augment the images "
+                        "differently from an uninterrupted run (DATALOADER.NUM_WORKERS 0 and "
+                        "ASPECT_RATIO_GROUPING False repeat it exactly)", skip_iters)
         if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
             if skip:
                 logger.warning("%s restarts its order on resume (only TrainingSampler resumes "
