@@ -90,7 +90,7 @@ class ModelInfo:
         if not isinstance(data, dict):
             raise ExportError(f"{path}: expected a JSON object, found {type(data).__name__}")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if type(version) is not int or version != FORMAT_VERSION:  # true == 1 in Python
             raise ExportError(f"{path}: format_version {version!r} is not supported (this "
                               f"bikestate reads version {FORMAT_VERSION}); export the model "
                               f"again with this bikestate's tools/export_model.py")
@@ -118,11 +118,16 @@ class ModelInfo:
             )
         except ExportError:
             raise
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             what = f"missing key {e}" if isinstance(e, KeyError) else " ".join(str(e).split())
             raise ExportError(f"{path}: not a valid model.json ({what})") from e
         except ConfigError as e:  # a bad operating point; the message names the file
             raise ExportError(str(e)) from e
+        if not (info.min_size_test > 0 and info.max_size_test > 0
+                and 0.0 <= info.detection_score_thresh <= 1.0):
+            raise ExportError(f"{path}: not a valid model.json (test sizes "
+                              f"{info.min_size_test} / {info.max_size_test} must be positive, "
+                              f"detection_score_thresh {info.detection_score_thresh} in [0, 1])")
         if info.input_format not in ("BGR", "RGB"):
             raise ExportError(f"{path}: input format must be BGR or RGB, not "
                               f"{info.input_format!r}")
