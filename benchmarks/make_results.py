@@ -789,7 +789,10 @@ def render_state_recipes(records, include_smoke=False):
                 f"{fig0.get('image_size')}, scored on {fig0.get('val_images')} validation "
                 "images. AP in percent, the rest in [0, 1]; `cal.`: the operating point chosen "
                 "on val after training (scored on val itself: optimistic); `train s`: wall clock "
-                "of the run, other jobs included (speed is `bench_speed`'s job). Dates "
+                "of the run, other jobs included (speed is `bench_speed`'s job). Damage AP of "
+                "runs before 2026-12-03 ranked the parts without any detection last, which "
+                "gave a model without a state branch the damaged share (0.069) and the others "
+                "a few thousandths; since then those parts are misses (docs/verdict.md). Dates "
                 f"{min(r['date'] for r in runs.values())} to "
                 f"{max(r['date'] for r in runs.values())}.", ""]
         rows = []
