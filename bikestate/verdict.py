@@ -148,24 +148,25 @@ class OperatingPoint:
     def from_dict(cls, data, source, state_names=STATE_NAMES):
         """Parse thresholds.json contents; one-line :class:`ConfigError` for a bad file."""
         from .utils.errors import ConfigError
+        from .utils.io import is_json_number
 
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a JSON object, found {type(data).__name__}")
         version = data.get("version")
         if type(version) is not int or version not in READABLE_THRESHOLDS_VERSIONS:
             readable = ", ".join(str(v) for v in READABLE_THRESHOLDS_VERSIONS)
-            raise ConfigError(f"{source}: thresholds version {data.get('version')!r} is not "
+            raise ConfigError(f"{source}: thresholds version {version!r} is not "
                               f"supported (this bikestate reads versions {readable})")
         bias = data.get("state_bias", {})
         if not isinstance(bias, dict) or set(bias) - set(state_names) or \
-                not all(_is_number(b) for b in bias.values()):
+                not all(is_json_number(b) for b in bias.values()):
             raise ConfigError(f"{source}: state_bias must map state names "
                               f"({', '.join(state_names)}) to numbers")
         if "score_thresh" not in data:
             raise ConfigError(f"{source}: not a valid thresholds file (no score_thresh)")
         for key in ("score_thresh", "presence_thresh"):
             value = data.get(key)
-            if not _is_number(value) and not (key == "presence_thresh" and value is None):
+            if not is_json_number(value) and not (key == "presence_thresh" and value is None):
                 raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
         try:
             return cls(score_thresh=float(data["score_thresh"]),
@@ -194,11 +195,6 @@ class OperatingPoint:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"thresholds file {path} is not valid JSON ({e})")
         return cls.from_dict(data, path, state_names)
-
-
-def _is_number(value):
-    """A JSON number (not a boolean, which Python counts as an int)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def as_operating_point(value):

@@ -16,7 +16,6 @@ normal artefact of the annotation tool and are clipped (and counted), not report
 """
 import dataclasses
 import json
-import math
 import os
 from typing import List, Optional
 
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from ..constants import STATE_IDS, STATE_NAMES
 from ..utils.errors import ConfigError, DataError
+from ..utils.io import is_json_number
 
 __all__ = [
     "Problem",
@@ -182,8 +182,8 @@ class _KeysObject(dict):
 
 def _repeated_keys(data):
     """Lines naming each image, part and field given twice in an annotation file."""
-    lines = [f"{name}: the image has {list(data).count(name) + data.repeated.count(name)} "
-             "records" for name in dict.fromkeys(data.repeated)]
+    lines = [f"{name}: the image has {1 + data.repeated.count(name)} records"
+             for name in dict.fromkeys(data.repeated)]
     by_file = {}
     for name in data:
         by_file.setdefault(os.path.normpath(name), []).append(name)
@@ -443,7 +443,7 @@ def _validate_part(file_name, index, key, part, height, width, problems):
         ok = False
 
     trust = part.get("trust")
-    if trust is not None and not _is_number(trust):
+    if trust is not None and not is_json_number(trust):
         problems.append(Problem(file_name, label, f"trust {trust!r} is not a number"))
         ok = False
 
@@ -470,7 +470,7 @@ def _validate_box(file_name, label, box, height, width, problems):
         problems.append(Problem(file_name, label,
                                 "box lacks " + ", ".join(missing)))
         return None, False
-    bad = [f"{k} {box[k]!r}" for k in keys if not _is_number(box[k])]
+    bad = [f"{k} {box[k]!r}" for k in keys if not is_json_number(box[k])]
     if bad:
         problems.append(Problem(file_name, label, "non-numeric box value: " + ", ".join(bad)))
         return None, False
@@ -497,13 +497,8 @@ def _validate_box(file_name, label, box, height, width, problems):
     return [x1, y1, x2 - x1, y2 - y1], True
 
 
-def _is_number(v):
-    # bool is an int subclass in Python, but `true` is no coordinate.
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _is_integral(v):
-    return _is_number(v) and float(v).is_integer()
+    return is_json_number(v) and float(v).is_integer()
 
 
 def _json_type(v):

@@ -8,6 +8,7 @@ any moment leaves either the old file or the new one, never a half-written file,
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 
@@ -110,6 +111,13 @@ def read_json(path, what="annotation file"):
             from None
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read {what}: {e}") from None
+
+
+def is_json_number(value):
+    """A finite number as JSON gives it: not a boolean (Python counts ``true`` as an int), not
+    a string, not NaN or Infinity (which Python's JSON reader accepts)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
 
 
 def file_sha256(path, chunk_size=1 << 20):

@@ -263,12 +263,21 @@ def test_state_may_be_given_by_name_or_class_alone():
     ('"a.jpg"', "found a JSON string"),
 ])
 def test_file_level_problems_stop_in_both_modes(dataset_dir, text, words):
+    json_path, errors = errors_in_both_modes(dataset_dir, text)
+    for error in errors:
+        assert str(error).startswith(f"{json_path}: ")
+        assert words in str(error)
+
+
+def errors_in_both_modes(dataset_dir, text):
+    """(annotation file, the DataError of loading it with on_invalid error, with skip)."""
     json_path = dataset_dir["write"](None, text=text)
+    errors = []
     for mode in ("error", "skip"):
         with pytest.raises(DataError) as info:
             load_delftbikes(json_path, dataset_dir["images"], on_invalid=mode)
-        assert str(info.value).startswith(f"{json_path}: ")
-        assert words in str(info.value)
+        errors.append(info.value)
+    return json_path, errors
 
 
 @pytest.mark.parametrize("text,detail", [
@@ -281,12 +290,10 @@ def test_file_level_problems_stop_in_both_modes(dataset_dir, text, words):
 ])
 def test_repeated_keys_stop_in_both_modes_naming_image_and_part(dataset_dir, text, detail):
     """JSON keeps the last of repeated keys: a record or a box would vanish without a word."""
-    json_path = dataset_dir["write"](None, text=text)
-    for mode in ("error", "skip"):
-        with pytest.raises(DataError) as info:
-            load_delftbikes(json_path, dataset_dir["images"], on_invalid=mode)
-        assert str(info.value).startswith(f"{json_path}: 1 repeated key")
-        assert [detail in line for line in info.value.details] == [True]
+    json_path, errors = errors_in_both_modes(dataset_dir, text)
+    for error in errors:
+        assert str(error).startswith(f"{json_path}: 1 repeated key")
+        assert [detail in line for line in error.details] == [True]
 
 
 def test_missing_files_and_bad_mode(dataset_dir):
