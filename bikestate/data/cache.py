@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import time
 
-from ..utils.errors import ConfigError
+from ..utils.errors import ConfigError, DataError
 from ..utils.io import atomic_write_json, file_sha256, read_json
 from .formats import detect_annotation_format
 
@@ -97,7 +97,9 @@ class FileSource:
         # convert_to_coco creates OUTPUT_DIR itself, only once the input proved valid.
         convert_to_coco(self.json_file, self.images_dir, self.converted_path,
                         on_invalid=self.on_invalid, categories=categories)
-        record = self._source_record(hash_input=True, categories=categories)
+        # The images as checked before the conversion: the digest is not taken twice.
+        record = self._source_record(hash_input=True, categories=categories,
+                                     images_digest=record["images_digest"])
         stat = os.stat(self.converted_path)
         record.update(output_size=stat.st_size, output_mtime_ns=stat.st_mtime_ns)
         atomic_write_json(record, self.sidecar_path, indent=2)
@@ -107,7 +109,7 @@ class FileSource:
             return self.json_file, self.images_dir
         return self.converted_path, self.images_dir
 
-    def _source_record(self, hash_input, categories):
+    def _source_record(self, hash_input, categories, images_digest=None):
         stat = os.stat(self.json_file)
         record = {
             "input_json": self.json_file,
@@ -117,7 +119,8 @@ class FileSource:
             "on_invalid": self.on_invalid,
             "categories": list(categories) if categories else None,
             "conversion_version": CONVERSION_VERSION,
-            "images_digest": self._images_digest(),
+            "images_digest": (self._images_digest() if images_digest is None
+                              else images_digest),
         }
         if hash_input:
             record["input_sha256"] = file_sha256(self.json_file)
@@ -129,7 +132,6 @@ class FileSource:
         added, removed or replaced since needs a reconversion. Stat calls only (~10 ms per
         1,000 images); "" when the annotation file cannot be read (the conversion says why)."""
         from .delftbikes import read_annotation_json
-        from ..utils.errors import DataError
 
         try:
             names = sorted(read_annotation_json(self.json_file))
