@@ -77,15 +77,7 @@ async def inspect(request: Request, image: bool = False, files: bool = False):
     except UploadError as e:
         return error_response(request, e.status, e.reason)
     upload = uploads[0]
-
-    def job():
-        decoded = _decoded(upload)
-        if isinstance(decoded, UploadError):
-            return decoded
-        return service.backend.inspect(decoded[0], upload.file_name, draw=image,
-                                       notes=decoded[1])
-
-    outcome = await _run(request, job)
+    outcome = await _run(request, lambda: _inspect_upload(service.backend, upload, image))
     if isinstance(outcome, JSONResponse):
         return outcome
     result, timing = outcome
@@ -121,30 +113,17 @@ async def inspect_batch(request: Request, image: bool = False):
                                    "curl -F photos=@a.jpg -F photos=@b.jpg")
     except UploadError as e:
         return error_response(request, e.status, e.reason)
-    backend = service.backend
-    decoded = [None] * len(uploads)
-
-    def job():
-        results = {}
-        for i, upload in enumerate(uploads):
-            decoded[i] = _decoded(upload)
-            if not isinstance(decoded[i], UploadError):
-                results[i] = backend.inspect(decoded[i][0], upload.file_name, draw=image,
-                                             notes=decoded[i][1])
-                decoded[i] = None  # the pixels are not needed any more
-        return results
-
-    outcome = await _run(request, job)
+    outcome = await _run(request, lambda: [_inspect_upload(service.backend, upload, image)
+                                           for upload in uploads])
     if isinstance(outcome, JSONResponse):
         return outcome
-    by_index, timing = outcome
+    results, timing = outcome
     items, kept = [], []
-    for i, upload in enumerate(uploads):
-        result = by_index.get(i)
-        if result is None:
-            items.append({"file_name": upload.file_name, "status": decoded[i].status,
-                          "error": decoded[i].reason})
-            kept.append((upload, None, decoded[i].reason))
+    for upload, result in zip(uploads, results):
+        if isinstance(result, UploadError):
+            items.append({"file_name": upload.file_name, "status": result.status,
+                          "error": result.reason})
+            kept.append((upload, None, result.reason))
             continue
         kept.append((upload, result, None))
         if result.report is None:
@@ -161,17 +140,19 @@ async def inspect_batch(request: Request, image: bool = False):
             "timing": timing}
 
 
-def _decoded(upload):
-    """``decode_photo(upload)``, or the :class:`UploadError` saying why it cannot be.
+def _inspect_upload(backend, upload, draw):
+    """The inspection result of an uploaded photo, or the :class:`UploadError` saying why it
+    cannot be decoded.
 
-    Photos are decoded in the inference worker's job, inside the slot the queue gave the
-    request: the queue then also bounds how many photos are held decoded at once (a 9400 x
-    9400 PNG of one colour uploads in 280 KB and decodes to 265 MB), and a request that finds
-    the queue full is refused before any decoding."""
+    Runs in the inference worker's job: photos are decoded inside the slot the queue gave the
+    request, so the queue also bounds how many photos are held decoded at once (a 9400 x 9400
+    PNG of one colour uploads in 280 KB and decodes to 265 MB), and a request that finds the
+    queue full is refused before any decoding."""
     try:
-        return decode_photo(upload)
+        photo, notes = decode_photo(upload)
     except UploadError as e:
         return e
+    return backend.inspect(photo, upload.file_name, draw=draw, notes=notes)
 
 
 async def _run(request, job):
