@@ -125,7 +125,8 @@ def plot_verification_curves(pairs, state_names, operating_point, file):
             p_state = pairs["score"] * pairs["state_probs"][:, s]
             # Parts no detection speaks for are misses: the curve may stop short of recall 1.
             precision, recall, _ = retrieval_precision_recall_curve(p_state, positive)
-            ax_pr.step(np.r_[0.0, recall], np.r_[precision[:1], precision, 1.0][:len(recall) + 1],
+            start = precision[:1] if len(precision) else [1.0]  # nothing ranked: one point
+            ax_pr.step(np.r_[0.0, recall], np.r_[start, precision],
                        where="pre", color=STATE_COLORS[s % len(STATE_COLORS)],
                        label=f"{name}: AP {retrieval_average_precision(p_state, positive):.3f}")
         _unit_axes(ax_pr, "recall", "precision", "Per state, ranked by score x P(state)", "best")
