@@ -41,6 +41,7 @@ __all__ = [
     "WandbPredictionImagesHook",
     "PeriodicWriter",
     "RetainingPeriodicCheckpointer",
+    "check_metric_mode",
 ]
 
 logger = logging.getLogger(__name__)
@@ -218,9 +219,13 @@ class _MetricWatcher(HookBase):
         return value
 
 
-def _check_mode(mode):
+def check_metric_mode(mode, key="mode"):
+    """``mode`` if it is ``min`` or ``max`` (how a watched metric improves), else one
+    :class:`ConfigError` naming ``key``."""
     if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
+        from ..utils.errors import ConfigError
+
+        raise ConfigError(f"{key} must be 'min' or 'max', not {mode!r}")
     return mode
 
 
@@ -262,7 +267,7 @@ class BestCheckpointHook(_MetricWatcher):
 
     def __init__(self, metric, mode, eval_period, checkpointer=None, file_prefix="model_best"):
         super().__init__(metric, eval_period)
-        self.mode = _check_mode(mode)
+        self.mode = check_metric_mode(mode)
         self.checkpointer = checkpointer
         self.file_prefix = file_prefix
         self.best_value = None
@@ -303,7 +308,7 @@ class EarlyStopHook(_MetricWatcher):
 
     def __init__(self, metric, mode, patience, eval_period):
         super().__init__(metric, eval_period)
-        self.mode = _check_mode(mode)
+        self.mode = check_metric_mode(mode)
         self.patience = int(patience)
         self.best_value = None
         self.num_bad_evals = 0

@@ -68,9 +68,9 @@ def check_solver_config(cfg):
         raise ConfigError(f"SOLVER.STATE_HEAD_LR_FACTOR must be > 0, got "
                           f"{solver.STATE_HEAD_LR_FACTOR}")
     if solver.LR_SCHEDULER_NAME == PLATEAU_NAME:
-        if solver.PLATEAU.MODE not in ("min", "max"):
-            raise ConfigError(f"SOLVER.PLATEAU.MODE must be 'min' or 'max', not "
-                              f"{solver.PLATEAU.MODE!r}")
+        from .hooks import check_metric_mode
+
+        check_metric_mode(solver.PLATEAU.MODE, "SOLVER.PLATEAU.MODE")
         if not 0 < solver.PLATEAU.FACTOR < 1:
             raise ConfigError(f"SOLVER.PLATEAU.FACTOR must be in (0, 1), not "
                               f"{solver.PLATEAU.FACTOR}")
@@ -78,11 +78,8 @@ def check_solver_config(cfg):
 
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Build the optimizer named by ``cfg.SOLVER.OPTIMIZER`` for the trainable parameters."""
-    name = cfg.SOLVER.OPTIMIZER
-    if cfg.SOLVER.STATE_HEAD_LR_FACTOR <= 0:
-        raise ConfigError(f"SOLVER.STATE_HEAD_LR_FACTOR must be > 0, got "
-                          f"{cfg.SOLVER.STATE_HEAD_LR_FACTOR}")
-    if name == "SGD":
+    check_solver_config(cfg)
+    if cfg.SOLVER.OPTIMIZER == "SGD":
         if cfg.SOLVER.STATE_HEAD_LR_FACTOR == 1.0:
             return d2_build_optimizer(cfg, model)
         # detectron2's SGD, with the groups detectron2's builder cannot scale per module.
@@ -90,27 +87,23 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
             _param_groups(cfg, model), lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
             nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY, foreach=True)
         return maybe_add_gradient_clipping(cfg, optimizer)
-    if name == "AdamW":
-        params = _param_groups(cfg, model)
-        optimizer = torch.optim.AdamW(
-            params,
-            lr=cfg.SOLVER.BASE_LR,
-            betas=tuple(cfg.SOLVER.BETAS),
-            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-            # One multi-tensor update instead of a Python loop over the parameters (as
-            # detectron2's SGD): the same arithmetic, less overhead, also on the CPU.
-            foreach=True,
-        )
-        return maybe_add_gradient_clipping(cfg, optimizer)
-    raise ConfigError(
-        f"SOLVER.OPTIMIZER {name!r} is unknown; choose one of {', '.join(_OPTIMIZERS)}"
+    # AdamW, the other optimizer check_solver_config lets through.
+    optimizer = torch.optim.AdamW(
+        _param_groups(cfg, model),
+        lr=cfg.SOLVER.BASE_LR,
+        betas=tuple(cfg.SOLVER.BETAS),
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        # One multi-tensor update instead of a Python loop over the parameters (as
+        # detectron2's SGD): the same arithmetic, less overhead, also on the CPU.
+        foreach=True,
     )
+    return maybe_add_gradient_clipping(cfg, optimizer)
 
 
 def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRScheduler:
     """Build the per-iteration LR scheduler named by ``cfg.SOLVER.LR_SCHEDULER_NAME``."""
-    name = cfg.SOLVER.LR_SCHEDULER_NAME
-    if name == PLATEAU_NAME:
+    check_solver_config(cfg)
+    if cfg.SOLVER.LR_SCHEDULER_NAME == PLATEAU_NAME:
         p = cfg.SOLVER.PLATEAU
         return WarmupReduceLROnPlateau(
             optimizer,
@@ -123,12 +116,7 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRScheduler:
             warmup_iters=cfg.SOLVER.WARMUP_ITERS,
             warmup_method=cfg.SOLVER.WARMUP_METHOD,
         )
-    if name in _D2_SCHEDULERS:
-        return d2_build_lr_scheduler(cfg, optimizer)
-    raise ConfigError(
-        f"SOLVER.LR_SCHEDULER_NAME {name!r} is unknown; choose one of "
-        f"{', '.join(_D2_SCHEDULERS + (PLATEAU_NAME,))}"
-    )
+    return d2_build_lr_scheduler(cfg, optimizer)  # one of _D2_SCHEDULERS
 
 
 class WarmupReduceLROnPlateau(LRScheduler):

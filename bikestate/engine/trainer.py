@@ -54,6 +54,7 @@ from .hooks import (
     PlateauLRHook,
     RetainingPeriodicCheckpointer,
     WandbPredictionImagesHook,
+    check_metric_mode,
     compute_validation_loss,
 )
 from .rng import capture_rng_state, preserve_rng_state, restore_rng_state
@@ -117,9 +118,7 @@ def prepare_training_config(cfg):
     check_calibration_config(cfg)
     check_solver_config(cfg)
     resolve_wandb_mode(cfg.WANDB.MODE)  # an unknown mode is a ConfigError
-    if cfg.TEST.BEST_CHECKPOINT.MODE not in ("min", "max"):
-        raise ConfigError(f"TEST.BEST_CHECKPOINT.MODE must be 'min' or 'max', not "
-                          f"{cfg.TEST.BEST_CHECKPOINT.MODE!r}")
+    check_metric_mode(cfg.TEST.BEST_CHECKPOINT.MODE, "TEST.BEST_CHECKPOINT.MODE")
     if cfg.SOLVER.GRAD_ACCUM_STEPS < 1:
         raise ConfigError(f"SOLVER.GRAD_ACCUM_STEPS must be >= 1, not {cfg.SOLVER.GRAD_ACCUM_STEPS}")
     # register_bike_datasets already generated / converted the data on the main process.
